@@ -1,0 +1,292 @@
+"""Counters, gauges and histograms, rendered in the Prometheus text exposition format.
+
+Every server exposes what it is doing as numbers a person (or Prometheus) can scrape:
+the gateway's requests per route, the lb's bytes per backend, the cache's hits. This module
+owns the three metric kinds and their rendering; each layer decides what to measure.
+
+    # HELP http_requests_total Requests answered.
+    # TYPE http_requests_total counter
+    http_requests_total{route="/users",status="200"} 42
+
+Metrics with labels keep one child per distinct label set. A label set is a tuple of
+strings in the order the labels were declared, so `inc()` on the hot path is one dict
+lookup and one addition.
+
+Read next: `minisys/http/web.py` serves `GET /metrics` from a Registry.
+
+Simpler than the real thing: prometheus_client adds summaries, exemplars, multiprocess
+mode and OpenMetrics; we render the classic text format (version 0.0.4) only.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Latency buckets in seconds: from 0.1 ms (a cache hit on loopback) to 10 s (a timeout).
+DEFAULT_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+# A label whose values come from clients (a path, an IP) could create children without
+# end. Past this many label sets a metric folds new ones into one overflow child.
+MAX_CHILDREN = 1000
+OVERFLOW = "__overflow__"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _format_value(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    return repr(float(value))
+
+
+def _labels_text(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
+    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+class _Metric:
+    kind = ""
+
+    def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
+        if not name.replace("_", "a").replace(":", "a").isalnum() or name[0].isdigit():
+            raise ValueError(f"invalid metric name {name!r}")
+        self.name = name
+        self.help = help
+        self.label_names = tuple(labels)
+        self._children: dict[tuple[str, ...], object] = {}
+
+    def _key(self, labels: dict[str, str] | None) -> tuple[str, ...]:
+        if not self.label_names:
+            return ()
+        labels = labels or {}
+        if set(labels) != set(self.label_names):
+            raise ValueError(f"{self.name} takes labels {self.label_names}, got {tuple(labels)}")
+        key = tuple(str(labels[n]) for n in self.label_names)
+        if key not in self._children and len(self._children) >= MAX_CHILDREN:
+            key = (OVERFLOW,) * len(self.label_names)
+        return key
+
+    def header(self) -> list[str]:
+        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
+
+
+class Counter(_Metric):
+    """A number that only goes up (requests served, bytes sent)."""
+
+    kind = "counter"
+
+    def inc(self, amount: float = 1, **labels: str) -> None:
+        if amount < 0:
+            raise ValueError("a counter only goes up")
+        key = self._key(labels)
+        self._children[key] = self._children.get(key, 0) + amount
+
+    def value(self, **labels: str) -> float:
+        return self._children.get(self._key(labels), 0)  # type: ignore[return-value]
+
+    def render(self) -> list[str]:
+        lines = self.header()
+        if not self._children and not self.label_names:
+            lines.append(f"{self.name} 0")
+        for key, value in sorted(self._children.items()):
+            lines.append(f"{self.name}{_labels_text(self.label_names, key)} {_format_value(value)}")  # type: ignore[arg-type]
+        return lines
+
+
+class Gauge(_Metric):
+    """A number that goes up and down (open connections, queue depth).
+
+    A gauge can also read its value from a function at render time (`set_function`), for
+    numbers the layer already keeps, such as the length of a queue.
+    """
+
+    kind = "gauge"
+
+    def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
+        super().__init__(name, help, labels)
+        self._function: Callable[[], float] | None = None
+
+    def set(self, value: float, **labels: str) -> None:
+        self._children[self._key(labels)] = value
+
+    def inc(self, amount: float = 1, **labels: str) -> None:
+        key = self._key(labels)
+        self._children[key] = self._children.get(key, 0) + amount  # type: ignore[operator]
+
+    def dec(self, amount: float = 1, **labels: str) -> None:
+        self.inc(-amount, **labels)
+
+    def set_function(self, function: Callable[[], float]) -> None:
+        self._function = function
+
+    def value(self, **labels: str) -> float:
+        if self._function is not None:
+            return self._function()
+        return self._children.get(self._key(labels), 0)  # type: ignore[return-value]
+
+    def render(self) -> list[str]:
+        lines = self.header()
+        if self._function is not None:
+            lines.append(f"{self.name} {_format_value(self._function())}")
+            return lines
+        if not self._children and not self.label_names:
+            lines.append(f"{self.name} 0")
+        for key, value in sorted(self._children.items()):
+            lines.append(f"{self.name}{_labels_text(self.label_names, key)} {_format_value(value)}")  # type: ignore[arg-type]
+        return lines
+
+
+class _HistogramChild:
+    __slots__ = ("counts", "sum", "count")
+
+    def __init__(self, n: int) -> None:
+        self.counts = [0] * n
+        self.sum = 0.0
+        self.count = 0
+
+
+class Histogram(_Metric):
+    """How values are distributed (latencies): counts per bucket, plus sum and count.
+
+    Buckets are cumulative when rendered (`le="0.005"` counts everything up to 5 ms),
+    as Prometheus expects; we store them per bucket so `observe` touches one slot.
+    """
+
+    kind = "histogram"
+
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        labels: Sequence[str] = (),
+        buckets: Iterable[float] = DEFAULT_BUCKETS,
+    ) -> None:
+        super().__init__(name, help, labels)
+        self.buckets = tuple(sorted(buckets))
+        if not self.buckets:
+            raise ValueError("a histogram needs at least one bucket")
+
+    def observe(self, value: float, **labels: str) -> None:
+        key = self._key(labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = _HistogramChild(len(self.buckets) + 1)
+        child.counts[bisect.bisect_left(self.buckets, value)] += 1  # type: ignore[attr-defined]
+        child.sum += value  # type: ignore[attr-defined]
+        child.count += 1  # type: ignore[attr-defined]
+
+    def snapshot(self, **labels: str) -> tuple[int, float]:
+        """(count, sum) for one label set."""
+        child = self._children.get(self._key(labels))
+        return (0, 0.0) if child is None else (child.count, child.sum)  # type: ignore[attr-defined]
+
+    def render(self) -> list[str]:
+        lines = self.header()
+        for key, child in sorted(self._children.items()):
+            running = 0
+            for bound, count in zip((*self.buckets, math.inf), child.counts, strict=True):  # type: ignore[attr-defined]
+                running += count
+                le = 'le="' + _format_value(bound) + '"'
+                lines.append(
+                    f"{self.name}_bucket{_labels_text(self.label_names, key, le)} {running}"
+                )
+            labels = _labels_text(self.label_names, key)
+            lines.append(f"{self.name}_sum{labels} {_format_value(child.sum)}")  # type: ignore[attr-defined]
+            lines.append(f"{self.name}_count{labels} {child.count}")  # type: ignore[attr-defined]
+        return lines
+
+
+class Registry:
+    """The metrics of one process, rendered together for `GET /metrics`."""
+
+    def __init__(self) -> None:
+        self._metrics: dict[str, _Metric] = {}
+
+    def _add(self, metric: _Metric) -> _Metric:
+        if metric.name in self._metrics:
+            raise ValueError(f"metric {metric.name} is already registered")
+        self._metrics[metric.name] = metric
+        return metric
+
+    def counter(self, name: str, help: str, labels: Sequence[str] = ()) -> Counter:
+        return self._add(Counter(name, help, labels))  # type: ignore[return-value]
+
+    def gauge(self, name: str, help: str, labels: Sequence[str] = ()) -> Gauge:
+        return self._add(Gauge(name, help, labels))  # type: ignore[return-value]
+
+    def histogram(
+        self,
+        name: str,
+        help: str,
+        labels: Sequence[str] = (),
+        buckets: Iterable[float] = DEFAULT_BUCKETS,
+    ) -> Histogram:
+        return self._add(Histogram(name, help, labels, buckets))  # type: ignore[return-value]
+
+    def get(self, name: str) -> _Metric | None:
+        return self._metrics.get(name)
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for metric in self._metrics.values():
+            lines.extend(metric.render())
+        return "\n".join(lines) + "\n"
+
+
+def parse_text(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Parse Prometheus text back into {(name, sorted labels): value}.
+
+    Used by tests and by `python -m minisys status` to read another process's /metrics.
+    """
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "{" in line:
+            name, rest = line.split("{", 1)
+            label_text, value_text = rest.rsplit("}", 1)
+            labels = _parse_labels(label_text)
+        else:
+            name, value_text = line.split(None, 1)
+            labels = ()
+        samples[(name, labels)] = float(value_text.split()[0].replace("Inf", "inf"))
+    return samples
+
+
+def _parse_labels(text: str) -> tuple[tuple[str, str], ...]:
+    labels = []
+    i = 0
+    while i < len(text):
+        eq = text.index("=", i)
+        name = text[i:eq].strip().lstrip(",").strip()
+        assert text[eq + 1] == '"', f"label value must be quoted in {text!r}"
+        j = eq + 2
+        value = []
+        while text[j] != '"':
+            if text[j] == "\\":
+                j += 1
+                value.append({"n": "\n"}.get(text[j], text[j]))
+            else:
+                value.append(text[j])
+            j += 1
+        labels.append((name, "".join(value)))
+        i = j + 1
+        while i < len(text) and text[i] in ", ":
+            i += 1
+    return tuple(sorted(labels))

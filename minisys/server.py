@@ -1,0 +1,392 @@
+"""The life of every minisys server: bind, accept, limit, time out, drain, exit.
+
+Every layer that listens on a socket (lb, gateway, appserver, kvcache, minidb, mq, and the
+admin ports) goes through this module, so that they all behave the same way when a learner
+starts them, overloads them, leaves a connection idle, or presses Ctrl-C:
+
+    bind (or adopt an inherited socket) ─▶ print "READY <name> <host>:<port>"
+        ─▶ accept connections (at most max_connections; the rest get a polite refusal)
+        ─▶ close connections that stay idle longer than idle_timeout
+        ─▶ on SIGTERM/SIGINT: stop accepting, let in-flight requests finish (up to
+           drain_timeout), close what is left, exit 0.
+
+A protocol (RESP, HTTP, beanstalkd, the lb's splice) subclasses `Connection` and only
+implements `on_data`; it marks itself `busy` while a request is in flight so that the drain
+knows what to wait for.
+
+Why inherited sockets: the launcher binds every port before it starts the children and
+passes the listening sockets down (the systemd `LISTEN_FDS` convention). A client that
+connects while a server is still importing waits in the kernel's backlog instead of getting
+"connection refused", and a restarted child takes over the very same socket.
+
+Read next: `minisys/resp/server.py` and `minisys/http/server.py`, which build on this.
+
+Simpler than the real thing: nginx and HAProxy run several worker processes with
+SO_REUSEPORT and reload their config without dropping the listening socket; we run one
+event loop per process, and the launcher restarts a process instead of reloading it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from minisys.logs import get_logger, setup_logging
+
+# The kernel queues this many not-yet-accepted connections. A burst of clients (a load
+# test opening 50 connections at once, or clients arriving while we start) waits here.
+LISTEN_BACKLOG = 1024
+
+# systemd passes inherited sockets starting at this file descriptor (sd_listen_fds(3)).
+SD_LISTEN_FDS_START = 3
+
+log = get_logger("minisys.server")
+
+
+@dataclass
+class ServerConfig:
+    """What every server can be told on its command line."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    # Each connection costs a file descriptor and some buffers; past this we refuse.
+    max_connections: int = 10_000
+    # A connection that sends nothing for this long (and is not mid-request) is closed, so
+    # forgotten clients cannot pin file descriptors forever. 0 turns it off.
+    idle_timeout: float = 300.0
+    # On shutdown, in-flight requests get this long to finish before we cut them off.
+    drain_timeout: float = 10.0
+    log_format: str = "human"
+    log_level: str = "info"
+
+
+def add_server_arguments(parser: argparse.ArgumentParser, *, default_port: int) -> None:
+    """Add the flags every server shares (--host, --port, limits, timeouts, logging)."""
+    d = ServerConfig()
+    group = parser.add_argument_group("server")
+    group.add_argument("--host", default=d.host, help="address to bind (default %(default)s)")
+    group.add_argument(
+        "--port",
+        type=int,
+        default=default_port,
+        help="port to bind; 0 lets the OS pick (default %(default)s)",
+    )
+    group.add_argument("--max-connections", type=int, default=d.max_connections)
+    group.add_argument(
+        "--idle-timeout", type=float, default=d.idle_timeout, help="seconds; 0 = never"
+    )
+    group.add_argument("--drain-timeout", type=float, default=d.drain_timeout)
+    group.add_argument("--log-format", choices=("human", "json"), default=d.log_format)
+    group.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), default=d.log_level
+    )
+
+
+def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """Build a ServerConfig from the flags added by add_server_arguments."""
+    if not 0 <= args.port <= 65535:
+        raise SystemExit(f"--port must be between 0 and 65535, not {args.port}")
+    if args.max_connections < 1:
+        raise SystemExit("--max-connections must be at least 1")
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        max_connections=args.max_connections,
+        idle_timeout=args.idle_timeout,
+        drain_timeout=args.drain_timeout,
+        log_format=args.log_format,
+        log_level=args.log_level,
+    )
+
+
+class Connection(asyncio.Protocol):
+    """One accepted connection. Subclasses implement `on_data` and the hooks they need.
+
+    The base class does the bookkeeping every protocol shares: registering with the server,
+    refusing past the connection limit, idle detection, write backpressure, and draining.
+    """
+
+    server: Server
+    transport: asyncio.Transport | None = None
+    peer: tuple = ("", 0)
+    busy: bool = False
+    _activity: int = 0
+    _seen_activity: int = -1
+    _idle_rounds: int = 0
+    _closing: bool = False
+
+    # --- hooks for subclasses -------------------------------------------------------
+
+    def on_connect(self) -> None:
+        """Called once the connection is accepted and registered."""
+
+    def on_data(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def on_eof(self) -> bool | None:
+        """The peer closed its sending side. Return True to keep our side open."""
+        return None
+
+    def on_close(self, exc: Exception | None) -> None:
+        """The connection is gone (either side closed it)."""
+
+    def refusal(self) -> bytes:
+        """Bytes to send before closing a connection that is over the limit."""
+        return b""
+
+    def on_idle(self) -> None:
+        """No bytes for idle_timeout while not busy: by default, hang up."""
+        self.close()
+
+    def on_drain(self) -> None:
+        """Shutdown began. Idle connections close now; busy ones when they finish."""
+        if not self.busy:
+            self.close()
+
+    # --- helpers --------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self._closing:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        """Close after the write buffer is flushed."""
+        if self.transport is not None and not self._closing:
+            self._closing = True
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Close at once, dropping unsent bytes (used when a drain runs out of time)."""
+        if self.transport is not None:
+            self._closing = True
+            self.transport.abort()
+
+    def set_busy(self, flag: bool) -> None:
+        """Mark a request as in flight (True) or finished (False)."""
+        self.busy = flag
+        if not flag and self.server.draining:
+            self.on_drain()
+
+    # --- asyncio.Protocol plumbing ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername") or ("", 0)
+        server = self.server
+        if len(server.connections) >= server.config.max_connections or server.draining:
+            server.refused += 1
+            refusal = self.refusal()
+            if refusal:
+                transport.write(refusal)
+            self._closing = True
+            transport.close()
+            return
+        server.connections.add(self)
+        server.accepted += 1
+        self.on_connect()
+
+    def data_received(self, data: bytes) -> None:
+        self._activity += 1
+        self.on_data(data)
+
+    def eof_received(self) -> bool | None:
+        return self.on_eof()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self in self.server.connections:
+            self.server.connections.discard(self)
+            self.on_close(exc)
+            self.server._maybe_drained()
+
+    def pause_writing(self) -> None:
+        # The peer is not reading our replies fast enough. Stop reading its requests until
+        # it catches up, so that neither its requests nor our replies pile up in memory.
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self._closing:
+            self.transport.resume_reading()
+
+
+class Server:
+    """A listening socket plus the set of its live connections."""
+
+    def __init__(
+        self,
+        name: str,
+        config: ServerConfig,
+        protocol_factory: Callable[[], Connection],
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.protocol_factory = protocol_factory
+        self.connections: set[Connection] = set()
+        self.draining = False
+        self.accepted = 0
+        self.refused = 0
+        self._server: asyncio.base_events.Server | None = None
+        self._sweeper: asyncio.Task | None = None
+        self._drained: asyncio.Event | None = None
+        self.address: tuple[str, int] = (config.host, config.port)
+
+    def _make_protocol(self) -> Connection:
+        conn = self.protocol_factory()
+        conn.server = self
+        return conn
+
+    async def start(self) -> None:
+        """Bind (or adopt an inherited socket), start accepting, print the READY line."""
+        loop = asyncio.get_running_loop()
+        sock = inherited_socket(self.name)
+        if sock is None:
+            self._server = await loop.create_server(
+                self._make_protocol,
+                host=self.config.host,
+                port=self.config.port,
+                backlog=LISTEN_BACKLOG,
+                reuse_address=True,
+            )
+        else:
+            self._server = await loop.create_server(
+                self._make_protocol, sock=sock, backlog=LISTEN_BACKLOG
+            )
+        self.address = self._server.sockets[0].getsockname()[:2]
+        if self.config.idle_timeout > 0:
+            self._sweeper = asyncio.create_task(self._sweep_idle())
+        print(f"READY {self.name} {self.address[0]}:{self.address[1]}", flush=True)
+        log.info("%s listening on %s:%s", self.name, *self.address)
+
+    async def _sweep_idle(self) -> None:
+        # One timer for all connections instead of one per connection: every quarter of the
+        # idle timeout we look at each connection's activity counter. A connection whose
+        # counter did not move for four rounds in a row (and is not busy) is idle.
+        interval = self.config.idle_timeout / 4
+        while True:
+            await asyncio.sleep(interval)
+            for conn in list(self.connections):
+                if conn.busy or conn._activity != conn._seen_activity:
+                    conn._seen_activity = conn._activity
+                    conn._idle_rounds = 0
+                    continue
+                conn._idle_rounds += 1
+                if conn._idle_rounds >= 4:
+                    conn.on_idle()
+
+    def _maybe_drained(self) -> None:
+        if self.draining and not self.connections and self._drained is not None:
+            self._drained.set()
+
+    async def drain_and_close(self) -> None:
+        """Stop accepting; give open connections drain_timeout to finish; then cut them."""
+        if self.draining:
+            return
+        self.draining = True
+        self._drained = asyncio.Event()
+        if self._server is not None:
+            self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for conn in list(self.connections):
+            conn.on_drain()
+        self._maybe_drained()
+        try:
+            await asyncio.wait_for(self._drained.wait(), self.config.drain_timeout)
+        except TimeoutError:
+            log.warning(
+                "%s: %d connections still open after %.1fs drain; closing them",
+                self.name,
+                len(self.connections),
+                self.config.drain_timeout,
+            )
+            for conn in list(self.connections):
+                conn.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+        log.info("%s stopped", self.name)
+
+
+def inherited_socket(name: str) -> socket.socket | None:
+    """Return the listening socket the launcher passed down for `name`, if any.
+
+    The convention (sd_listen_fds(3)): LISTEN_PID is our pid, LISTEN_FDS is how many
+    sockets start at fd 3, and LISTEN_FDNAMES names them, colon-separated.
+    """
+    if os.environ.get("LISTEN_PID") not in (str(os.getpid()), None):
+        return None
+    count = os.environ.get("LISTEN_FDS")
+    if not count or not count.isdigit():
+        return None
+    names = os.environ.get("LISTEN_FDNAMES", "").split(":")
+    for i in range(int(count)):
+        if i < len(names) and names[i] == name:
+            sock = socket.socket(fileno=SD_LISTEN_FDS_START + i)
+            sock.setblocking(False)
+            return sock
+    return None
+
+
+def wait_for_stop_signal() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (the first one; a second one exits at once)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting now", signal.Signals(signum).name)
+            os._exit(1)
+        log.info("%s received: draining", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    return stop
+
+
+async def serve(
+    *servers: Server,
+    stop: asyncio.Event | None = None,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Start every server, wait for SIGTERM/SIGINT (or `stop`), drain them all, clean up."""
+    stop = stop or wait_for_stop_signal()
+    for server in servers:
+        await server.start()
+    await stop.wait()
+    await asyncio.gather(*(server.drain_and_close() for server in servers))
+    if on_stop is not None:
+        await on_stop()
+
+
+def run(
+    main: Callable[[], Awaitable[None]],
+    *,
+    component: str,
+    config: ServerConfig | None = None,
+) -> int:
+    """Run a server's async main with logging set up; return the process exit code."""
+    config = config or ServerConfig()
+    setup_logging(component, fmt=config.log_format, level=config.log_level)
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        return 0
+    except OSError as exc:
+        # The common case is "address already in use": say which address and which flag.
+        print(f"{component}: cannot start: {exc}", file=sys.stderr)
+        if config.port:
+            print(
+                f"{component}: is port {config.port} taken? choose another with --port",
+                file=sys.stderr,
+            )
+        return 1
+    return 0
+
