@@ -254,39 +254,43 @@ def parse_text(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float
     Used by tests and by `python -m minisys status` to read another process's /metrics.
     """
     samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
+    # Lines end in "\n" only; str.splitlines would also split on \x1e and friends.
+    for raw in text.split("\n"):
+        line = raw.strip(" ")
         if not line or line.startswith("#"):
             continue
-        if "{" in line:
-            name, rest = line.split("{", 1)
-            label_text, value_text = rest.rsplit("}", 1)
-            labels = _parse_labels(label_text)
+        brace = line.find("{")
+        space = line.find(" ")
+        if brace != -1 and (space == -1 or brace < space):
+            name = line[:brace]
+            labels, end = _parse_labels(line, brace + 1)
+            value_text = line[end:]
         else:
-            name, value_text = line.split(None, 1)
+            name, value_text = line.split(" ", 1)
             labels = ()
         samples[(name, labels)] = float(value_text.split()[0].replace("Inf", "inf"))
     return samples
 
 
-def _parse_labels(text: str) -> tuple[tuple[str, str], ...]:
+def _parse_labels(text: str, i: int) -> tuple[tuple[tuple[str, str], ...], int]:
+    """Parse `a="x",b="y"}` starting at i; return the labels and the index after `}`."""
     labels = []
-    i = 0
-    while i < len(text):
+    while text[i] != "}":
         eq = text.index("=", i)
-        name = text[i:eq].strip().lstrip(",").strip()
-        assert text[eq + 1] == '"', f"label value must be quoted in {text!r}"
+        name = text[i:eq]
+        if text[eq + 1] != '"':
+            raise ValueError(f"label value must be quoted in {text!r}")
         j = eq + 2
         value = []
         while text[j] != '"':
             if text[j] == "\\":
                 j += 1
-                value.append({"n": "\n"}.get(text[j], text[j]))
+                value.append("\n" if text[j] == "n" else text[j])
             else:
                 value.append(text[j])
             j += 1
         labels.append((name, "".join(value)))
         i = j + 1
-        while i < len(text) and text[i] in ", ":
+        if text[i] == ",":
             i += 1
-    return tuple(sorted(labels))
+    return tuple(sorted(labels)), i + 1
