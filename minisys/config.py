@@ -72,8 +72,9 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], *, where: str = "") -> T
 
 
 def _kind(value: object) -> str:
-    return {dict: "a table", list: "an array", str: "a string", bool: "a boolean",
-            int: "an integer", float: "a number"}.get(type(value), type(value).__name__)  # fmt: skip
+    kinds = {dict: "a table", list: "an array", str: "a string", bool: "a boolean",
+             int: "an integer", float: "a number"}  # fmt: skip
+    return kinds.get(type(value), type(value).__name__)
 
 
 def _convert(hint: Any, raw: Any, path: str) -> Any:
@@ -90,7 +91,9 @@ def _convert(hint: Any, raw: Any, path: str) -> Any:
                 return _convert(option, raw, path)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {_kind(raw)} not allowed")
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
+        raise ConfigError(f"{path}: {_kind(raw)} not allowed")
     if origin is list:
         if not isinstance(raw, list):
             raise ConfigError(f"{path}: expected an array, got {_kind(raw)}")
@@ -120,15 +123,15 @@ def parse_size(text: str | int) -> int:
     """'64mb' → 67108864. Accepts b, kb, mb, gb (powers of 1024, like Redis), any case."""
     if isinstance(text, int):
         return text
-    units = {"gb": 1 << 30, "mb": 1 << 20, "kb": 1 << 10, "g": 1 << 30, "m": 1 << 20,
-             "k": 1 << 10, "b": 1}  # fmt: skip
+    # Longest suffixes first, so "64mb" is read as 64 × mb, not "64m" × b.
+    units = (("gb", 1 << 30), ("mb", 1 << 20), ("kb", 1 << 10), ("g", 1 << 30),
+             ("m", 1 << 20), ("k", 1 << 10), ("b", 1))  # fmt: skip
     s = text.strip().lower()
-    for unit, factor in units.items():
+    number, factor = s, 1
+    for unit, unit_factor in units:
         if s.endswith(unit):
-            number = s[: -len(unit)].strip()
+            number, factor = s[: -len(unit)].strip(), unit_factor
             break
-    else:
-        number, factor = s, 1
     if not number.isascii() or not number.isdigit():
         raise ConfigError(f"invalid size {text!r} (examples: 1048576, 512kb, 64mb, 1gb)")
     return int(number) * factor

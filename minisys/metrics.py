@@ -152,7 +152,7 @@ class Gauge(_Metric):
 
 
 class _HistogramChild:
-    __slots__ = ("counts", "sum", "count")
+    __slots__ = ("count", "counts", "sum")
 
     def __init__(self, n: int) -> None:
         self.counts = [0] * n

@@ -389,4 +389,3 @@ def run(
             )
         return 1
     return 0
-

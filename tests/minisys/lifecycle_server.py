@@ -1,7 +1,7 @@
 """A tiny line protocol served through minisys.server, for the lifecycle tests.
 
-    PING        → PONG
-    SLOW <ms>   → (busy for <ms>) DONE
+PING        → PONG
+SLOW <ms>   → (busy for <ms>) DONE
 """
 
 from __future__ import annotations

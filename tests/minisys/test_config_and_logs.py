@@ -54,7 +54,7 @@ def test_errors_name_the_bad_key(data, message):
 def test_toml_file_errors_name_the_file(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[gateway\nport = 1\n")
-    with pytest.raises(ConfigError, match="bad.toml"):
+    with pytest.raises(ConfigError, match=r"bad\.toml"):
         load_toml(bad)
     with pytest.raises(ConfigError, match="no such file"):
         load_toml(tmp_path / "missing.toml")

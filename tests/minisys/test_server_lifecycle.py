@@ -48,6 +48,7 @@ def test_connection_limit_refuses_politely_and_keeps_serving():
             assert read_line(third) == b"ERR max connections reached\n"
             assert third.recv(10) == b""  # and then closed
         first.close()
+
         # Once a slot frees up, new clients are served again.
         def served() -> bool:
             with connect(srv.port) as sock:
