@@ -1,0 +1,240 @@
+"""`POST /place-order`: the seed's request flow, step by step.
+
+    1. validate            (validation.py: 400/413/422 before anything is read)
+    2. idempotency         Idempotency-Key seen before? same body → the same order again,
+                           different body → 422. Nothing is placed twice.
+    3. who and what        the user and each product's name and price (cache-aside)
+    4. stock pre-check     stock:<sku> from kvcache, else minidb (and fill the cache);
+                           too little → 409 at once, without touching the write path
+    5. commit              WATCH stock:<sku>… idem:<key>; MGET; check again (the cache may be
+                           stale; this read is the one that counts); MULTI;
+                           DECRBY stock:<sku> qty (each item); SET order:<id>;
+                           SET user-orders:<user>:<id>; SET outbox:<id> (the e-mail job);
+                           SET idem:<key>; EXEC — all of it or nothing; nil → retry.
+    6. invalidate          DEL stock:<sku>… in kvcache
+    7. e-mail job          put on mq tube `emails` (JSON carrying the request id),
+                           then DEL outbox:<id>; if mq is down the drainer does it later
+    8. answer              201 with the order
+
+Why the stock cannot be oversold: every DECRBY happens inside an EXEC whose WATCH covered
+the stock keys it read. If another order changed any of them in between, EXEC writes
+nothing and we read again. The cached stock in step 4 is only a shortcut for the
+obviously hopeless case.
+
+    key                          value
+    seq:order                    last order id (INCR; a refused order leaves a gap)
+    order:<id>                   the order document returned by the API
+    user-orders:<user>:<id>      "1": an index, listed with SCAN MATCH user-orders:<user>:*
+    idem:<consumer>:<key>        {"fingerprint": sha256 of the canonical request, "order_id"}
+
+Read next: `transactions.py` (the retry loop), `outbox.py` (step 7),
+`appserver/worker/` (what happens to the job).
+
+Simpler than the real thing: no payment step, no order states beyond "placed", and
+idempotency records never expire (Stripe keeps them 24 h).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from minisys.metrics import Registry
+
+from appserver.cache_aside import GuardedCache
+from appserver.outbox import Outbox
+from appserver.problems import ProblemError
+from appserver.products import Products, stock_key
+from appserver.stores import Db, Transaction
+from appserver.transactions import CONFLICT, run_optimistic
+from appserver.users import Users
+from appserver.validation import OrderRequest, path_id
+
+
+def order_key(order_id: int) -> str:
+    return f"order:{order_id}"
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+@dataclass(frozen=True)
+class Placed:
+    order: dict[str, Any]
+    replayed: bool  # True when an Idempotency-Key matched an earlier order
+
+
+@dataclass(frozen=True)
+class _Replay:
+    record: bytes
+
+
+def _out_of_stock(short: list[dict[str, Any]]) -> ProblemError:
+    skus = ", ".join(s["sku"] for s in short)
+    return ProblemError(409, "Out of stock", f"not enough stock for {skus}",
+                        type="out-of-stock", unavailable=short)
+
+
+def _shortfall(request: OrderRequest, stock: dict[str, int]) -> list[dict[str, Any]]:
+    return [
+        {"sku": i.sku, "requested": i.qty, "available": max(stock.get(i.sku, 0), 0)}
+        for i in request.items
+        if stock.get(i.sku, 0) < i.qty
+    ]
+
+
+class Orders:
+    def __init__(
+        self,
+        db: Db,
+        cache: GuardedCache,
+        users: Users,
+        products: Products,
+        outbox: Outbox,
+        *,
+        registry: Registry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.cache = cache
+        self.users = users
+        self.products = products
+        self.outbox = outbox
+        self.clock = clock
+        registry = registry or Registry()
+        self._results = registry.counter(
+            "appserver_orders_total", "Place-order outcomes.", ["result"]
+        )
+        self._conflicts = registry.counter(
+            "appserver_order_conflicts_total", "Order transactions retried after EXEC nil."
+        )
+
+    async def place(
+        self,
+        request: OrderRequest,
+        *,
+        idempotency_key: str | None = None,
+        consumer: str = "anonymous",
+        request_id: str | None = None,
+    ) -> Placed:
+        try:
+            placed = await self._place(request, idempotency_key, consumer, request_id)
+        except ProblemError as exc:
+            self._results.inc(result=exc.type.rpartition(":")[2] or str(exc.status))
+            raise
+        self._results.inc(result="replayed" if placed.replayed else "placed")
+        return placed
+
+    async def _place(
+        self, request: OrderRequest, key: str | None, consumer: str, request_id: str | None
+    ) -> Placed:
+        fingerprint = hashlib.sha256(request.fingerprint().encode()).hexdigest()
+        idem = f"idem:{consumer}:{key}" if key else None
+        if idem is not None:
+            seen = await self.db.get(idem)
+            if seen is not None:
+                return await self._replay(seen, fingerprint)
+
+        # 3. who and what
+        user = await self.users.find(request.user_id)
+        if user is None:
+            raise ProblemError(422, "Unknown user", f"no user with id {request.user_id}",
+                               type="unknown-user")
+        skus = [item.sku for item in request.items]
+        info = await self.products.describe(skus)
+        unknown = [sku for sku in skus if sku not in info]
+        if unknown:
+            raise ProblemError(422, "Unknown product", f"no such sku: {', '.join(unknown)}",
+                               type="unknown-sku", skus=unknown)
+
+        # 4. the cache-aside pre-check
+        short = _shortfall(request, await self.products.stock(skus))
+        if short:
+            raise _out_of_stock(short)
+
+        # 5. the commit
+        order_id = await self.db.incr("seq:order")
+        lines = [
+            {"sku": i.sku, "name": info[i.sku]["name"], "price": info[i.sku]["price"],
+             "qty": i.qty}
+            for i in request.items
+        ]
+        order = {
+            "id": order_id,
+            "user_id": request.user_id,
+            "items": lines,
+            "total": sum(line["price"] * line["qty"] for line in lines),
+            "status": "placed",
+            "created_at": _iso(self.clock()),
+            "request_id": request_id,
+        }
+        job = {"order_id": order_id, "request_id": request_id, "to": user["email"],
+               "name": user["name"], "items": lines, "total": order["total"],
+               "created_at": order["created_at"]}
+        stock_keys = [stock_key(sku) for sku in skus]
+        watched = stock_keys + ([idem] if idem else [])
+
+        async def attempt(tx: Transaction) -> Any:
+            await tx.watch(*watched)
+            values = await tx.mget(watched)
+            if idem is not None and values[-1] is not None:
+                return _Replay(values[-1])
+            stock = {sku: int(v) for sku, v in zip(skus, values, strict=False) if v is not None}
+            short = _shortfall(request, stock)
+            if short:
+                # The cache said yes, the db says no: the cached stock is stale; drop it.
+                await self.cache.invalidate(*stock_keys)
+                raise _out_of_stock(short)
+            ops = [("DECRBY", stock_key(i.sku), str(i.qty)) for i in request.items]
+            ops += [
+                ("SET", order_key(order_id), json.dumps(order)),
+                ("SET", f"user-orders:{request.user_id}:{order_id}", "1"),
+                self.outbox.entry(order_id, job),
+            ]
+            if idem is not None:
+                record = {"fingerprint": fingerprint, "order_id": order_id}
+                ops.append(("SET", idem, json.dumps(record)))
+            return CONFLICT if await tx.execute(ops) is None else order
+
+        result = await run_optimistic(self.db, attempt, on_conflict=self._conflicts.inc)
+        if isinstance(result, _Replay):
+            return await self._replay(result.record, fingerprint)
+
+        # 6. invalidate, 7. the e-mail job
+        await self.cache.invalidate(*stock_keys)
+        await self.outbox.publish(order_id, json.dumps(job).encode())
+        return Placed(order, replayed=False)
+
+    async def _replay(self, record: bytes, fingerprint: str) -> Placed:
+        seen = json.loads(record)
+        if seen["fingerprint"] != fingerprint:
+            raise ProblemError(
+                422,
+                "Idempotency-Key reused",
+                "this Idempotency-Key was used with a different request body",
+                type="idempotency-mismatch",
+            )
+        return Placed(await self.get(seen["order_id"]), replayed=True)
+
+    async def get(self, order_id: int) -> dict[str, Any]:
+        raw = await self.db.get(order_key(order_id))
+        if raw is None:
+            raise ProblemError(404, "Order not found", f"no order with id {order_id}",
+                               type="not-found")
+        return json.loads(raw)
+
+    async def of_user(self, user_id: int) -> list[dict[str, Any]]:
+        """A user's orders, oldest first, found with SCAN MATCH user-orders:<id>:*."""
+        await self.users.get(user_id)
+        prefix = f"user-orders:{user_id}:"
+        ids = sorted(path_id(k.removeprefix(prefix), "order")
+                     for k in await self.db.scan(prefix + "*"))
+        if not ids:
+            return []
+        raws = await self.db.mget([order_key(i) for i in ids])
+        return [json.loads(raw) for raw in raws if raw is not None]

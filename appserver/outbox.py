@@ -1,0 +1,134 @@
+"""The transactional outbox: an order's e-mail job is never lost, even with mq down.
+
+The trap: "commit the order, then put the e-mail job on the queue" is two writes to two
+systems. If the queue is down (or we crash) between them, the customer paid and never
+hears about it. Putting the job first is worse: an e-mail for an order that then fails.
+
+The fix, used here: the job is written *into the database, in the same MULTI/EXEC as the
+order* (`outbox:<order_id>`). Either both exist or neither does. Then:
+
+    after commit ─▶ put the job on mq (tube `emails`) ─▶ DEL outbox:<order_id>
+                        │ mq down: leave it
+                        ▼
+    drainer (every `interval` s, each appserver): SCAN outbox:* ─▶ put ─▶ DEL
+
+So a job is put *at least once*. It can be put twice: the put succeeds but the DEL does
+not (db blip, crash), or two appservers' drainers pick the same entry. That is fine,
+because the worker is idempotent: it writes each order's e-mail only once (Message-ID =
+order id; see `appserver/worker/mbox.py`). At-least-once delivery plus an idempotent
+consumer gives exactly-once *effects*, which is the best a distributed system can offer.
+
+The drainer leaves entries younger than `min_age` alone so it does not race the request
+that is publishing them right now.
+
+Read next: `orders.py` (writes the entry), `appserver/worker/` (consumes the job).
+
+Simpler than the real thing: production outboxes are tailed from the database's log
+(change data capture, e.g. Debezium) instead of scanned, and entries are claimed with a
+lease so drainers do not overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from minisys.logs import get_logger
+from minisys.metrics import Registry
+
+from appserver.stores import Db, Op, Queue, StoreError, StoreUnavailable
+
+EMAIL_TUBE = "emails"
+OUTBOX_PREFIX = "outbox:"
+# Time-to-run for an e-mail job: a worker that holds it longer without `touch` is presumed
+# dead and the job goes back to ready. Rendering and appending one e-mail takes ms.
+DEFAULT_JOB_TTR = 60
+# How often the drainer looks for stranded jobs, and how old one must be to be taken.
+DRAIN_INTERVAL = 2.0
+DRAIN_MIN_AGE = 5.0
+# At most this many entries per drain pass, so one pass is bounded work.
+DRAIN_BATCH = 500
+
+log = get_logger("appserver.outbox")
+
+
+def outbox_key(order_id: int) -> str:
+    return f"{OUTBOX_PREFIX}{order_id}"
+
+
+class Outbox:
+    def __init__(
+        self,
+        db: Db,
+        queue: Queue,
+        *,
+        registry: Registry | None = None,
+        ttr: int = DEFAULT_JOB_TTR,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.queue = queue
+        self.ttr = ttr
+        self.clock = clock
+        registry = registry or Registry()
+        self._puts = registry.counter(
+            "appserver_email_jobs_total", "E-mail jobs put on the queue, by path.", ["path"]
+        )
+        self._stranded = registry.counter(
+            "appserver_outbox_stranded_total", "Jobs left in the outbox because mq failed."
+        )
+
+    def entry(self, order_id: int, job: dict[str, Any]) -> Op:
+        """The write that goes into the order's transaction."""
+        return ("SET", outbox_key(order_id), json.dumps({**job, "queued_at": self.clock()}))
+
+    async def publish(self, order_id: int, body: bytes, *, path: str = "direct") -> bool:
+        """Put the job on mq, then forget the outbox entry. False if mq is unreachable."""
+        try:
+            await self.queue.put(EMAIL_TUBE, body, ttr=self.ttr)
+        except (StoreUnavailable, StoreError) as exc:
+            self._stranded.inc()
+            log.warning("order %s: e-mail job kept in the outbox (%s)", order_id, exc)
+            return False
+        self._puts.inc(path=path)
+        try:
+            await self.db.delete(outbox_key(order_id))
+        except (StoreUnavailable, StoreError) as exc:
+            # The drainer will put it again; the worker's dedupe makes that harmless.
+            log.warning("order %s: outbox entry not cleared (%s)", order_id, exc)
+        return True
+
+    async def drain_once(self, min_age: float = DRAIN_MIN_AGE) -> int:
+        """Publish every outbox entry older than `min_age`; return how many went out."""
+        keys = sorted(await self.db.scan(OUTBOX_PREFIX + "*"))[:DRAIN_BATCH]
+        sent = 0
+        for key, raw in zip(keys, await self.db.mget(keys) if keys else [], strict=True):
+            if raw is None:
+                continue  # published and cleared meanwhile
+            job = json.loads(raw)
+            if self.clock() - float(job.get("queued_at", 0)) < min_age:
+                continue
+            order_id = int(key.removeprefix(OUTBOX_PREFIX))
+            job.pop("queued_at", None)
+            if not await self.publish(order_id, json.dumps(job).encode(), path="drained"):
+                break  # mq still down: try the rest next pass
+            sent += 1
+        return sent
+
+    async def run(self, stop: asyncio.Event, interval: float = DRAIN_INTERVAL,
+                  min_age: float = DRAIN_MIN_AGE) -> None:
+        """The background drainer, until `stop` is set."""
+        while not stop.is_set():
+            try:
+                sent = await self.drain_once(min_age)
+                if sent:
+                    log.info("outbox: %d stranded e-mail job(s) put on mq", sent)
+            except (StoreUnavailable, StoreError) as exc:
+                log.debug("outbox drain skipped: %s", exc)
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+            except TimeoutError:
+                pass
