@@ -1,0 +1,254 @@
+"""Upstream pools: which member gets this request, and what happens when it fails.
+
+On the request's journey this is the last stop inside the gateway: proxy.py has decided the
+route and built the upstream request; `UpstreamPool.forward` picks a member, sends it over
+a pooled keep-alive connection (the shared HTTP client, through a `Transport`), and
+retries on another member when that is safe.
+
+Picking: round robin over the members that are usable — healthy per the active health
+check (if the pool has one) and not passively ejected. A member whose connect fails is
+ejected for `PASSIVE_EJECT_S` (nginx's `max_fails=1 fail_timeout`); when *no* member is
+usable we try them all anyway, because a checker that sees the whole fleet down is more
+likely wrong than the fleet (Envoy's panic threshold, AWS's fail-open).
+
+Retrying (the `retries` setting bounds how many extra attempts):
+
+    failure                               retried?
+    ------------------------------------  --------------------------------------------
+    connect refused / connect timeout     yes, any method: nothing reached the upstream
+    connection dropped before a response  only idempotent methods (GET, HEAD, PUT, …):
+                                          the upstream may have acted on a POST already
+    response timeout                      no: the upstream is slow, more load won't help
+    any response, even 5xx                no: it is the upstream's answer
+
+Every attempt runs inside the request's *total* timeout, so retries never stretch a
+request beyond what the client was promised. Results feed the pool's circuit breaker
+(breaker.py): transport failures and 502/503/504 count as failures.
+
+Simpler than the real thing: no retry budgets or back-off (Envoy), no slow start, no
+weights; health checks are plain `GET health_path` expecting 2xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .breaker import CircuitBreaker
+from .config import Upstream
+
+# Seconds a member sits out after a failed connect before real traffic tries it again.
+PASSIVE_EJECT_S = 5.0
+# Active checks: consecutive results needed to change state (HAProxy's rise/fall defaults
+# are 2 and 3).
+RISE = 2
+FALL = 3
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+BREAKER_STATUSES = frozenset({502, 503, 504})
+
+
+class ConnectFailed(Exception):
+    """Could not open a connection to the member (refused, unreachable, timed out)."""
+
+
+class UpstreamReset(Exception):
+    """The connection broke after the request was (maybe) sent, before a full response."""
+
+
+class UpstreamTimeout(Exception):
+    """No complete response within the read or total timeout."""
+
+
+class NoMember(Exception):
+    """The breaker is open: fail fast without touching the upstream."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("circuit open")
+        self.retry_after = retry_after
+
+
+class Transport(Protocol):
+    """Sends one request to one member (implemented over minisys.http.client in proxy.py)."""
+
+    async def send(
+        self, host: str, port: int, method: str, target: str, headers: list, body: bytes
+    ) -> Any: ...
+
+
+@dataclass
+class Member:
+    host: str
+    port: int
+    healthy: bool = True  # as judged by active checks
+    ejected_until: float = 0.0  # passive ejection after a connect failure
+    rise: int = 0
+    fall: int = 0
+    active: int = 0  # requests in flight
+    requests: int = 0
+    failures: int = 0
+    last_error: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def usable(self, now: float) -> bool:
+        return self.healthy and now >= self.ejected_until
+
+    def check_result(self, ok: bool) -> None:
+        """Feed one active health check result (rise/fall hysteresis)."""
+        if ok:
+            self.fall = 0
+            self.rise += 1
+            if not self.healthy and self.rise >= RISE:
+                self.healthy = True
+        else:
+            self.rise = 0
+            self.fall += 1
+            if self.healthy and self.fall >= FALL:
+                self.healthy = False
+
+
+@dataclass
+class Attempt:
+    member: str
+    outcome: str  # "ok", "connect", "reset", "timeout"
+
+
+@dataclass
+class Forwarded:
+    """The upstream's response and the story of how we got it (for logs and metrics)."""
+
+    response: Any
+    member: Member
+    attempts: list[Attempt] = field(default_factory=list)
+
+
+class UpstreamPool:
+    def __init__(
+        self, settings: Upstream, transport: Transport, clock: Any = time.monotonic
+    ) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.transport = transport
+        self.clock = clock
+        self.members = [Member(host, port) for host, port in settings.members]
+        self.breaker = CircuitBreaker(settings.breaker)
+        self._next = 0
+
+    def pick(self, now: float, exclude: set[int]) -> int | None:
+        """Index of the next member by round robin, skipping `exclude` and unusable ones."""
+        n = len(self.members)
+        candidates = [i for i in range(n) if i not in exclude]
+        if not candidates:
+            return None
+        usable = [i for i in candidates if self.members[i].usable(now)] or candidates
+        start = self._next % n
+        choice = min(usable, key=lambda i: (i - start) % n)
+        self._next = choice + 1
+        return choice
+
+    async def forward(self, method: str, target: str, headers: list, body: bytes) -> Forwarded:
+        """Send the request, retrying as the table in the module docstring says.
+
+        Raises NoMember (breaker open), ConnectFailed, UpstreamReset or UpstreamTimeout
+        when every allowed attempt failed.
+        """
+        s = self.settings
+        now = self.clock()
+        if not self.breaker.allow(now):
+            raise NoMember(self.breaker.retry_after(now))
+        deadline = now + s.total_timeout
+        tried: set[int] = set()
+        attempts: list[Attempt] = []
+        error: Exception | None = None
+        while len(attempts) <= s.retries:
+            index = self.pick(self.clock(), tried)
+            if index is None:
+                break
+            tried.add(index)
+            member = self.members[index]
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                error = UpstreamTimeout("total timeout")
+                break
+            member.active += 1
+            member.requests += 1
+            try:
+                async with asyncio.timeout(min(remaining, s.read_timeout)):
+                    response = await self.transport.send(
+                        member.host, member.port, method, target, headers, body
+                    )
+            except (ConnectFailed, UpstreamReset, UpstreamTimeout, TimeoutError) as exc:
+                error = UpstreamTimeout(str(exc)) if isinstance(exc, TimeoutError) else exc
+                outcome = _outcome(error)
+                attempts.append(Attempt(member.name, outcome))
+                member.failures += 1
+                member.last_error = f"{outcome}: {exc}"
+                if isinstance(error, ConnectFailed):
+                    member.ejected_until = self.clock() + PASSIVE_EJECT_S
+                    continue
+                if isinstance(error, UpstreamReset) and method in IDEMPOTENT:
+                    continue
+                break
+            finally:
+                member.active -= 1
+            attempts.append(Attempt(member.name, "ok"))
+            self.breaker.record(response.status not in BREAKER_STATUSES, self.clock())
+            return Forwarded(response, member, attempts)
+        self.breaker.record(False, self.clock())
+        assert error is not None
+        error.attempts = attempts  # type: ignore[attr-defined]
+        raise error
+
+    async def check_health(self) -> None:
+        """One round of active checks (`GET health_path` on every member, 2xx = up)."""
+        path = self.settings.health_path
+        if not path:
+            return
+
+        async def probe(member: Member) -> None:
+            try:
+                async with asyncio.timeout(self.settings.connect_timeout + 1.0):
+                    response = await self.transport.send(
+                        member.host, member.port, "GET", path,
+                        [("Host", member.name), ("User-Agent", "minisys-gateway-health")], b"",
+                    )  # fmt: skip
+                ok = 200 <= response.status < 300
+            except Exception as exc:  # any failure means "not healthy", whatever it was
+                member.last_error = f"health: {exc!r}"
+                ok = False
+            member.check_result(ok)
+            if ok:
+                member.ejected_until = 0.0
+
+        await asyncio.gather(*(probe(m) for m in self.members))
+
+    def stats(self) -> dict[str, Any]:
+        now = self.clock()
+        return {
+            "breaker": self.breaker.state,
+            "members": [
+                {
+                    "member": m.name,
+                    "healthy": m.healthy,
+                    "ejected_for": round(max(0.0, m.ejected_until - now), 3),
+                    "active": m.active,
+                    "requests": m.requests,
+                    "failures": m.failures,
+                    "last_error": m.last_error,
+                }
+                for m in self.members
+            ],
+        }
+
+
+def _outcome(error: Exception) -> str:
+    if isinstance(error, ConnectFailed):
+        return "connect"
+    if isinstance(error, UpstreamReset):
+        return "reset"
+    return "timeout"
