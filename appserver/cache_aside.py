@@ -33,10 +33,9 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from appserver.stores import Cache, StoreError, StoreUnavailable
 from minisys.logs import get_logger
 from minisys.metrics import Registry
-
-from appserver.stores import Cache, StoreError, StoreUnavailable
 
 # After a cache failure we skip the cache for this long: long enough that a dead cache
 # costs one timeout per second rather than one per request, short enough to notice it back.
@@ -72,8 +71,9 @@ class GuardedCache:
 
     def _failed(self, what: str, exc: Exception) -> None:
         if not self.degraded:
-            log.warning("cache %s failed (%s); reading from the db for %.1fs", what, exc,
-                        self.cooldown)
+            log.warning(
+                "cache %s failed (%s); reading from the db for %.1fs", what, exc, self.cooldown
+            )
         self._skip_until = self.clock() + self.cooldown
         self._requests.inc(result="error")
 

@@ -43,8 +43,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from minisys.metrics import Registry
-
 from appserver.cache_aside import GuardedCache
 from appserver.outbox import Outbox
 from appserver.problems import ProblemError
@@ -53,6 +51,7 @@ from appserver.stores import Db, Transaction
 from appserver.transactions import CONFLICT, run_optimistic
 from appserver.users import Users
 from appserver.validation import OrderRequest, path_id
+from minisys.metrics import Registry
 
 
 def order_key(order_id: int) -> str:
@@ -76,8 +75,9 @@ class _Replay:
 
 def _out_of_stock(short: list[dict[str, Any]]) -> ProblemError:
     skus = ", ".join(s["sku"] for s in short)
-    return ProblemError(409, "Out of stock", f"not enough stock for {skus}",
-                        type="out-of-stock", unavailable=short)
+    return ProblemError(
+        409, "Out of stock", f"not enough stock for {skus}", type="out-of-stock", unavailable=short
+    )
 
 
 def _shortfall(request: OrderRequest, stock: dict[str, int]) -> list[dict[str, Any]]:
@@ -143,14 +143,20 @@ class Orders:
         # 3. who and what
         user = await self.users.find(request.user_id)
         if user is None:
-            raise ProblemError(422, "Unknown user", f"no user with id {request.user_id}",
-                               type="unknown-user")
+            raise ProblemError(
+                422, "Unknown user", f"no user with id {request.user_id}", type="unknown-user"
+            )
         skus = [item.sku for item in request.items]
         info = await self.products.describe(skus)
         unknown = [sku for sku in skus if sku not in info]
         if unknown:
-            raise ProblemError(422, "Unknown product", f"no such sku: {', '.join(unknown)}",
-                               type="unknown-sku", skus=unknown)
+            raise ProblemError(
+                422,
+                "Unknown product",
+                f"no such sku: {', '.join(unknown)}",
+                type="unknown-sku",
+                skus=unknown,
+            )
 
         # 4. the cache-aside pre-check
         short = _shortfall(request, await self.products.stock(skus))
@@ -160,8 +166,7 @@ class Orders:
         # 5. the commit
         order_id = await self.db.incr("seq:order")
         lines = [
-            {"sku": i.sku, "name": info[i.sku]["name"], "price": info[i.sku]["price"],
-             "qty": i.qty}
+            {"sku": i.sku, "name": info[i.sku]["name"], "price": info[i.sku]["price"], "qty": i.qty}
             for i in request.items
         ]
         order = {
@@ -173,9 +178,15 @@ class Orders:
             "created_at": _iso(self.clock()),
             "request_id": request_id,
         }
-        job = {"order_id": order_id, "request_id": request_id, "to": user["email"],
-               "name": user["name"], "items": lines, "total": order["total"],
-               "created_at": order["created_at"]}
+        job = {
+            "order_id": order_id,
+            "request_id": request_id,
+            "to": user["email"],
+            "name": user["name"],
+            "items": lines,
+            "total": order["total"],
+            "created_at": order["created_at"],
+        }
         stock_keys = [stock_key(sku) for sku in skus]
         watched = stock_keys + ([idem] if idem else [])
 
@@ -224,16 +235,18 @@ class Orders:
     async def get(self, order_id: int) -> dict[str, Any]:
         raw = await self.db.get(order_key(order_id))
         if raw is None:
-            raise ProblemError(404, "Order not found", f"no order with id {order_id}",
-                               type="not-found")
+            raise ProblemError(
+                404, "Order not found", f"no order with id {order_id}", type="not-found"
+            )
         return json.loads(raw)
 
     async def of_user(self, user_id: int) -> list[dict[str, Any]]:
         """A user's orders, oldest first, found with SCAN MATCH user-orders:<id>:*."""
         await self.users.get(user_id)
         prefix = f"user-orders:{user_id}:"
-        ids = sorted(path_id(k.removeprefix(prefix), "order")
-                     for k in await self.db.scan(prefix + "*"))
+        ids = sorted(
+            path_id(k.removeprefix(prefix), "order") for k in await self.db.scan(prefix + "*")
+        )
         if not ids:
             return []
         raws = await self.db.mget([order_key(i) for i in ids])

@@ -36,10 +36,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from appserver.stores import Db, Op, Queue, StoreError, StoreUnavailable
 from minisys.logs import get_logger
 from minisys.metrics import Registry
-
-from appserver.stores import Db, Op, Queue, StoreError, StoreUnavailable
 
 EMAIL_TUBE = "emails"
 OUTBOX_PREFIX = "outbox:"
@@ -118,8 +117,9 @@ class Outbox:
             sent += 1
         return sent
 
-    async def run(self, stop: asyncio.Event, interval: float = DRAIN_INTERVAL,
-                  min_age: float = DRAIN_MIN_AGE) -> None:
+    async def run(
+        self, stop: asyncio.Event, interval: float = DRAIN_INTERVAL, min_age: float = DRAIN_MIN_AGE
+    ) -> None:
         """The background drainer, until `stop` is set."""
         while not stop.is_set():
             try:

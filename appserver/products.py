@@ -49,8 +49,7 @@ def stock_key(sku: str) -> str:
 
 
 def _not_found(sku: str) -> ProblemError:
-    return ProblemError(404, "Product not found", f"no product with sku {sku!r}",
-                        type="not-found")
+    return ProblemError(404, "Product not found", f"no product with sku {sku!r}", type="not-found")
 
 
 class Products:
@@ -66,10 +65,13 @@ class Products:
             await tx.watch(product_key(sku))
             (existing,) = await tx.mget([product_key(sku)])
             if existing is not None:
-                raise ProblemError(409, "Product exists", f"sku {sku!r} already exists",
-                                   type="exists")
-            ops = [("SET", product_key(sku), json.dumps(info)),
-                   ("SET", stock_key(sku), str(fields["stock"]))]
+                raise ProblemError(
+                    409, "Product exists", f"sku {sku!r} already exists", type="exists"
+                )
+            ops = [
+                ("SET", product_key(sku), json.dumps(info)),
+                ("SET", stock_key(sku), str(fields["stock"])),
+            ]
             return CONFLICT if await tx.execute(ops) is None else None
 
         await run_optimistic(self.db, attempt)
@@ -104,9 +106,7 @@ class Products:
         if after is not None:
             skus = [sku for sku in skus if sku > after]
         chosen = skus[:limit]
-        raws = await self.db.mget(
-            [product_key(s) for s in chosen] + [stock_key(s) for s in chosen]
-        )
+        raws = await self.db.mget([product_key(s) for s in chosen] + [stock_key(s) for s in chosen])
         items = []
         for n, raw in enumerate(raws[: len(chosen)]):
             if raw is not None:  # deleted between SCAN and MGET

@@ -42,14 +42,17 @@ async def seed(db: Db) -> int:
     """Write the demo data where absent; return how many keys were written."""
     written = 0
     for user in USERS:
-        written += await db.set(user_key(user["id"]), json.dumps(user).encode(),
-                                only_if_absent=True)
+        written += await db.set(
+            user_key(user["id"]), json.dumps(user).encode(), only_if_absent=True
+        )
     for product in PRODUCTS:
         info = {k: product[k] for k in ("sku", "name", "price")}
-        written += await db.set(product_key(product["sku"]), json.dumps(info).encode(),
-                                only_if_absent=True)
-        written += await db.set(stock_key(product["sku"]), str(product["stock"]).encode(),
-                                only_if_absent=True)
+        written += await db.set(
+            product_key(product["sku"]), json.dumps(info).encode(), only_if_absent=True
+        )
+        written += await db.set(
+            stock_key(product["sku"]), str(product["stock"]).encode(), only_if_absent=True
+        )
     # New users must get ids after the seeded ones.
     if await db.set("seq:user", str(len(USERS)).encode(), only_if_absent=True):
         written += 1
@@ -74,7 +77,9 @@ async def _main(db_url: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m appserver.seed", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m appserver.seed", description="Write the demo data where absent."
+    )
     parser.add_argument("--db", default="redis://127.0.0.1:6381", help="database URL")
     args = parser.parse_args(argv)
     return asyncio.run(_main(args.db))

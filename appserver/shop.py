@@ -19,14 +19,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from minisys.metrics import Registry
-
 from appserver.cache_aside import GuardedCache
 from appserver.orders import Orders
 from appserver.outbox import DEFAULT_JOB_TTR, Outbox
 from appserver.products import Products
 from appserver.stores import Stores
 from appserver.users import Users
+from minisys.metrics import Registry
 
 
 @dataclass

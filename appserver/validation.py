@@ -54,7 +54,7 @@ MAX_IDEMPOTENCY_KEY_CHARS = 255
 SKU_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 EMAIL_RE = re.compile(r"[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 ID_RE = re.compile(r"[1-9][0-9]{0,18}")
-IDEMPOTENCY_KEY_RE = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_IDEMPOTENCY_KEY_CHARS)
+IDEMPOTENCY_KEY_RE = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}}")
 
 
 @dataclass(frozen=True)
@@ -103,13 +103,22 @@ def parse_body(body: bytes) -> dict[str, Any]:
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ProblemError(400, "Malformed JSON", "the body is not valid JSON") from None
     if not isinstance(value, dict):
-        raise ProblemError(422, "Invalid request", "the body must be a JSON object",
-                           type="invalid-request")
+        raise ProblemError(
+            422, "Invalid request", "the body must be a JSON object", type="invalid-request"
+        )
     return value
 
 
-def _int(errors: _Errors, obj: dict[str, Any], field: str, name: str, low: int, high: int,
-         *, required: bool = True) -> int | None:
+def _int(
+    errors: _Errors,
+    obj: dict[str, Any],
+    field: str,
+    name: str,
+    low: int,
+    high: int,
+    *,
+    required: bool = True,
+) -> int | None:
     if field not in obj:
         if required:
             errors.add(name, "is required")
@@ -122,8 +131,16 @@ def _int(errors: _Errors, obj: dict[str, Any], field: str, name: str, low: int, 
     return value
 
 
-def _text(errors: _Errors, obj: dict[str, Any], field: str, pattern: re.Pattern[str] | None,
-          max_chars: int, *, name: str = "", required: bool = True) -> str | None:
+def _text(
+    errors: _Errors,
+    obj: dict[str, Any],
+    field: str,
+    pattern: re.Pattern[str] | None,
+    max_chars: int,
+    *,
+    name: str = "",
+    required: bool = True,
+) -> str | None:
     name = name or field
     if field not in obj:
         if required:
@@ -181,8 +198,10 @@ def new_user(obj: dict[str, Any]) -> dict[str, str]:
 def user_patch(obj: dict[str, Any]) -> dict[str, str]:
     errors = _Errors()
     changes = {}
-    for field, pattern, limit in (("name", None, MAX_NAME_CHARS),
-                                  ("email", EMAIL_RE, MAX_EMAIL_CHARS)):
+    for field, pattern, limit in (
+        ("name", None, MAX_NAME_CHARS),
+        ("email", EMAIL_RE, MAX_EMAIL_CHARS),
+    ):
         value = _text(errors, obj, field, pattern, limit, required=False)
         if value is not None:
             changes[field] = value

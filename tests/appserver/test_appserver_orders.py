@@ -15,8 +15,9 @@ from appserver.validation import Item, OrderRequest
 
 
 def order(user_id: int = 1, **items: int) -> OrderRequest:
-    return OrderRequest(user_id, tuple(Item(s.replace("_", "-"), q) for s, q in
-                                       sorted(items.items())))
+    return OrderRequest(
+        user_id, tuple(Item(s.replace("_", "-"), q) for s, q in sorted(items.items()))
+    )
 
 
 def db_stock(shop: Shop, sku: str) -> int:
@@ -60,8 +61,7 @@ def test_out_of_stock_is_409_and_writes_nothing(shop, run):
     with pytest.raises(ProblemError) as refused:
         run(shop.orders.place(order(sku_1=1, sku_5=6)))
     assert refused.value.status == 409
-    assert refused.value.extra["unavailable"] == [{"sku": "sku-5", "requested": 6,
-                                                   "available": 5}]
+    assert refused.value.extra["unavailable"] == [{"sku": "sku-5", "requested": 6, "available": 5}]
     assert writes_of(shop) == before
     assert jobs(shop) == []
 
