@@ -1,0 +1,397 @@
+"""`LRUCache`: the embedded cache — O(1) get/set/delete, per-key TTL, bounded, counted.
+
+This is the heart of kvcache. The RESP server (`server.py`, `commands_*.py`) is a thin
+shell that turns Redis commands into calls on one `LRUCache`; an application can also use
+it directly in-process (`from kvcache import LRUCache`).
+
+Three tables, Redis's layout in Python clothes:
+
+    data       OrderedDict key -> (value, charged_bytes)   least recently used first
+    deadlines  OrderedDict key -> deadline (clock seconds)  only keys with a TTL, LRU first
+    bags       KeyBag of all keys, KeyBag of keys with a TTL (random sampling, expiry.py)
+
+- A read (`get`) checks the deadline (lazy expiry), then moves the key to the end of
+  `data` (and of `deadlines`): "most recently used" is "last". `peek` reads without that.
+- A write (`set`/`store`) charges `sizeof(key) + sizeof(value) + ENTRY_OVERHEAD` bytes
+  and, when that would pass `max_keys` or `max_bytes`, evicts victims chosen by the policy
+  (`eviction.py`) until it fits, or raises `OutOfMemory` under `noeviction`.
+- `active_expire()` is the periodic sweep (`expiry.py`); the server calls it every tick.
+- Counters (hits, misses, evictions, expirations) are plain attributes, snapshotted by
+  `stats()`.
+
+The clock is a parameter (`clock=time.time` by default: deadlines are absolute Unix
+seconds, so `EXPIREAT` and `PEXPIRETIME` mean what they mean in Redis); tests pass a fake.
+
+Simpler than the real thing: one database, values are opaque Python objects (the server
+stores only strings, so `WRONGTYPE` never arises), the memory figure is an estimate rather
+than the allocator's count, and a write that cannot fit is refused up front instead of
+Redis's "evict before each command, overshoot a little".
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from kvcache.eviction import ALLKEYS_LRU, NOEVICTION, check_policy, pick_victim
+from kvcache.expiry import DEFAULT_BUDGET, KeyBag, active_expire_cycle
+
+# Bytes charged per entry on top of the key's and value's own sizes: measured with
+# tracemalloc on CPython 3.11 as ~200 for the data slot (OrderedDict entry and node, the
+# (value, size) tuple, the size int, the bag slot) plus ~130 for a deadlines slot (entry,
+# node, float). Every entry is charged for a deadline slot, used or not, so that EXPIRE
+# never makes an entry bigger: the bounds then hold without evicting on EXPIRE.
+ENTRY_OVERHEAD = 330
+# Defaults for the embedded cache; 0 means "no bound" (Redis's `maxmemory 0`).
+DEFAULT_MAX_KEYS = 100_000
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+_MISSING = object()
+
+
+class OutOfMemory(Exception):
+    """A write would pass a bound and the policy may not (or cannot) evict anything."""
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """A snapshot of the counters and sizes at one moment."""
+
+    hits: int
+    misses: int
+    evictions: int
+    expirations: int
+    keys: int
+    volatile_keys: int
+    used_bytes: int
+    max_keys: int
+    max_bytes: int
+    policy: str
+
+
+def entry_size(key: Hashable, value: Any) -> int:
+    """The bytes a cache entry is charged: an honest estimate, not an exact count."""
+    return sys.getsizeof(key) + sys.getsizeof(value) + ENTRY_OVERHEAD
+
+
+class LRUCache:
+    """A bounded key-value cache with per-key TTL and Redis's eviction policies."""
+
+    def __init__(
+        self,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        *,
+        policy: str = ALLKEYS_LRU,
+        clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.perf_counter,
+        rng: random.Random | None = None,
+        on_evict: Callable[[Any, Any], None] | None = None,
+    ) -> None:
+        if max_keys < 0 or max_bytes < 0:
+            raise ValueError("max_keys and max_bytes must be >= 0 (0 = unbounded)")
+        self._max_keys = max_keys
+        self._max_bytes = max_bytes
+        self._policy = check_policy(policy)
+        self._clock = clock
+        self._timer = timer
+        self._rng = rng or random.Random()
+        self._on_evict = on_evict
+        self._data: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+        self._deadlines: OrderedDict[Any, float] = OrderedDict()
+        self._all_keys = KeyBag()
+        self._volatile_keys = KeyBag()
+        self.used_bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+        self.expirations = 0
+
+    # --- reading ------------------------------------------------------------------------
+
+    def get(self, key: Hashable, default: Any = None) -> Any:
+        """The value (refreshing its recency, counting a hit), or `default` (a miss)."""
+        entry = self._data.get(key)
+        if entry is None:
+            self.misses += 1
+            return default
+        deadlines = self._deadlines
+        if deadlines:
+            deadline = deadlines.get(key)
+            if deadline is not None:
+                if self._clock() > deadline:
+                    self._expire(key)
+                    self.misses += 1
+                    return default
+                deadlines.move_to_end(key)
+        self._data.move_to_end(key)
+        self.hits += 1
+        return entry[0]
+
+    def peek(self, key: Hashable, default: Any = None) -> Any:
+        """The value without touching recency or counters; expired keys are still dropped."""
+        entry = self._data.get(key)
+        if entry is None or self._expired(key):
+            return default
+        return entry[0]
+
+    def __contains__(self, key: Hashable) -> bool:
+        return self.peek(key, _MISSING) is not _MISSING
+
+    def __len__(self) -> int:
+        """Keys held, including expired ones not reclaimed yet (as Redis's DBSIZE)."""
+        return len(self._data)
+
+    def deadline(self, key: Hashable) -> float | None:
+        """The key's deadline on the cache clock, None if it has no TTL; KeyError if absent."""
+        if self.peek(key, _MISSING) is _MISSING:
+            raise KeyError(key)
+        return self._deadlines.get(key)
+
+    def keys(self) -> list[Any]:
+        """Every live key, least recently used first (a copy: safe to mutate the cache)."""
+        if not self._deadlines:
+            return list(self._data)
+        now = self._clock()
+        deadlines = self._deadlines
+        return [k for k in self._data if not (k in deadlines and now > deadlines[k])]
+
+    def random_key(self) -> Any:
+        """A random live key, or None when the cache is empty."""
+        while self._data:
+            for key in self._all_keys.sample(self._rng, self._data, 1):
+                if not self._expired(key):
+                    return key
+            if not self._all_keys.keys:
+                self._all_keys.rebuild(self._data)
+        return None
+
+    # --- writing ------------------------------------------------------------------------
+
+    def set(self, key: Hashable, value: Any, ttl: float | None = None) -> None:
+        """Store `value`; `ttl` seconds from now (> 0) or no expiry. Raises OutOfMemory."""
+        if ttl is None:
+            self.store(key, value)
+            return
+        if ttl <= 0:
+            raise ValueError("ttl must be > 0 seconds")
+        self.store(key, value, self._clock() + ttl)
+
+    def store(
+        self, key: Hashable, value: Any, deadline: float | None = None, *, keep_ttl: bool = False
+    ) -> None:
+        """Store `value` until the absolute `deadline` (None: never), or keep the old one.
+
+        Like Redis's SET, a write without a deadline clears any TTL the key had unless
+        `keep_ttl`. Raises OutOfMemory, changing nothing, when it cannot fit.
+        """
+        data = self._data
+        size = sys.getsizeof(key) + sys.getsizeof(value) + ENTRY_OVERHEAD
+        old = data.get(key)
+        if old is not None and self._deadlines and self._expired(key):
+            old = None
+        if old is None:
+            if (self._max_keys and len(data) >= self._max_keys) or (
+                self._max_bytes and self.used_bytes + size > self._max_bytes
+            ):
+                self._make_room(key, size, new_key=True)
+            data[key] = (value, size)
+            self._all_keys.add(key, data)
+            self.used_bytes += size
+        else:
+            grow = size - old[1]
+            if self._max_bytes and self.used_bytes + grow > self._max_bytes:
+                self._make_room(key, size, new_key=False)
+            data[key] = (value, size)
+            data.move_to_end(key)
+            self.used_bytes += grow
+        deadlines = self._deadlines
+        if keep_ttl and old is not None:
+            if key in deadlines:
+                deadlines.move_to_end(key)
+        elif deadline is None:
+            if deadlines:
+                deadlines.pop(key, None)
+        else:
+            fresh = key not in deadlines
+            deadlines[key] = deadline
+            deadlines.move_to_end(key)
+            if fresh:
+                self._volatile_keys.add(key, deadlines)
+
+    def delete(self, key: Hashable) -> bool:
+        """Remove `key`; True if it was there (and not expired)."""
+        if key not in self._data:
+            return False
+        if self._expired(key):
+            return False
+        self._remove(key)
+        return True
+
+    def pop(self, key: Hashable, default: Any = None) -> Any:
+        """Remove `key` and return its value, or `default` if absent."""
+        value = self.peek(key, _MISSING)
+        if value is _MISSING:
+            return default
+        self._remove(key)
+        return value
+
+    def expire_at(self, key: Hashable, deadline: float | None) -> bool:
+        """Give a live key a new deadline (None: persist); False if the key is absent.
+
+        A deadline already reached deletes the key at once, as Redis's EXPIRE does.
+        """
+        if self.peek(key, _MISSING) is _MISSING:
+            return False
+        deadlines = self._deadlines
+        if deadline is None:
+            deadlines.pop(key, None)
+        elif deadline <= self._clock():
+            self._remove(key)
+            return True
+        else:
+            fresh = key not in deadlines
+            deadlines[key] = deadline
+            deadlines.move_to_end(key)
+            if fresh:
+                self._volatile_keys.add(key, deadlines)
+        # Redis's EXPIRE looks the key up for writing, which counts as a use.
+        self._data.move_to_end(key)
+        return True
+
+    def clear(self) -> None:
+        """Drop every key (FLUSHDB); counters are kept."""
+        self._data.clear()
+        self._deadlines.clear()
+        self._all_keys.rebuild(())
+        self._volatile_keys.rebuild(())
+        self.used_bytes = 0
+
+    # --- bounds, policy and the sweep ---------------------------------------------------
+
+    @property
+    def max_keys(self) -> int:
+        return self._max_keys
+
+    @property
+    def max_bytes(self) -> int:
+        return self._max_bytes
+
+    @property
+    def policy(self) -> str:
+        return self._policy
+
+    def configure(
+        self,
+        *,
+        max_keys: int | None = None,
+        max_bytes: int | None = None,
+        policy: str | None = None,
+    ) -> None:
+        """Change bounds or policy at run time (CONFIG SET); evicts down to new bounds."""
+        if policy is not None:
+            self._policy = check_policy(policy)
+        if max_keys is not None:
+            if max_keys < 0:
+                raise ValueError("max_keys must be >= 0")
+            self._max_keys = max_keys
+        if max_bytes is not None:
+            if max_bytes < 0:
+                raise ValueError("max_bytes must be >= 0")
+            self._max_bytes = max_bytes
+        while self._over_bounds(0, 0):
+            victim = self._victim(_MISSING)
+            if victim is None:
+                break
+            self._evict(victim)
+
+    def active_expire(self, budget: float = DEFAULT_BUDGET) -> int:
+        """One time-budgeted sweep of random keys with a TTL; returns how many expired."""
+        if not self._deadlines:
+            return 0
+        return active_expire_cycle(
+            self._volatile_keys,
+            self._deadlines,
+            self._expire,
+            now=self._clock,
+            timer=self._timer,
+            rng=self._rng,
+            budget=budget,
+        )
+
+    def stats(self) -> CacheStats:
+        return CacheStats(
+            hits=self.hits,
+            misses=self.misses,
+            evictions=self.evictions,
+            expirations=self.expirations,
+            keys=len(self._data),
+            volatile_keys=len(self._deadlines),
+            used_bytes=self.used_bytes,
+            max_keys=self._max_keys,
+            max_bytes=self._max_bytes,
+            policy=self._policy,
+        )
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _expired(self, key: Any) -> bool:
+        """Lazy expiry: True (and the key is gone) if its deadline has passed."""
+        deadline = self._deadlines.get(key)
+        if deadline is not None and self._clock() > deadline:
+            self._expire(key)
+            return True
+        return False
+
+    def _expire(self, key: Any) -> None:
+        self._remove(key)
+        self.expirations += 1
+
+    def _remove(self, key: Any) -> Any:
+        value, size = self._data.pop(key)
+        self.used_bytes -= size
+        if self._deadlines:
+            self._deadlines.pop(key, None)
+        return value
+
+    def _over_bounds(self, new_keys: int, new_bytes: int) -> bool:
+        return bool(
+            (self._max_keys and len(self._data) + new_keys > self._max_keys)
+            or (self._max_bytes and self.used_bytes + new_bytes > self._max_bytes)
+        )
+
+    def _make_room(self, key: Any, size: int, *, new_key: bool) -> None:
+        """Evict until `key` (of `size` bytes) fits, or raise OutOfMemory changing nothing."""
+        if self._policy == NOEVICTION or (self._max_bytes and size > self._max_bytes):
+            raise OutOfMemory(key)
+        old = 0 if new_key else self._data[key][1]
+        while self._over_bounds(int(new_key), size - old):
+            victim = self._victim(key)
+            if victim is None:
+                raise OutOfMemory(key)
+            self._evict(victim)
+
+    def _victim(self, exclude: Any) -> Any:
+        return pick_victim(
+            self._policy,
+            self._data,
+            self._deadlines,
+            self._all_keys,
+            self._volatile_keys,
+            self._rng,
+            exclude,
+        )
+
+    def _evict(self, key: Any) -> None:
+        # An already-expired victim was dead anyway: count it as an expiration.
+        if self._expired(key):
+            return
+        value = self._remove(key)
+        self.evictions += 1
+        if self._on_evict is not None:
+            self._on_evict(key, value)
