@@ -1,0 +1,285 @@
+"""Socket tests of the splice: bytes intact both ways, half-close, retries, limits, memory."""
+
+import asyncio
+import socket
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lb.backend import Backend
+from lb.proxy import SPLICE_HIGH_WATER
+from minisys.proxyproto import parse_v1
+from minisys.testing import async_wait_until
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@settings(max_examples=15)
+@given(st.lists(st.binary(min_size=1, max_size=20000), min_size=1, max_size=8))
+def test_random_payloads_and_splits_arrive_intact_both_ways(kit, chunks):
+    async def main():
+        echo = await kit.EchoBackend().start()
+        async with kit.running_lb([kit.make_backend(echo.port)]) as (server, _):
+            reader, writer = await asyncio.open_connection(*server.address)
+            for chunk in chunks:
+                writer.write(chunk)
+                await writer.drain()
+            writer.write_eof()
+            echoed = await kit.read_all(reader)
+            writer.close()
+            assert echoed == b"".join(chunks)
+            await async_wait_until(_true(lambda: echo.received), timeout=5)
+            assert echo.received == [b"".join(chunks)]
+        await echo.stop()
+
+    run(main())
+
+
+def _true(predicate):
+    async def check():
+        return predicate()
+
+    return check
+
+
+def test_half_close_keeps_the_other_direction_open(kit):
+    async def main():
+        # The backend answers only after the client's EOF: if the lb closed the whole
+        # connection on that EOF, the answer would be lost.
+        async def late_answer(reader, writer):
+            data = await reader.read()
+            writer.write(b"got " + str(len(data)).encode())
+            await writer.drain()
+            writer.close()
+
+        backend = await asyncio.start_server(late_answer, "127.0.0.1", 0)
+        port = backend.sockets[0].getsockname()[1]
+        async with kit.running_lb([kit.make_backend(port)]) as (server, _):
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(b"x" * 100_000)
+            writer.write_eof()
+            assert await kit.read_all(reader) == b"got 100000"
+            writer.close()
+        backend.close()
+
+    run(main())
+
+
+def test_backend_half_close_reaches_the_client_which_can_still_send(kit):
+    async def main():
+        async def greeter(reader, writer):
+            writer.write(b"hello")
+            writer.write_eof()
+            data = await reader.read()
+            received.append(data)
+            writer.close()
+
+        received = []
+        backend = await asyncio.start_server(greeter, "127.0.0.1", 0)
+        port = backend.sockets[0].getsockname()[1]
+        async with kit.running_lb([kit.make_backend(port)]) as (server, _):
+            reader, writer = await asyncio.open_connection(*server.address)
+            assert await kit.read_all(reader) == b"hello"
+            writer.write(b"still talking")
+            writer.write_eof()
+            await async_wait_until(_true(lambda: received), timeout=5)
+            assert received == [b"still talking"]
+            writer.close()
+        backend.close()
+
+    run(main())
+
+
+def test_connect_failures_are_retried_on_another_backend(kit):
+    async def main():
+        echo = await kit.EchoBackend().start()
+        dead = [kit.make_backend(await kit.unused_port(), eject_after=100) for _ in range(2)]
+        live = kit.make_backend(echo.port)
+        async with kit.running_lb([*dead, live], retries=2) as (server, balancer):
+            for i in range(12):
+                reader, writer = await asyncio.open_connection(*server.address)
+                writer.write(b"ping %d" % i)
+                writer.write_eof()
+                assert await kit.read_all(reader) == b"ping %d" % i
+                writer.close()
+            assert sum(b.connect_failures for b in dead) > 0
+            assert balancer.retries > 0
+            assert all(b.active == 0 for b in (*dead, live))
+        await echo.stop()
+
+    run(main())
+
+
+def test_repeated_connect_failures_eject_the_backend(kit):
+    async def main():
+        echo = await kit.EchoBackend().start()
+        dead = kit.make_backend(await kit.unused_port(), eject_after=2, eject_cooldown=60.0)
+        async with kit.running_lb([dead, kit.make_backend(echo.port)]) as (server, _):
+            for _ in range(10):
+                reader, writer = await asyncio.open_connection(*server.address)
+                writer.write_eof()
+                await kit.read_all(reader)
+                writer.close()
+            # Ejected after its second failure: no further connects were tried.
+            assert dead.connect_failures == 2
+            assert dead.status(asyncio.get_running_loop().time()) == "EJECTED"
+        await echo.stop()
+
+    run(main())
+
+
+def test_no_backend_at_all_closes_the_client(kit):
+    async def main():
+        dead = kit.make_backend(await kit.unused_port())
+        async with kit.running_lb([dead], retries=1) as (server, balancer):
+            reader, writer = await asyncio.open_connection(*server.address)
+            assert await kit.read_all(reader) == b""
+            writer.close()
+            assert balancer.no_backend == 1
+
+    run(main())
+
+
+def test_send_proxy_prepends_the_real_client_address(kit):
+    async def main():
+        echo = await kit.EchoBackend().start()
+        async with kit.running_lb([kit.make_backend(echo.port)], send_proxy=True) as (server, _):
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(b"payload")
+            writer.write_eof()
+            echoed = await kit.read_all(reader)
+            header, used = parse_v1(echoed)
+            local = writer.get_extra_info("sockname")
+            assert header.source == (local[0], local[1])
+            assert header.dst_port == server.address[1]
+            assert echoed[used:] == b"payload"
+            writer.close()
+        await echo.stop()
+
+    run(main())
+
+
+def test_maxconn_queues_then_serves_in_order(kit):
+    async def main():
+        echo = await kit.EchoBackend().start()
+        backend = Backend("127.0.0.1", echo.port, maxconn=1)
+        async with kit.running_lb([backend], queue_size=2, queue_timeout=30) as (server, balancer):
+            first = await asyncio.open_connection(*server.address)
+            first[1].write(b"a")
+            assert await first[0].readexactly(1) == b"a"
+            second = await asyncio.open_connection(*server.address)
+            second[1].write(b"b")
+            await async_wait_until(_true(lambda: len(balancer.queue) == 1), timeout=5)
+            third = await asyncio.open_connection(*server.address)
+            third[1].write(b"c")
+            await async_wait_until(_true(lambda: len(balancer.queue) == 2), timeout=5)
+            # The fourth finds the queue full and is refused.
+            fourth = await asyncio.open_connection(*server.address)
+            assert await kit.read_all(fourth[0]) == b""
+            assert balancer.queue_full == 1
+            assert backend.active == 1
+            # Each connection that ends lets the oldest waiting one through.
+            first[1].close()
+            assert await second[0].readexactly(1) == b"b"
+            second[1].close()
+            assert await third[0].readexactly(1) == b"c"
+            for _, w in (third, fourth):
+                w.close()
+        await echo.stop()
+
+    run(main())
+
+
+def test_queue_timeout_closes_the_waiting_client(kit):
+    async def main():
+        echo = await kit.EchoBackend().start()
+        backend = Backend("127.0.0.1", echo.port, maxconn=1)
+        async with kit.running_lb([backend], queue_timeout=0.05) as (server, balancer):
+            first = await asyncio.open_connection(*server.address)
+            first[1].write(b"a")
+            await first[0].readexactly(1)
+            second = await asyncio.open_connection(*server.address)
+            assert await kit.read_all(second[0]) == b""
+            assert balancer.queue_timeouts == 1
+            first[1].close()
+            second[1].close()
+        await echo.stop()
+
+    run(main())
+
+
+def test_lb_max_connections_refuses_the_excess(kit):
+    async def main():
+        echo = await kit.EchoBackend().start()
+        async with kit.running_lb([kit.make_backend(echo.port)], max_connections=1) as (server, _):
+            first = await asyncio.open_connection(*server.address)
+            first[1].write(b"a")
+            await first[0].readexactly(1)
+            second = await asyncio.open_connection(*server.address)
+            assert await kit.read_all(second[0]) == b""
+            assert server.refused == 1
+            first[1].close()
+            second[1].close()
+        await echo.stop()
+
+    run(main())
+
+
+def test_idle_connections_are_closed(kit):
+    async def main():
+        echo = await kit.EchoBackend().start()
+        async with kit.running_lb([kit.make_backend(echo.port)], idle_timeout=0.2) as (server, _):
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(b"a")
+            await reader.readexactly(1)
+            assert await kit.read_all(reader) == b""
+            writer.close()
+            # The backend side was closed too: its handler finished.
+            await async_wait_until(_true(lambda: echo.received == [b"a"]), timeout=5)
+        await echo.stop()
+
+    run(main())
+
+
+def test_slow_reader_does_not_make_the_lb_buffer_without_bound(kit):
+    async def main():
+        sent = 0
+        stop = asyncio.Event()
+
+        async def firehose(reader, writer):
+            nonlocal sent
+            block = b"z" * 65536
+            while not stop.is_set():
+                writer.write(block)
+                sent += len(block)
+                await writer.drain()
+            writer.close()
+
+        backend = await asyncio.start_server(firehose, "127.0.0.1", 0)
+        port = backend.sockets[0].getsockname()[1]
+        async with kit.running_lb([kit.make_backend(port)]) as (server, _):
+            # A client with a small receive buffer that never reads.
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, server.address)
+            await async_wait_until(_true(lambda: sent > 0), timeout=5)
+            # Let the firehose run until it is stuck: `sent` stops growing.
+            last = -1
+            while sent != last:
+                last = sent
+                await asyncio.sleep(0.2)
+            (conn,) = server.connections
+            buffered = conn.transport.get_write_buffer_size()
+            upstream = conn.upstream.get_write_buffer_size()
+            assert buffered <= SPLICE_HIGH_WATER + 65536 * 2
+            assert upstream == 0
+            # Everything else sits in kernel socket buffers, i.e. TCP pushed back.
+            assert sent < 64 * 1024 * 1024
+            stop.set()
+            sock.close()
+        backend.close()
+
+    run(main())
