@@ -1,0 +1,122 @@
+"""One data file `NNNNNN.data`: append at the end, read anywhere with one pread.
+
+Journey: `engine.py` keeps one `DataFile` per file in the data directory. Exactly one is
+*active* (the highest id) and receives appends; the others are immutable until a merge
+(`merge.py`) replaces them. A `get` is one `os.pread` at the position the keydir remembers.
+Read `record.py` for what the bytes mean and `engine.py` for who calls what.
+
+Why raw file descriptors and `os.pread` rather than Python file objects: a file object has
+one shared position and a buffer, so two threads reading the same file would need to lock
+around seek+read; `pread` takes the position as an argument and needs no lock. Appends go
+straight to the kernel with `os.write`, so a process killed with SIGKILL loses nothing that
+was already acknowledged; only a power loss can lose what was not yet fsynced.
+
+Simpler than the real thing: Bitcask also keeps files open lazily and caps open descriptors;
+we keep every file open for the life of the database (a few hundred files at most).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+DATA_SUFFIX = ".data"
+HINT_SUFFIX = ".hint"
+TMP_SUFFIX = ".tmp"
+# Six digits sort lexically up to a million files; beyond that the name just grows.
+ID_WIDTH = 6
+
+
+def data_path(directory: Path, file_id: int) -> Path:
+    return directory / f"{file_id:0{ID_WIDTH}d}{DATA_SUFFIX}"
+
+
+def hint_path(directory: Path, file_id: int) -> Path:
+    return directory / f"{file_id:0{ID_WIDTH}d}{HINT_SUFFIX}"
+
+
+def parse_id(name: str, suffix: str) -> int | None:
+    """The id in `000042.data` (for suffix `.data`), or None if the name is not ours."""
+    if not name.endswith(suffix):
+        return None
+    stem = name[: -len(suffix)]
+    return int(stem) if stem.isdigit() else None
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a create, rename or unlink in `directory` durable.
+
+    A rename is a change to the directory, not to the file: until the directory itself is
+    fsynced, a power loss can bring back the old name.
+    """
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fdatasync(fd: int) -> None:
+    """fdatasync where the OS has it (flushes data and the size, skips mtime), else fsync."""
+    (getattr(os, "fdatasync", None) or os.fsync)(fd)
+
+
+class DataFile:
+    """An open data file: its id, its size (= the next append offset) and its descriptor."""
+
+    def __init__(self, directory: Path, file_id: int, *, writable: bool) -> None:
+        self.id = file_id
+        self.path = data_path(directory, file_id)
+        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND if writable else os.O_RDONLY
+        self.fd = os.open(self.path, flags, 0o644)
+        self.size = os.fstat(self.fd).st_size
+        self.writable = writable
+        # Guards the descriptor's lifetime: a background fsync must never run on a number
+        # that close() already released (the kernel may have reused it for another file).
+        self._fd_lock = threading.Lock()
+        self.closed = False
+
+    def append(self, data: bytes) -> int:
+        """Write `data` at the end; return the offset where it starts."""
+        offset = self.size
+        view = memoryview(data)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        self.size += len(data)
+        return offset
+
+    def pread(self, size: int, offset: int) -> bytes:
+        return os.pread(self.fd, size, offset)
+
+    def read_all(self) -> bytes:
+        """The whole file (recovery and merge scan files front to back)."""
+        chunks = []
+        offset = 0
+        while True:
+            chunk = os.pread(self.fd, 1 << 24, offset)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            offset += len(chunk)
+
+    def truncate(self, size: int) -> None:
+        """Cut a torn tail (only ever called on the active file during recovery)."""
+        os.ftruncate(self.fd, size)
+        fdatasync(self.fd)
+        self.size = size
+
+    def sync(self) -> None:
+        with self._fd_lock:
+            if not self.closed:
+                fdatasync(self.fd)
+
+    def close(self) -> None:
+        with self._fd_lock:
+            if not self.closed:
+                self.closed = True
+                os.close(self.fd)
+
+    def __repr__(self) -> str:
+        return f"DataFile({self.path.name}, size={self.size}, writable={self.writable})"

@@ -1,0 +1,485 @@
+"""The storage engine: open a directory, recover it, then put/get/delete/batch/merge.
+
+Journey: the RESP server (`server.py` -> `commands.py`) and embedded users
+(`from minidb import open_db`) both land here. A write encodes records (`record.py`),
+appends them to the active data file (`datafile.py`) under one lock, points the keydir
+(`keydir.py`) at them and gets an lsn; durability is `sync.py`'s business. A read is one
+keydir lookup plus one `pread` and a CRC check. `merge.py` reclaims dead bytes.
+
+Recovery on open, in file-id order (later files win):
+1. take an exclusive `flock` on `LOCK` (Bitcask: one writer process per directory);
+2. delete `*.tmp` leftovers of an interrupted merge and hint files without a data file;
+3. for each data file: load its hint file if it has a valid one, else scan its records;
+   a batch is applied only when its COMMIT record is reached;
+4. a bad record (short, past the end, bad CRC, unterminated batch) ends the file's valid
+   prefix. In the last (active) file that is a torn write from a crash: truncate there.
+   In any older file it is real corruption: raise `CorruptionError` naming the file and
+   offset (or, with `on_corruption="skip"`, log it loudly and keep the prefix).
+
+Files stop being active at a size limit (`max_file_size`): the old one is fsynced first,
+so every file but the active one is always fully durable and never has a torn tail.
+
+Simpler than the real thing: one process, one lock around the keydir and appends (Bitcask
+uses a lock-free keydir shared between Erlang processes); no expiry, no per-key
+timestamps-based conflict resolution, and the whole keydir lives in RAM as Python tuples.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from minisys.logs import get_logger
+
+from . import record
+from .datafile import (
+    DATA_SUFFIX,
+    HINT_SUFFIX,
+    TMP_SUFFIX,
+    DataFile,
+    fsync_dir,
+    hint_path,
+    parse_id,
+)
+from .faults import NO_FAULTS, Faults
+from .hint import HintError, decode_hint
+from .keydir import KeyDir
+from .merge import MergeState
+from .sync import FSYNC_POLICIES, EverySec, GroupCommit
+
+log = get_logger("minidb.engine")
+
+# Bitcask's default is 2 GiB; smaller files make merges finer-grained and rotation visible.
+DEFAULT_MAX_FILE_SIZE = 64 * 1024 * 1024
+# Start a background merge when at least half the bytes on disk are dead...
+DEFAULT_MERGE_DEAD_RATIO = 0.5
+# ...and there are enough of them to be worth rewriting the live rest.
+DEFAULT_MERGE_MIN_DEAD_BYTES = 16 * 1024 * 1024
+LOCK_NAME = "LOCK"
+
+# An operation: (key, value) puts, (key, None) deletes, (None, None) forgets every key.
+Op = tuple[bytes | None, bytes | None]
+FLUSH: Op = (None, None)
+
+
+class CorruptionError(Exception):
+    """A record failed its check somewhere it cannot be a torn tail."""
+
+
+class DatabaseLocked(Exception):
+    """Another process has this data directory open."""
+
+
+class DatabaseClosed(Exception):
+    """The db was closed (or an fsync failed and it refuses further writes)."""
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A snapshot of the engine's counters (INFO persistence/keyspace come from here)."""
+
+    keys: int
+    files: int
+    active_file: int
+    data_bytes: int
+    live_bytes: int
+    dead_bytes: int
+    writes: int
+    fsyncs: int
+    fsync_policy: str
+    merges: int
+    merging: bool
+    last_merge_at: float | None
+    last_merge_seconds: float | None
+    last_merge_reclaimed_bytes: int
+    recovery_seconds: float
+    files_from_hints: int
+    truncated_bytes: int
+    corrupt_files: tuple[str, ...]
+
+
+class DB:
+    """A Bitcask-style key/value store in one directory. Thread-safe. Use `open_db`."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fsync: str = "always",
+        max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+        clock: Callable[[], float] = time.time,
+        auto_merge: bool = True,
+        merge_dead_ratio: float = DEFAULT_MERGE_DEAD_RATIO,
+        merge_min_dead_bytes: int = DEFAULT_MERGE_MIN_DEAD_BYTES,
+        on_corruption: str = "raise",
+        faults: Faults = NO_FAULTS,
+    ) -> None:
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
+        if on_corruption not in ("raise", "skip"):
+            raise ValueError("on_corruption must be 'raise' or 'skip'")
+        self.dir = Path(path)
+        self.fsync = fsync
+        self.max_file_size = max_file_size
+        self.clock = clock
+        self.auto_merge = auto_merge
+        self.merge_dead_ratio = merge_dead_ratio
+        self.merge_min_dead_bytes = merge_min_dead_bytes
+        self.on_corruption = on_corruption
+        self.faults = faults
+        self._lock = threading.Lock()
+        self.keydir = KeyDir()
+        self.files: dict[int, DataFile] = {}
+        self.live_bytes = 0
+        self.closed = False
+        self.commit = GroupCommit(self._sync_active)
+        self.merge_state = MergeState()
+        self._truncated = 0
+        self._corrupt: list[str] = []
+        self._from_hints = 0
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = self._take_dir_lock()
+        try:
+            started = time.perf_counter()
+            self.active = self._recover()
+            self.recovery_seconds = time.perf_counter() - started
+        except BaseException:
+            self._release_files()
+            raise
+        self._everysec = EverySec(self.commit) if fsync == "everysec" else None
+
+    # ----------------------------------------------------------------- recovery
+
+    def _take_dir_lock(self) -> int:
+        fd = os.open(self.dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DatabaseLocked(f"{self.dir} is open in another process") from None
+        return fd
+
+    def _recover(self) -> DataFile:
+        ids = []
+        for entry in os.scandir(self.dir):
+            if entry.name.endswith(TMP_SUFFIX):
+                os.unlink(entry.path)  # a merge died before publishing this file
+            elif (file_id := parse_id(entry.name, DATA_SUFFIX)) is not None:
+                ids.append(file_id)
+        ids.sort()
+        for entry in os.scandir(self.dir):
+            file_id = parse_id(entry.name, HINT_SUFFIX)
+            if file_id is not None and file_id not in ids:
+                os.unlink(entry.path)  # its data file was deleted by a merge
+        for i, file_id in enumerate(ids):
+            last = i == len(ids) - 1
+            datafile = DataFile(self.dir, file_id, writable=last)
+            self.files[file_id] = datafile
+            if not (self._load_hint(datafile) if not last else False):
+                self._scan_file(datafile, last=last)
+        if not ids:
+            datafile = DataFile(self.dir, 1, writable=True)
+            self.files[1] = datafile
+            fsync_dir(self.dir)
+            return datafile
+        return self.files[ids[-1]]
+
+    def _load_hint(self, datafile: DataFile) -> bool:
+        path = hint_path(self.dir, datafile.id)
+        try:
+            buf = path.read_bytes()
+        except FileNotFoundError:
+            return False
+        put = self.keydir.put
+        file_id = datafile.id
+        live = 0
+        try:
+            for key, offset, size, ts in decode_hint(buf, datafile.size):
+                old = put(key, (file_id, offset, size, ts))
+                live += size - (old[2] if old is not None else 0)
+        except HintError as exc:
+            log.warning("ignoring hint file %s (%s); scanning the data file", path.name, exc)
+            return False
+        self.live_bytes += live
+        self._from_hints += 1
+        return True
+
+    def _scan_file(self, datafile: DataFile, *, last: bool) -> None:
+        buf = memoryview(datafile.read_all())
+        scanner = record.RecordScanner(buf)
+        pending: list[tuple[int, int, bytes, int, int]] = []
+        pending_start = 0
+        error = None
+        for offset, flags, ts, key, _vo, _vl, size in scanner:
+            if flags & record.FLAG_BATCH:
+                if not pending:
+                    pending_start = offset
+                pending.append((offset, flags, key, size, ts))
+                if flags & record.FLAG_COMMIT:
+                    for p in pending:
+                        self._apply_recovered(datafile.id, *p)
+                    pending.clear()
+            elif pending:
+                error = ("unterminated batch", pending_start)
+                break
+            else:
+                self._apply_recovered(datafile.id, offset, flags, key, size, ts)
+        if error is None and scanner.error is not None:
+            error = (scanner.error, pending_start if pending else scanner.valid_end)
+        elif error is None and pending:
+            error = ("unterminated batch", pending_start)
+        if error is None:
+            return
+        reason, good_end = error
+        if last:
+            log.warning(
+                "%s: %s at offset %d; truncating the torn tail (%d bytes)",
+                datafile.path.name, reason, good_end, datafile.size - good_end,
+            )  # fmt: skip
+            self._truncated += datafile.size - good_end
+            datafile.truncate(good_end)
+            return
+        message = (
+            f"{datafile.path}: {reason} at offset {good_end} of {datafile.size}. This is not"
+            " the active file, so it cannot be a torn write: the disk or something else"
+            " damaged it. Restore from a backup, or open with on_corruption='skip' to keep"
+            " the records before the damage."
+        )
+        if self.on_corruption == "raise":
+            raise CorruptionError(message)
+        log.error("CORRUPTION %s", message)
+        self._corrupt.append(f"{datafile.path.name}@{good_end}")
+
+    def _apply_recovered(self, file_id: int, offset: int, flags: int, key: bytes, size: int,
+                         ts: int) -> None:  # fmt: skip
+        if flags & record.FLAG_FLUSH:
+            self.keydir.clear()
+            self.live_bytes = 0
+        elif flags & record.FLAG_TOMBSTONE:
+            old = self.keydir.remove(key)
+            if old is not None:
+                self.live_bytes -= old[2]
+        else:
+            old = self.keydir.put(key, (file_id, offset, size, ts))
+            self.live_bytes += size - (old[2] if old is not None else 0)
+
+    # ----------------------------------------------------------------- writes
+
+    def apply(self, ops: Sequence[Op]) -> int:
+        """Append `ops` as one atomic unit and update the keydir; return its lsn.
+
+        Does not wait for durability: call `wait_durable(lsn)` (or use put/delete/write_batch,
+        which do). One op is one self-committing record; several become a BATCH...COMMIT run
+        written with a single `write`, so a crash keeps all of them or none.
+        """
+        if not ops:
+            return self.commit.written
+        with self._lock:
+            return self._apply_locked(ops)
+
+    def _apply_locked(self, ops: Sequence[Op]) -> int:
+        if self.closed:
+            raise DatabaseClosed("the database is closed")
+        if self.commit.error is not None:
+            raise DatabaseClosed(f"an fsync failed, refusing writes: {self.commit.error}")
+        ts = int(self.clock() * 1000)
+        many = len(ops) > 1
+        encoded = []
+        for i, (key, value) in enumerate(ops):
+            flags = record.FLAG_BATCH if many else 0
+            if many and i == len(ops) - 1:
+                flags |= record.FLAG_COMMIT
+            if key is None:
+                encoded.append(record.encode(b"", b"", flags | record.FLAG_FLUSH, ts))
+            elif value is None:
+                encoded.append(record.encode(key, b"", flags | record.FLAG_TOMBSTONE, ts))
+            else:
+                encoded.append(record.encode(key, value, flags, ts))
+        payload = encoded[0] if not many else b"".join(encoded)
+        active = self.active
+        if active.size and active.size + len(payload) > self.max_file_size:
+            active = self._rotate(active.id + 1)
+        offset = active.append(payload)
+        keydir = self.keydir
+        for (key, value), rec in zip(ops, encoded, strict=True):
+            size = len(rec)
+            if key is None:
+                keydir.clear()
+                self.live_bytes = 0
+            elif value is None:
+                old = keydir.remove(key)
+                if old is not None:
+                    self.live_bytes -= old[2]
+            else:
+                old = keydir.put(key, (active.id, offset, size, ts))
+                self.live_bytes += size - (old[2] if old is not None else 0)
+            offset += size
+        lsn = self.commit.note_write()
+        if self.auto_merge and not self.merge_state.running and self._merge_due():
+            self.merge_state.start_background(self)
+        return lsn
+
+    def _rotate(self, new_id: int) -> DataFile:
+        """Seal the active file (fsync it: older files must never have a torn tail)."""
+        self.active.sync()
+        datafile = DataFile(self.dir, new_id, writable=True)
+        fsync_dir(self.dir)
+        self.files[new_id] = datafile
+        self.active = datafile
+        return datafile
+
+    def _merge_due(self) -> bool:
+        data = self.data_bytes()
+        dead = data - self.live_bytes
+        return dead >= self.merge_min_dead_bytes and dead >= data * self.merge_dead_ratio
+
+    def wait_durable(self, lsn: int) -> None:
+        """Block until write `lsn` satisfies the fsync policy (only `always` waits)."""
+        if self.fsync == "always" and self.commit.synced < lsn:
+            self.commit.wait(lsn)
+
+    def _sync_active(self) -> int:
+        with self._lock:
+            covered = self.commit.written
+            active = self.active
+        self.faults.before_fsync()
+        active.sync()
+        return covered
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.wait_durable(self.apply(((key, value),)))
+
+    def delete(self, key: bytes) -> bool:
+        """Delete `key`; False (and nothing written) if it did not exist."""
+        with self._lock:
+            if key not in self.keydir:
+                return False
+            lsn = self._apply_locked(((key, None),))
+        self.wait_durable(lsn)
+        return True
+
+    def write_batch(self, ops: Iterable[Op]) -> None:
+        """Apply puts `(k, v)`, deletes `(k, None)` and FLUSH atomically."""
+        self.wait_durable(self.apply(list(ops)))
+
+    def flush_all(self) -> None:
+        self.wait_durable(self.apply((FLUSH,)))
+
+    def sync(self) -> None:
+        """Make every write so far durable, whatever the policy (SAVE)."""
+        self.commit.sync_now()
+
+    # ----------------------------------------------------------------- reads
+
+    def get(self, key: bytes) -> bytes | None:
+        with self._lock:
+            entry = self.keydir.entries.get(key)
+            if entry is None:
+                return None
+            file_id, offset, size, _ts = entry
+            data = self.files[file_id].pread(size, offset)
+        ok = record.check(data, 0) if len(data) == size else "short read"
+        if isinstance(ok, str):
+            raise CorruptionError(f"record of {key!r} at {file_id}:{offset} is bad: {ok}")
+        return data[record.HEADER_SIZE + ok[2] :]
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self.keydir.entries
+
+    def __len__(self) -> int:
+        return len(self.keydir)
+
+    def keys(self) -> list[bytes]:
+        with self._lock:
+            return self.keydir.keys()
+
+    def scan(
+        self, cursor: int, count: int = 10, match: Callable[[bytes], bool] | None = None
+    ) -> tuple[int, list[bytes]]:
+        """One SCAN step: (next cursor, keys); cursor 0 starts and ends an iteration."""
+        with self._lock:
+            return self.keydir.scan(cursor, count, match)
+
+    # ----------------------------------------------------------------- merge, stats, close
+
+    def merge(self, wait: bool = True) -> bool:
+        """Compact the immutable files; False if a merge is already running."""
+        if wait:
+            return self.merge_state.run(self)
+        return self.merge_state.start_background(self)
+
+    def data_bytes(self) -> int:
+        return sum(f.size for f in self.files.values())
+
+    def stats(self) -> Stats:
+        with self._lock:
+            data = self.data_bytes()
+            ms = self.merge_state
+            return Stats(
+                keys=len(self.keydir),
+                files=len(self.files),
+                active_file=self.active.id,
+                data_bytes=data,
+                live_bytes=self.live_bytes,
+                dead_bytes=data - self.live_bytes,
+                writes=self.commit.written,
+                fsyncs=self.commit.fsyncs,
+                fsync_policy=self.fsync,
+                merges=ms.count,
+                merging=ms.running,
+                last_merge_at=ms.last_at,
+                last_merge_seconds=ms.last_seconds,
+                last_merge_reclaimed_bytes=ms.last_reclaimed,
+                recovery_seconds=self.recovery_seconds,
+                files_from_hints=self._from_hints,
+                truncated_bytes=self._truncated,
+                corrupt_files=tuple(self._corrupt),
+            )
+
+    def close(self) -> None:
+        """Wait for a running merge, make everything durable, release the directory."""
+        if self.closed:
+            return
+        self.merge_state.join()
+        if self._everysec is not None:
+            self._everysec.stop()
+        if self.commit.error is None and self.fsync != "no":
+            self.commit.sync_now()
+        with self._lock:
+            self.closed = True
+        self._release_files()
+
+    def abandon(self) -> None:
+        """Drop everything without syncing, as if the process had died (crash tests)."""
+        self.closed = True
+        if self._everysec is not None:
+            self._everysec.stop()
+        self._release_files()
+
+    def _release_files(self) -> None:
+        for datafile in self.files.values():
+            datafile.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
+
+    def __enter__(self) -> DB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_db(path: str | os.PathLike[str], **options: object) -> DB:
+    """Open (creating if needed) the minidb database in directory `path`.
+
+    Options: fsync="always"|"everysec"|"no", max_file_size, clock, auto_merge,
+    merge_dead_ratio, merge_min_dead_bytes, on_corruption="raise"|"skip", faults.
+    """
+    return DB(path, **options)  # type: ignore[arg-type]
+
