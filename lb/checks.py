@@ -20,6 +20,7 @@ Simpler than the real thing: no `http-check expect` rules, no agent checks, no T
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 
 from lb.backend import Backend, Pool
@@ -65,7 +66,8 @@ async def probe(
     except TimeoutError:
         return False, "timeout"
     except OSError as exc:
-        return False, exc.strerror or type(exc).__name__
+        reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+        return False, reason.lower()
     finally:
         if writer is not None:
             writer.close()
