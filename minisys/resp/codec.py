@@ -1,0 +1,248 @@
+"""Incremental RESP parser: bytes in any split → commands (server side) or replies (client).
+
+On the request's journey this is the first thing a kvcache or minidb connection does with
+the bytes the kernel hands it, and the last thing `client.py` does with a server's answer.
+It is sans-I/O: `feed(data)` appends bytes, `next_command()` / `next_reply()` return one
+complete value or "not yet"; no sockets, no asyncio, no clocks.
+
+How it stays fast in Python: the unread bytes live in one `bytes` object plus a read
+offset, and every step is `bytes.find(b"\\r\\n")` + slicing + `int()`, never a loop over
+single bytes. A server calls `next_command()` until it returns None, so one `data_received`
+with a 16-command pipeline costs one `feed` and sixteen short calls.
+
+Two tricks keep big or slow inputs linear instead of quadratic:
+- a command whose arguments arrive over many reads keeps its finished arguments in
+  `_args` and resumes at the next `$`, so nothing is parsed twice;
+- while a large bulk is incomplete we know exactly how many bytes it needs (`_need`),
+  so new reads are parked in a list and joined once, instead of re-copying the buffer on
+  every read (Redis's "big arg" path, PROTO_MBULK_BIG_ARG, has the same aim).
+
+Request grammar (what Redis accepts, networking.c processMultibulkBuffer / Inline):
+
+    request   = multibulk | inline
+    multibulk = "*" count CRLF { "$" length CRLF bytes CRLF }   ; count <= 0: ignored
+    inline    = any line not starting with "*", split like redis-cli quoting (inline.py)
+
+Replies (client side) are any RESP2/RESP3 value; see `reply_parser.py`.
+
+Simpler than the real thing: the limits and error texts are Redis 7.0's, but the query
+buffer limit is checked only when a command is incomplete, and a big bulk is joined once
+rather than read into a preallocated buffer.
+"""
+
+from __future__ import annotations
+
+from minisys.resp.inline import UnbalancedQuotes, split_inline
+from minisys.resp.reply_parser import INCOMPLETE, parse_reply
+from minisys.resp.values import ProtocolError
+
+# Redis's PROTO_INLINE_MAX_SIZE: the longest inline request or count line without CRLF.
+MAX_INLINE = 64 * 1024
+# Redis's default proto-max-bulk-len: the largest single argument.
+MAX_BULK = 512 * 1024 * 1024
+# Redis 7.0 accepts multibulk counts up to INT_MAX (1024*1024 before 6.2).
+MAX_MULTIBULK = 2**31 - 1
+# Redis's client-query-buffer-limit: unparsed bytes plus parsed arguments of one command.
+MAX_QUERY = 1024 * 1024 * 1024
+# Before AUTH succeeds (when a password is set) Redis allows only tiny commands.
+MAX_UNAUTH_MULTIBULK = 10
+MAX_UNAUTH_BULK = 16 * 1024
+
+_STAR = 42  # ord("*")
+_DOLLAR = 36  # ord("$")
+
+
+def strict_int(s: bytes) -> int | None:
+    """Parse a decimal integer exactly as Redis's string2ll does, or return None.
+
+    Unlike int(), it rejects spaces, '+', '_' and leading zeros, so "$ 5" or "$05" are
+    protocol errors here as they are in Redis.
+    """
+    if s.isdigit():
+        if s[0] == 48 and len(s) > 1:  # leading zero
+            return None
+        n = int(s)
+    elif s[:1] == b"-" and s[1:].isdigit() and s[1] != 48:
+        n = int(s)
+    else:
+        return None
+    if -(2**63) <= n < 2**63:
+        return n
+    return None
+
+
+class RespParser:
+    """One connection's parser; the server uses next_command, a client next_reply."""
+
+    def __init__(
+        self,
+        *,
+        max_bulk: int = MAX_BULK,
+        max_multibulk: int = MAX_MULTIBULK,
+        max_inline: int = MAX_INLINE,
+        max_query: int = MAX_QUERY,
+    ) -> None:
+        self.max_bulk = max_bulk
+        self.max_multibulk = max_multibulk
+        self.max_inline = max_inline
+        self.max_query = max_query
+        # Set False by the server while a password is required and not yet given.
+        self.authenticated = True
+        # Attributes (RESP3 `|`) that came with the last reply, if any.
+        self.attributes: dict | None = None
+        self._buf = b""
+        self._pos = 0
+        self._parked: list[bytes] = []  # reads waiting until _need bytes are there
+        self._parked_len = 0
+        self._need = 0  # unread bytes needed before parsing can make progress
+        self._args: list[bytes] | None = None  # a half-read multibulk command
+        self._left = 0  # arguments still missing from _args
+        self._args_size = 0  # bytes held in _args (for the query buffer limit)
+
+    def feed(self, data: bytes) -> None:
+        """Append bytes from the peer; call next_command/next_reply until they say 'no'."""
+        if not data:
+            return
+        unread = len(self._buf) - self._pos
+        if self._parked or unread + len(data) < self._need:
+            self._parked.append(bytes(data))
+            self._parked_len += len(data)
+            if unread + self._parked_len >= self._need:
+                self._buf = b"".join([self._buf[self._pos :], *self._parked])
+                self._pos = 0
+                self._parked.clear()
+                self._parked_len = 0
+        elif unread == 0:
+            self._buf = bytes(data)
+            self._pos = 0
+        else:
+            self._buf = self._buf[self._pos :] + data
+            self._pos = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for incomplete input (unread buffer, parked reads, partial args)."""
+        return len(self._buf) - self._pos + self._parked_len + self._args_size
+
+    def _incomplete(self, need: int = 0) -> None:
+        self._need = need
+        if self.buffered > self.max_query:
+            # Redis logs "closing client that reached max query buffer length" and
+            # closes without a reply.
+            raise ProtocolError("Protocol error: query buffer limit reached", reply=False)
+
+    def next_command(self) -> list[bytes] | None:
+        """Return the next complete request as a list of arguments, or None for 'need more'.
+
+        Raises ProtocolError with Redis's text; the connection must then be closed.
+        """
+        while True:
+            buf = self._buf
+            pos = self._pos
+            end = len(buf)
+            args = self._args
+            if args is None:
+                if pos >= end:
+                    self._need = 0
+                    return None
+                if buf[pos] != _STAR:
+                    line_args = self._inline(buf, pos, end)
+                    if line_args is None:
+                        return None
+                    if line_args:
+                        return line_args
+                    continue  # empty line: Redis ignores it
+                nl = buf.find(b"\r\n", pos)
+                if nl < 0:
+                    if end - pos > self.max_inline:
+                        raise ProtocolError("Protocol error: too big mbulk count string")
+                    self._incomplete()
+                    return None
+                count = strict_int(buf[pos + 1 : nl])
+                if count is None or count > self.max_multibulk:
+                    raise ProtocolError("Protocol error: invalid multibulk length")
+                if count > MAX_UNAUTH_MULTIBULK and not self.authenticated:
+                    raise ProtocolError("Protocol error: unauthenticated multibulk length")
+                pos = nl + 2
+                if count <= 0:  # "*0" and "*-1" are silently skipped, as in Redis
+                    self._pos = pos
+                    continue
+                args = []
+                left = count
+                size = 0
+            else:
+                left = self._left
+                size = self._args_size
+            max_bulk = self.max_bulk if self.authenticated else MAX_UNAUTH_BULK
+            need = 0
+            while left:
+                nl = buf.find(b"\r\n", pos)
+                if nl < 0:
+                    if end - pos > self.max_inline:
+                        raise ProtocolError("Protocol error: too big bulk count string")
+                    break
+                if buf[pos] != _DOLLAR:
+                    got = chr(buf[pos]) if buf[pos] not in (10, 13) else " "
+                    raise ProtocolError(f"Protocol error: expected '$', got '{got}'")
+                s = buf[pos + 1 : nl]
+                if s.isdigit() and (s[0] != 48 or len(s) == 1):
+                    n = int(s)
+                else:
+                    n = -1
+                if n < 0 or n > self.max_bulk:
+                    raise ProtocolError("Protocol error: invalid bulk length")
+                if n > max_bulk:
+                    raise ProtocolError("Protocol error: unauthenticated bulk length")
+                stop = nl + 2 + n
+                if stop + 2 > end:
+                    need = stop + 2 - pos
+                    break
+                # Like Redis, the two bytes after the data are skipped, not checked.
+                args.append(buf[nl + 2 : stop])
+                pos = stop + 2
+                size += n
+                left -= 1
+            self._pos = pos
+            if left:
+                self._args = args
+                self._left = left
+                self._args_size = size
+                self._incomplete(need)
+                return None
+            self._args = None
+            self._args_size = 0
+            self._need = 0
+            return args
+
+    def _inline(self, buf: bytes, pos: int, end: int) -> list[bytes] | None:
+        nl = buf.find(b"\n", pos)
+        if nl < 0:
+            if end - pos > self.max_inline:
+                raise ProtocolError("Protocol error: too big inline request")
+            self._incomplete()
+            return None
+        stop = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
+        self._pos = nl + 1
+        try:
+            return split_inline(buf[pos:stop])
+        except UnbalancedQuotes:
+            raise ProtocolError("Protocol error: unbalanced quotes in request") from None
+
+    def next_reply(self) -> object:
+        """Return the next complete reply value, or INCOMPLETE.
+
+        Raises ProtocolError if the bytes are not RESP; the connection is then unusable.
+        """
+        buf = self._buf
+        pos = self._pos
+        if pos >= len(buf):
+            self._need = 0
+            return INCOMPLETE
+        value, new_pos, attributes, need = parse_reply(buf, pos, self.max_bulk)
+        if value is INCOMPLETE:
+            self._incomplete(need)
+            return INCOMPLETE
+        self._pos = new_pos
+        self._need = 0
+        self.attributes = attributes
+        return value
