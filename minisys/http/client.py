@@ -1,0 +1,325 @@
+"""A pooled keep-alive HTTP/1.1 client (asyncio), for the gateway's proxy, health checks,
+the load generator's helpers and tests.
+
+On the request's journey this is how the gateway reaches an appserver: it borrows a
+connection to that origin from a small pool, writes one request, reads the response whole
+with the sans-I/O `ResponseParser`, and gives the connection back - but only if the
+response was read to its end and both sides said keep-alive. A connection whose response
+was cut short, or that carried `Connection: close`, is closed, never reused: reusing it
+would hand the next request the previous response's leftovers.
+
+    pool per origin (host, port):
+        idle connections (LIFO, so warm ones are reused first)
+        a semaphore bounding connections open at once (pool_size_per_origin)
+
+A reused idle connection may have been closed by the server in the meantime (its
+keep-alive timeout passed). If it fails before any response byte arrives, the request is
+retried once on a fresh connection when that is safe (idempotent methods), which is what
+browsers and urllib3 do.
+
+Errors are `ClientError`s carrying the status a gateway should answer with: connect
+failure 502, timeout 504, broken response 502, and `request_sent` to tell whether the
+upstream may have seen the request (only then is a retry of a POST unsafe).
+
+Simpler than the real thing: no TLS, no proxies, no redirects, no cookies, no streaming of
+response bodies (each is read whole, bounded by `Limits.max_body`), and no pipelining.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from minisys.http.codec import Data, EndOfMessage, ResponseHead, ResponseParser
+from minisys.http.head import Headers, HttpError, Limits
+from minisys.http.serialize import serialize_request
+
+# Responses are bounded too: a runaway upstream must not fill the gateway's memory.
+CLIENT_LIMITS = Limits(max_body=64 * 1024 * 1024)
+# Methods that can be repeated without changing the outcome (RFC 9110 §9.2.2).
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
+
+
+class ClientError(Exception):
+    """A request failed; `status` is what a gateway would answer in its place."""
+
+    status = 502
+
+    def __init__(self, message: str, *, request_sent: bool = False) -> None:
+        super().__init__(message)
+        self.request_sent = request_sent
+
+
+class ConnectError(ClientError):
+    status = 502
+
+
+class ClientTimeout(ClientError, TimeoutError):
+    status = 504
+
+
+class BadResponse(ClientError):
+    status = 502
+
+
+class ClientResponse:
+    __slots__ = ("body", "headers", "reason", "status", "version")
+
+    def __init__(
+        self, status: int, reason: str, headers: Headers, body: bytes, version: str
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+        self.version = version
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def __repr__(self) -> str:
+        return f"<ClientResponse {self.status} {len(self.body)} bytes>"
+
+
+class _Connection(asyncio.Protocol):
+    """One upstream connection; at most one request in flight."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.parser = ResponseParser(limits)
+        self.transport: asyncio.Transport | None = None
+        self.waiter: asyncio.Future | None = None
+        self.closed = False
+        self.got_bytes = False
+        self._head: ResponseHead | None = None
+        self._body: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def send(self, method: str, data: bytes) -> asyncio.Future:
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.got_bytes = False
+        self.parser.expect_response(method)
+        self.transport.write(data)
+        return self.waiter
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        self.parser.feed(data)
+        self._pump()
+
+    def eof_received(self) -> bool | None:
+        self.parser.feed_eof()
+        self._pump()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(ConnectionResetError("connection closed by the server"))
+
+    def _fail(self, exc: Exception) -> None:
+        waiter = self.waiter
+        self.waiter = None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    def _pump(self) -> None:
+        while True:
+            try:
+                event = self.parser.next_event()
+            except HttpError as err:
+                self._fail(BadResponse(err.reason, request_sent=True))
+                self.close()
+                return
+            if event is None:
+                return
+            if type(event) is ResponseHead:
+                if event.status >= 200 or event.status == 101:
+                    self._head = event
+                    self._body = []
+            elif type(event) is Data:
+                self._body.append(event.data)
+            elif type(event) is EndOfMessage:
+                head = self._head
+                self._head = None
+                if head is None:
+                    continue
+                body = b"".join(self._body)
+                self._body = []
+                response = ClientResponse(
+                    head.status, head.reason, head.headers, body, head.version
+                )
+                if not head.keep_alive:
+                    self.close()
+                waiter = self.waiter
+                self.waiter = None
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(response)
+            else:
+                self.close()
+                self._fail(ConnectionResetError("connection closed by the server"))
+                return
+
+    @property
+    def reusable(self) -> bool:
+        return (
+            not self.closed
+            and self.waiter is None
+            and self.transport is not None
+            and not self.transport.is_closing()
+            and self.parser.buffered == 0
+        )
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _Pool:
+    def __init__(self, size: int) -> None:
+        self.idle: deque[_Connection] = deque()
+        self.slots = asyncio.Semaphore(size)
+
+
+def split_url(url: str) -> tuple[str, int, str]:
+    """`http://h:8080/p?q` → ("h", 8080, "/p?q")."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        raise ValueError(f"only http:// URLs are supported, not {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"no host in {url!r}")
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return parts.hostname, parts.port or 80, target
+
+
+class HttpClient:
+    """`await client.request("GET", "http://127.0.0.1:8091/users/1")`; one per process."""
+
+    def __init__(
+        self,
+        *,
+        pool_size_per_origin: int = 32,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        total_timeout: float = 60.0,
+        limits: Limits = CLIENT_LIMITS,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        self.pool_size = pool_size_per_origin
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.total_timeout = total_timeout
+        self.limits = limits
+        self.default_headers = list(headers)
+        self._pools: dict[tuple[str, int], _Pool] = {}
+        self.connections_opened = 0  # for tests and stats: reuse shows as few opens
+
+    async def request(
+        self,
+        method: str,
+        url: str | tuple[str, int, str],
+        headers: Iterable[tuple[str, str]] | Mapping[str, str] | Headers | None = None,
+        body: bytes = b"",
+        *,
+        timeout: float | None = None,
+    ) -> ClientResponse:
+        """Send one request and read its whole response."""
+        host, port, target = split_url(url) if isinstance(url, str) else url
+        items = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
+        items = self.default_headers + items
+        if not any(name.lower() == "host" for name, _ in items):
+            items.insert(0, ("Host", host if port == 80 else f"{host}:{port}"))
+        data = serialize_request(method, target, items, body)
+        try:
+            async with asyncio.timeout(timeout or self.total_timeout):
+                return await self._send((host, port), method, data)
+        except TimeoutError as exc:
+            if isinstance(exc, ClientError):
+                raise
+            raise ClientTimeout(
+                f"{method} {host}:{port}{target} timed out", request_sent=True
+            ) from None
+
+    async def get(self, url: str | tuple[str, int, str], **kw: Any) -> ClientResponse:
+        return await self.request("GET", url, **kw)
+
+    async def post(
+        self, url: str | tuple[str, int, str], body: bytes = b"", **kw: Any
+    ) -> ClientResponse:
+        return await self.request("POST", url, body=body, **kw)
+
+    async def _send(self, origin: tuple[str, int], method: str, data: bytes) -> ClientResponse:
+        pool = self._pools.get(origin)
+        if pool is None:
+            pool = self._pools[origin] = _Pool(self.pool_size)
+        async with pool.slots:
+            for attempt in (1, 2):
+                conn, reused = await self._checkout(pool, origin)
+                try:
+                    async with asyncio.timeout(self.read_timeout):
+                        response = await conn.send(method, data)
+                except TimeoutError:
+                    conn.close()
+                    raise ClientTimeout(
+                        f"no response from {origin[0]}:{origin[1]} in time", request_sent=True
+                    ) from None
+                except ConnectionError as exc:
+                    conn.close()
+                    # A reused connection the server had already closed: safe to retry if
+                    # nothing came back and the method may be repeated.
+                    if reused and not conn.got_bytes and method in IDEMPOTENT and attempt == 1:
+                        continue
+                    raise ClientError(
+                        f"{origin[0]}:{origin[1]}: {exc}", request_sent=True
+                    ) from None
+                except asyncio.CancelledError:
+                    conn.close()
+                    raise
+                if conn.reusable:
+                    pool.idle.append(conn)
+                return response
+        raise AssertionError("unreachable")
+
+    async def _checkout(self, pool: _Pool, origin: tuple[str, int]) -> tuple[_Connection, bool]:
+        while pool.idle:
+            conn = pool.idle.pop()
+            if conn.reusable:
+                return conn, True
+            conn.close()
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await loop.create_connection(lambda: _Connection(self.limits), *origin)
+        except TimeoutError:
+            raise ConnectError(f"connect to {origin[0]}:{origin[1]} timed out") from None
+        except OSError as exc:
+            raise ConnectError(
+                f"cannot connect to {origin[0]}:{origin[1]}: {exc.strerror or exc}"
+            ) from None
+        self.connections_opened += 1
+        return conn, False
+
+    async def close(self) -> None:
+        """Close every idle connection (in-flight ones close when their request ends)."""
+        for pool in self._pools.values():
+            while pool.idle:
+                pool.idle.pop().close()
+        self._pools.clear()
+
+    async def __aenter__(self) -> HttpClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
