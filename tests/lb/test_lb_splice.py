@@ -283,3 +283,34 @@ def test_slow_reader_does_not_make_the_lb_buffer_without_bound(kit):
         backend.close()
 
     run(main())
+
+
+@settings(max_examples=10)
+@given(st.lists(st.booleans(), min_size=1, max_size=5), st.sampled_from(["roundrobin", "p2c"]))
+def test_a_client_never_sees_a_connect_failure_that_could_be_retried(kit, alive, algorithm):
+    """With one live backend and retries >= dead backends, every client is served."""
+    alive = [True, *alive]
+
+    async def main():
+        echo = await kit.EchoBackend().start()
+        backends = [
+            kit.make_backend(echo.port if up else await kit.unused_port(), eject_after=0)
+            for up in alive
+        ]
+        # make_backend names must be unique: live ones share a port, so keep one.
+        seen, unique = set(), []
+        for b in backends:
+            if b.name not in seen:
+                seen.add(b.name)
+                unique.append(b)
+        dead = sum(1 for b in unique if b.port != echo.port)
+        async with kit.running_lb(unique, algorithm, retries=dead) as (server, _):
+            for i in range(6):
+                reader, writer = await asyncio.open_connection(*server.address)
+                writer.write(b"%d" % i)
+                writer.write_eof()
+                assert await kit.read_all(reader) == b"%d" % i
+                writer.close()
+        await echo.stop()
+
+    run(main())
