@@ -30,7 +30,7 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -395,8 +395,12 @@ class DB:
         return len(self.keydir)
 
     def keys(self) -> list[bytes]:
+        """A snapshot of every live key (in no particular order)."""
         with self._lock:
             return self.keydir.keys()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.keys())
 
     def scan(
         self, cursor: int, count: int = 10, match: Callable[[bytes], bool] | None = None
@@ -482,4 +486,3 @@ def open_db(path: str | os.PathLike[str], **options: object) -> DB:
     merge_dead_ratio, merge_min_dead_bytes, on_corruption="raise"|"skip", faults.
     """
     return DB(path, **options)  # type: ignore[arg-type]
-

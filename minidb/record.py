@@ -120,7 +120,9 @@ def decode_at(buf: bytes, offset: int) -> Record:
         raise ValueError(f"bad record at offset {offset}: {ok}")
     flags, ts, klen, vlen = ok
     start = offset + HEADER_SIZE
-    return Record(offset, flags, ts, buf[start : start + klen], buf[start + klen : start + klen + vlen])
+    return Record(
+        offset, flags, ts, buf[start : start + klen], buf[start + klen : start + klen + vlen]
+    )
 
 
 class RecordScanner:
