@@ -125,9 +125,7 @@ def hello(session: Session, argv: list[bytes]) -> object:
         try:
             version = parse_int(argv[1])
         except CommandError:
-            raise CommandError(
-                "ERR Protocol version is not an integer or out of range"
-            ) from None
+            raise CommandError("ERR Protocol version is not an integer or out of range") from None
         if version not in (2, 3):
             raise CommandError("NOPROTO unsupported protocol version")
     name = None
@@ -242,15 +240,26 @@ def _help(name: str, lines: list[str]) -> list[SimpleString]:
 
 def client_help(session: Session, argv: list[bytes]) -> object:
     """Show helpful text about the different subcommands."""
-    return _help("CLIENT", ["ID", "SETNAME <name>", "GETNAME", "SETINFO <attr> <value>",
-                            "LIST", "INFO"])
+    return _help(
+        "CLIENT", ["ID", "SETNAME <name>", "GETNAME", "SETINFO <attr> <value>", "LIST", "INFO"]
+    )
 
 
 def _command_info(cmd) -> list:
     flags = {SimpleString(f) for f in sorted(cmd.flags)}
     subs = [_command_info(s) for s in cmd.subcommands.values()]
-    return [cmd.fullname.encode(), cmd.arity, flags, cmd.first_key, cmd.last_key,
-            cmd.key_step, set(), set(), [], subs]
+    return [
+        cmd.fullname.encode(),
+        cmd.arity,
+        flags,
+        cmd.first_key,
+        cmd.last_key,
+        cmd.key_step,
+        set(),
+        set(),
+        [],
+        subs,
+    ]
 
 
 def command_(session: Session, argv: list[bytes]) -> object:
@@ -318,8 +327,7 @@ def config_rewrite(session: Session, argv: list[bytes]) -> object:
 
 def config_help(session: Session, argv: list[bytes]) -> object:
     """Show helpful text about the different subcommands."""
-    return _help("CONFIG", ["GET <pattern>", "SET <directive> <value>", "RESETSTAT",
-                            "REWRITE"])
+    return _help("CONFIG", ["GET <pattern>", "SET <directive> <value>", "RESETSTAT", "REWRITE"])
 
 
 def info(session: Session, argv: list[bytes]) -> object:

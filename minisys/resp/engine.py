@@ -258,9 +258,7 @@ class Engine:
             sub = cmd.subcommands.get(argv[1].lower())
             if sub is None:
                 name = _quote(argv[1], ERROR_QUOTE_LIMIT)
-                return RespError(
-                    f"ERR unknown subcommand '{name}'. Try {cmd.name.upper()} HELP."
-                )
+                return RespError(f"ERR unknown subcommand '{name}'. Try {cmd.name.upper()} HELP.")
             cmd = sub
         n = len(argv)
         arity = cmd.arity

@@ -53,9 +53,7 @@ class InfoSections:
 
     def render(self, wanted: list[bytes]) -> str:
         names = [w.decode("utf-8", "replace").lower() for w in wanted] or ["default"]
-        chosen = [
-            name for name in self._sections if name in names or _ALL.intersection(names)
-        ]
+        chosen = [name for name in self._sections if name in names or _ALL.intersection(names)]
         blocks = []
         for name in chosen:
             title, fields = self._sections[name]

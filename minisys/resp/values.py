@@ -93,9 +93,7 @@ class Verbatim:
 
     def __eq__(self, other: object) -> bool:
         return (
-            isinstance(other, Verbatim)
-            and other.format == self.format
-            and other.text == self.text
+            isinstance(other, Verbatim) and other.format == self.format and other.text == self.text
         )
 
     def __hash__(self) -> int:
