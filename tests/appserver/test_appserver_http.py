@@ -55,7 +55,7 @@ def test_idempotency_key_over_http(app):
     assert (s1, s2) == (201, 201) and first == again
     assert "Idempotent-Replayed" not in h1 and h2["Idempotent-Replayed"] == "true"
     body["items"][0]["qty"] = 2
-    status, headers, doc = call(app, "POST", "/place-order", body, key)
+    status, _headers, doc = call(app, "POST", "/place-order", body, key)
     assert status == 422 and doc["type"] == "urn:minisys:problem:idempotency-mismatch"
     assert call(app, "POST", "/place-order", body, [("Idempotency-Key", "has space")])[0] == 400
 
@@ -113,7 +113,7 @@ def test_bad_orders_are_refused_with_problem_json_and_nothing_written(app, shop,
     )
 )
 def test_any_json_gets_201_or_a_4xx_problem(app, value):
-    status, headers, doc = call(app, "POST", "/place-order", json.dumps(value).encode())
+    status, headers, _doc = call(app, "POST", "/place-order", json.dumps(value).encode())
     assert status == 201 or (
         400 <= status < 500 and headers["Content-Type"] == "application/problem+json"
     )
