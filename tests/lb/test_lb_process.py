@@ -58,9 +58,10 @@ def test_killed_backend_is_taken_out_and_admin_controls_the_pool(kit):
             "--check-interval", str(INTERVAL), "--fall", str(FALL), "--rise", "1",
             "--eject-after", "0", "--backend", name_a, "--backend", name_b,
         ]  # fmt: skip
-        proc = await asyncio.to_thread(lambda: ServerProcess("lb", *args, ready=("lb", "lb-admin")))
-        with proc:
-            await asyncio.to_thread(proc.start)
+        # Started from a thread so that this loop keeps serving the backends meanwhile.
+        proc = ServerProcess("lb", *args, ready=("lb", "lb-admin"))
+        await asyncio.to_thread(proc.start)
+        try:
             port, admin = proc.ports["lb"], proc.ports["lb-admin"]
             replies = {await talk(port, b"hi") for _ in range(4)}
             assert replies == {b"A:hi", b"B:hi"}
@@ -117,6 +118,8 @@ def test_killed_backend_is_taken_out_and_admin_controls_the_pool(kit):
             assert f'lb_backend_up{{backend="{name_b}"}} 1' in text
             assert "lb_connections_accepted_total" in text
             assert await asyncio.to_thread(proc.terminate) == 0
+        finally:
+            proc.kill()
         for x in (b, c):
             await x.stop()
         assert names
