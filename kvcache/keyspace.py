@@ -1,0 +1,160 @@
+"""The server's keyspace: one `LRUCache` plus what Redis commands need around it.
+
+Every command handler in `commands_*.py` reaches this object as `session.server_state`.
+It adds to the embedded cache the few things only the server needs:
+
+- milliseconds: Redis speaks Unix milliseconds (`PXAT`, `PEXPIRETIME`), the cache keeps
+  float seconds on its clock; `now_ms`, `deadline_ms` and `store_ms` translate;
+- Redis's out-of-memory error: `OutOfMemory` from the cache becomes `-OOM …`;
+- SCAN cursors (see `scan`);
+- Redis's glob patterns for KEYS / SCAN MATCH (`glob_matcher`).
+
+Why SCAN keeps snapshots: Redis's cursor walks its hash table's buckets in reverse-bit
+order, which survives rehashing and guarantees that a key present for the whole scan is
+returned at least once. A Python dict offers no buckets, and a position in its order
+shifts when an earlier key is deleted. So cursor 0 copies the key list once (O(n) for the
+whole iteration, O(COUNT) per call), and the cursor encodes (snapshot id, offset). Keys
+deleted since are skipped; keys added since may be missed, which Redis allows too.
+
+Simpler than the real thing: one database (SELECT 0 only), no keyspace notifications.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+from functools import lru_cache
+
+from kvcache.cache import LRUCache, OutOfMemory
+from minisys.resp.engine import ERR_OOM
+from minisys.resp.values import CommandError
+
+# Live SCAN iterations remembered at once; an older one restarts from a fresh snapshot.
+MAX_SCAN_SNAPSHOTS = 64
+# The offset takes the cursor's low 32 bits, the snapshot id the bits above.
+_OFFSET_BITS = 32
+_OFFSET_MASK = (1 << _OFFSET_BITS) - 1
+# Compiled MATCH/KEYS patterns kept, so a scan loop does not recompile every call.
+PATTERN_CACHE = 256
+
+
+class Keyspace:
+    """The cache as the RESP commands see it."""
+
+    def __init__(self, cache: LRUCache, clock: Callable[[], float]) -> None:
+        self.cache = cache
+        self.clock = clock
+        self._snapshots: OrderedDict[int, list[bytes]] = OrderedDict()
+        self._next_snapshot = 1
+
+    # --- time in Redis's unit ---------------------------------------------------------
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def deadline_ms(self, key: bytes) -> int | None:
+        """The key's absolute deadline in Unix ms; None without TTL; KeyError if absent."""
+        deadline = self.cache.deadline(key)
+        return None if deadline is None else round(deadline * 1000)
+
+    # --- writes -------------------------------------------------------------------------
+
+    def store(self, key: bytes, value: bytes, *, keep_ttl: bool = False) -> None:
+        """SET without expiry (clears the TTL unless keep_ttl), or -OOM."""
+        try:
+            self.cache.store(key, value, keep_ttl=keep_ttl)
+        except OutOfMemory:
+            raise CommandError(ERR_OOM) from None
+
+    def store_ms(self, key: bytes, value: bytes, deadline_ms: int) -> None:
+        """SET with an absolute deadline in Unix ms, or -OOM."""
+        try:
+            self.cache.store(key, value, deadline_ms / 1000)
+        except OutOfMemory:
+            raise CommandError(ERR_OOM) from None
+
+    def expire_ms(self, key: bytes, deadline_ms: int | None) -> bool:
+        return self.cache.expire_at(key, None if deadline_ms is None else deadline_ms / 1000)
+
+    def check_room(self) -> None:
+        """Redis refuses a growing write up front when full and not allowed to evict."""
+        cache = self.cache
+        if cache.policy == "noeviction" and (
+            (cache.max_bytes and cache.used_bytes >= cache.max_bytes)
+            or (cache.max_keys and len(cache) >= cache.max_keys)
+        ):
+            raise CommandError(ERR_OOM)
+
+    # --- SCAN ---------------------------------------------------------------------------
+
+    def scan(self, cursor: int, count: int) -> tuple[int, list[bytes]]:
+        """Up to `count` keys from the iteration `cursor` names, and the next cursor."""
+        snapshot_id, offset = cursor >> _OFFSET_BITS, cursor & _OFFSET_MASK
+        keys = self._snapshots.get(snapshot_id) if cursor else None
+        if keys is None:
+            keys = self.cache.keys()
+            snapshot_id = self._next_snapshot
+            self._next_snapshot += 1
+            if len(self._snapshots) >= MAX_SCAN_SNAPSHOTS:
+                self._snapshots.popitem(last=False)
+        self._snapshots[snapshot_id] = keys
+        self._snapshots.move_to_end(snapshot_id)
+        batch = [k for k in keys[offset : offset + count] if k in self.cache]
+        offset += count
+        if offset >= len(keys) or offset > _OFFSET_MASK:
+            del self._snapshots[snapshot_id]
+            return 0, batch
+        return (snapshot_id << _OFFSET_BITS) | offset, batch
+
+
+@lru_cache(maxsize=PATTERN_CACHE)
+def glob_matcher(pattern: bytes) -> Callable[[bytes], bool]:
+    """A predicate for Redis's glob (stringmatchlen): * ? [abc] [^a-z] and \\ escapes."""
+    if pattern == b"*":
+        return lambda key: True
+    out = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i : i + 1]
+        if c == b"*":
+            out.append(b".*")
+        elif c == b"?":
+            out.append(b".")
+        elif c == b"\\" and i + 1 < n:
+            i += 1
+            out.append(re.escape(pattern[i : i + 1]))
+        elif c == b"[":
+            i, part = _char_class(pattern, i + 1)
+            out.append(part)
+        else:
+            out.append(re.escape(c))
+        i += 1
+    regex = re.compile(b"".join(out) + b"\\Z", re.DOTALL)
+    return lambda key: regex.match(key) is not None
+
+
+def _char_class(pattern: bytes, i: int) -> tuple[int, bytes]:
+    """Translate `[...]` starting after the bracket; returns (index of `]`, regex)."""
+    negate = pattern[i : i + 1] == b"^"
+    if negate:
+        i += 1
+    items = []
+    n = len(pattern)
+    while i < n and pattern[i : i + 1] != b"]":
+        c = pattern[i : i + 1]
+        if c == b"\\" and i + 1 < n:
+            i += 1
+            items.append(re.escape(pattern[i : i + 1]))
+        elif pattern[i + 1 : i + 2] == b"-" and i + 2 < n and pattern[i + 2 : i + 3] != b"]":
+            lo, hi = sorted((pattern[i], pattern[i + 2]))
+            items.append(re.escape(bytes([lo])) + b"-" + re.escape(bytes([hi])))
+            i += 2
+        else:
+            items.append(re.escape(c))
+        i += 1
+    # Redis treats an unclosed class as running to the end of the pattern.
+    body = b"".join(items)
+    if not body:
+        return i, b"(?!)" if not negate else b"."
+    return i, b"[" + (b"^" if negate else b"") + body + b"]"
