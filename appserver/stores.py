@@ -139,18 +139,26 @@ def parse_store_url(url: str) -> StoreUrl:
     return StoreUrl(parts.scheme, parts.hostname or "127.0.0.1", port, int(path or 0))
 
 
+def check_store_urls(cache_url: str, db_url: str, queue_url: str) -> list[StoreUrl]:
+    """Parse the three URLs, or raise ValueError naming the flag that is wrong."""
+    parsed = []
+    for flag, url, allowed in (
+        ("--cache", cache_url, ("redis", "memory")),
+        ("--db", db_url, ("redis", "memory")),
+        ("--queue", queue_url, ("beanstalk", "memory")),
+    ):
+        at = parse_store_url(url)
+        if at.scheme not in allowed:
+            raise ValueError(f"{flag} must be one of {', '.join(s + '://' for s in allowed)}")
+        parsed.append(at)
+    return parsed
+
+
 def open_stores(cache_url: str, db_url: str, queue_url: str, *, timeout: float = 2.0) -> Stores:
     """Build the three store clients from URLs. Nothing connects until first use."""
     from appserver import beanstalk_queue, memory, redis_stores
 
-    cache_at, db_at, queue_at = map(parse_store_url, (cache_url, db_url, queue_url))
-    for name, at, allowed in (
-        ("--cache", cache_at, ("redis", "memory")),
-        ("--db", db_at, ("redis", "memory")),
-        ("--queue", queue_at, ("beanstalk", "memory")),
-    ):
-        if at.scheme not in allowed:
-            raise ValueError(f"{name} must be one of {', '.join(s + '://' for s in allowed)}")
+    cache_at, db_at, queue_at = check_store_urls(cache_url, db_url, queue_url)
     cache: Cache = (
         memory.MemoryCache()
         if cache_at.scheme == "memory"

@@ -1,0 +1,160 @@
+"""The cache and the database over RESP: kvcache and minidb, or a real Redis for either.
+
+Both stores speak the same protocol, so one small class does the talking (`_RespStore`)
+and two thin ones give it the shape the shop expects. Every command goes through a
+`minisys.resp.client.RespPool`; a transaction borrows one connection for itself, because
+WATCH and MULTI are per-connection state:
+
+    async with db.transaction() as tx:     borrow a connection from the pool
+        await tx.watch("stock:sku-1")      WATCH stock:sku-1
+        await tx.mget(["stock:sku-1"])     MGET stock:sku-1
+        await tx.execute([...])            MULTI, the writes, EXEC in one pipeline
+                                           (one round trip); EXEC → nil means "conflict"
+    (leaving without EXEC sends UNWATCH, so the next borrower starts clean)
+
+Errors are translated at this border: a refused, reset or timed-out connection becomes
+`StoreUnavailable` (503 upstream, retry), an error reply becomes `StoreError` (500).
+
+Read next: `stores.py` (the interfaces), `beanstalk_queue.py` (the third store).
+
+Simpler than the real thing: redis-py's Redis class has every command and connection
+health checks; we have the dozen commands the shop uses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from appserver.stores import Op, StoreError, StoreUnavailable
+from minisys.resp.client import RespClient, RespConnectionError, RespPool
+from minisys.resp.values import RespError
+
+# Connections per store. Each request holds one only for a command's round trip (or for a
+# transaction), so a few dozen serve hundreds of concurrent requests.
+POOL_SIZE = 32
+# SCAN's COUNT hint: keys examined per call; bigger means fewer round trips per listing.
+SCAN_COUNT = 1000
+# A SCAN walk stops after this many keys, so one listing is bounded work.
+MAX_SCAN_KEYS = 100_000
+
+
+class _RespStore:
+    name = "store"
+
+    def __init__(self, host: str, port: int, db: int, *, timeout: float,
+                 pool_size: int = POOL_SIZE) -> None:
+        self.address = f"{host}:{port}"
+        self.pool = RespPool(f"redis://{host}:{port}/{db}", size=pool_size,
+                             connect_timeout=timeout, read_timeout=timeout)
+
+    def _unavailable(self, exc: Exception) -> StoreUnavailable:
+        return StoreUnavailable(self.name, f"{self.address}: {exc}")
+
+    async def _execute(self, *args: str | bytes | int) -> object:
+        try:
+            return await self.pool.execute(*args)
+        except RespError as exc:
+            raise StoreError(f"{self.name} {args[0]}: {exc}") from None
+        except (RespConnectionError, OSError) as exc:
+            raise self._unavailable(exc) from None
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._execute("GET", key)  # type: ignore[return-value]
+
+    async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        return await self._execute("MGET", *keys)  # type: ignore[return-value]
+
+    async def ping(self) -> None:
+        await self._execute("PING")
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+class RedisCache(_RespStore):
+    name = "cache"
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        await self._execute("SET", key, value, "PX", max(1, math.ceil(ttl * 1000)))
+
+    async def delete(self, *keys: str) -> None:
+        if keys:
+            await self._execute("DEL", *keys)
+
+
+class RedisDb(_RespStore):
+    name = "db"
+
+    async def set(self, key: str, value: bytes, *, only_if_absent: bool = False) -> bool:
+        reply = await self._execute("SET", key, value, *(["NX"] if only_if_absent else []))
+        return reply is not None
+
+    async def delete(self, *keys: str) -> int:
+        return await self._execute("DEL", *keys) if keys else 0  # type: ignore[return-value]
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        return await self._execute("INCRBY", key, by)  # type: ignore[return-value]
+
+    async def scan(self, match: str) -> list[str]:
+        """Every key matching the glob, by walking SCAN's cursor to 0 (keys may repeat in
+        SCAN's replies: Redis promises "at least once", so we dedupe)."""
+        cursor: bytes = b"0"
+        found: dict[str, None] = {}
+        while True:
+            reply = await self._execute("SCAN", cursor, "MATCH", match, "COUNT", SCAN_COUNT)
+            cursor, keys = reply  # type: ignore[misc]
+            found.update(dict.fromkeys(k.decode() for k in keys))
+            if cursor in (b"0", 0) or len(found) >= MAX_SCAN_KEYS:
+                return list(found)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[RespTransaction]:
+        try:
+            async with self.pool.connection() as conn:
+                tx = RespTransaction(self, conn)
+                try:
+                    yield tx
+                finally:
+                    await tx.finish()
+        except (RespConnectionError, OSError) as exc:
+            raise self._unavailable(exc) from None
+
+
+class RespTransaction:
+    def __init__(self, store: RedisDb, conn: RespClient) -> None:
+        self.store = store
+        self.conn = conn
+        self.watching = False
+
+    async def _execute(self, *args: str | bytes | int) -> object:
+        try:
+            return await self.conn.execute(*args)
+        except RespError as exc:
+            raise StoreError(f"db {args[0]}: {exc}") from None
+
+    async def watch(self, *keys: str) -> None:
+        await self._execute("WATCH", *keys)
+        self.watching = True
+
+    async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        return await self._execute("MGET", *keys)  # type: ignore[return-value]
+
+    async def execute(self, ops: Sequence[Op]) -> list[object] | None:
+        replies = await self.conn.pipeline([("MULTI",), *ops, ("EXEC",)])
+        self.watching = False  # EXEC (or its error) always ends the WATCH
+        errors = [r for r in replies if isinstance(r, RespError)]
+        if errors:
+            raise StoreError(f"db transaction failed: {errors[0]}")
+        return replies[-1]  # type: ignore[return-value]
+
+    async def finish(self) -> None:
+        """Leave the connection as we found it: no WATCH left behind for the next user."""
+        if self.watching and not self.conn.closed:
+            try:
+                await self.conn.execute("UNWATCH")
+            except (RespError, RespConnectionError):
+                self.conn.abort()
