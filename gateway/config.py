@@ -68,7 +68,7 @@ class UpstreamSettings:
     read_timeout: float = 10.0
     total_timeout: float = 15.0
     retries: int = 2
-    pool_size: int = 64  # idle keep-alive connections kept per member
+    pool_size: int = 64  # connections open at once per member (more requests wait)
     breaker_failures: int = 5
     breaker_cooldown: float = 10.0
     health_path: str = ""  # "" = no active health check, passive only
@@ -341,8 +341,9 @@ def demo() -> GatewayConfig:
 
 
 DEMO_TOML = """
-# The shop behind two appservers. `demo` may make 5 requests per 10 s (try the 6th: 429);
-# `bench` may make a million per second, so load tests never hit the limit.
+# The shop behind two appservers. Reading the catalogue is public (20 requests per second
+# per client address); everything else needs a key. `demo` may make 5 requests per 10 s
+# (try the 6th: 429); `bench` a million per second, so load tests never hit the limit.
 [gateway]
 trusted_proxies = ["127.0.0.1"]
 
@@ -351,8 +352,9 @@ members = ["127.0.0.1:8091", "127.0.0.1:8092"]
 health_path = "/healthz"
 
 [[routes]]
-name = "health"
-path = "/healthz"
+name = "catalogue"
+path = "/products"
+methods = ["GET", "HEAD"]
 upstream = "shop"
 client_limit = { quota = 20, window = 1 }
 

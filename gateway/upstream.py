@@ -36,6 +36,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from minisys.http.client import BadResponse, ClientError, ClientTimeout, ConnectError, HttpClient
+
 from .breaker import CircuitBreaker
 from .config import Upstream
 
@@ -76,6 +78,36 @@ class Transport(Protocol):
     async def send(
         self, host: str, port: int, method: str, target: str, headers: list, body: bytes
     ) -> Any: ...
+
+
+class HttpTransport:
+    """The real Transport: the shared pooled keep-alive client, errors mapped to ours.
+
+    One client per upstream pool, so each pool has its own timeouts and connection cap.
+    """
+
+    def __init__(self, settings: Upstream) -> None:
+        self.client = HttpClient(
+            pool_size_per_origin=max(1, settings.pool_size),
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            total_timeout=settings.total_timeout,
+        )
+
+    async def send(
+        self, host: str, port: int, method: str, target: str, headers: list, body: bytes
+    ) -> Any:
+        try:
+            return await self.client.request(method, (host, port, target), headers, body)
+        except ConnectError as exc:
+            raise ConnectFailed(str(exc)) from None
+        except ClientTimeout as exc:
+            raise UpstreamTimeout(str(exc)) from None
+        except (BadResponse, ClientError) as exc:
+            raise UpstreamReset(str(exc)) from None
+
+    async def close(self) -> None:
+        await self.client.close()
 
 
 @dataclass

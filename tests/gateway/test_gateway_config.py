@@ -28,7 +28,7 @@ def with_change(path, value):
 
 def test_demo_config_is_valid():
     cfg = demo()
-    assert [r.name for r in cfg.routes] == ["health", "shop"]
+    assert [r.name for r in cfg.routes] == ["catalogue", "shop"]
     assert cfg.upstreams["shop"].members == [("127.0.0.1", 8091), ("127.0.0.1", 8092)]
     ids = {c.id: c for c in cfg.consumers}
     assert ids["demo"].keys == ("minisys-demo-key",)

@@ -1,0 +1,395 @@
+"""The request pipeline: every step a request takes through the gateway, in order.
+
+This is the gateway's main line; each step's rules live in its own module:
+
+    1. request id     keep a well-formed X-Request-ID, else mint one        proxy.py
+    2. canonical path percent-decode, remove dot segments (400 if broken)   routes.py
+    3. route          longest prefix, host, method (404 / 405)              routes.py
+    4. auth           API key or HS256 JWT (401), consumer allowed? (403)   auth.py
+    5. rate limits    consumer / route / client buckets (429)               ratelimit.py
+    6. concurrency    in-flight requests per consumer (429)
+    7. headers        hop-by-hop out, X-Forwarded-*, Via, ids in            proxy.py
+    8. forward        breaker (503), member, retries, timeouts (502 / 504)  upstream.py
+    9. answer         hop-by-hop out, rate-limit headers and request id in  proxy.py
+   10. account        access log line and metrics                           access_log.py
+
+Every refusal is an `application/problem+json` body, with the request id and (on limited
+routes) the rate-limit headers, so a client can tell the gateway's "no" from the app's.
+
+`Gateway.apply(config)` swaps in a new configuration in one step between requests (SIGHUP):
+routes and consumers are replaced; a pool whose settings did not change keeps its breaker
+and health state; bucket tables survive because they are keyed by the limit itself.
+
+Simpler than the real thing: Kong runs this as a chain of plugins with configurable order
+and phases; here the order is fixed and reads top to bottom.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from minisys.http.head import Headers
+from minisys.http.message import PROBLEM_JSON, Request, Response, problem_body
+from minisys.logs import get_logger, request_id
+from minisys.metrics import Registry
+
+from . import access_log
+from .access_log import AccessRecord
+from .auth import Authenticator, AuthError, Consumer, challenge
+from .breaker import STATE_VALUES
+from .config import GatewayConfig, Upstream
+from .proxy import client_headers, pick_request_id, upstream_headers
+from .ratelimit import Check, Outcome, RateLimiter
+from .ratelimit import headers as ratelimit_headers
+from .routes import NoRoute, PathError, RouteTable, encode_path, normalize_path
+from .upstream import (
+    ConnectFailed,
+    NoMember,
+    Transport,
+    UpstreamPool,
+    UpstreamReset,
+    UpstreamTimeout,
+)
+
+log = get_logger("gateway")
+
+# How often idle buckets are reclaimed; a bucket refills within its window anyway.
+SWEEP_INTERVAL_S = 5.0
+
+# Upper bounds for latency histograms: 0.25 ms … 30 s covers loopback to a hung upstream.
+LATENCY_BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                   1.0, 2.5, 5.0, 10.0, 30.0)  # fmt: skip
+
+
+class GatewayMetrics:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.requests = registry.counter(
+            "gateway_requests_total", "Requests answered, by route and status.", ("route", "status")
+        )
+        self.latency = registry.histogram(
+            "gateway_request_duration_seconds",
+            "Time from complete request to response, by route.",
+            ("route",),
+            LATENCY_BUCKETS,
+        )
+        self.limited = registry.counter(
+            "gateway_ratelimited_total", "Requests refused with 429, by route and policy.",
+            ("route", "policy"),
+        )  # fmt: skip
+        self.upstream_errors = registry.counter(
+            "gateway_upstream_errors_total", "Failed upstream attempts, by upstream and kind.",
+            ("upstream", "kind"),
+        )  # fmt: skip
+        self.retries = registry.counter(
+            "gateway_upstream_retries_total", "Extra attempts on another member.", ("upstream",)
+        )
+        self.breaker = registry.gauge(
+            "gateway_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+            ("upstream",),
+        )  # fmt: skip
+        self.auth_failures = registry.counter(
+            "gateway_auth_failures_total", "Requests refused with 401 or 403.", ("route", "status")
+        )
+        self.store_errors = registry.counter(
+            "gateway_ratelimit_store_errors_total", "Shared rate-limit store failures."
+        )
+
+
+class Gateway:
+    """Holds the live configuration and answers requests (the HTTP server's handler)."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        transport_factory: Callable[[Upstream], Transport],
+        limiter: RateLimiter | None = None,
+        registry: Registry | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.transport_factory = transport_factory
+        self.limiter = limiter or RateLimiter()
+        self.metrics = GatewayMetrics(registry or Registry())
+        self.wall = wall
+        self.pools: dict[str, UpstreamPool] = {}
+        self.in_flight: dict[str, int] = {}
+        self.config = config
+        self.apply(config)
+
+    def apply(self, config: GatewayConfig) -> None:
+        """Start serving `config` (from now on; requests in flight finish under the old)."""
+        pools = {}
+        for name, settings in config.upstreams.items():
+            old = self.pools.get(name)
+            if old is not None and old.settings == settings:
+                pools[name] = old
+            else:
+                pools[name] = UpstreamPool(settings, self.transport_factory(settings))
+        self.pools = pools
+        self.routes = RouteTable(config.routes)
+        self.auth = Authenticator(config.consumers)
+        self.config = config
+        self.limiter.fail_open = config.fail_open
+        self.limiter.store_timeout = config.store_timeout
+
+    # --- the pipeline --------------------------------------------------------------------
+
+    async def handle(self, request: Request, conn: Any = None) -> Response:
+        if request.path == "/healthz" and request.method in ("GET", "HEAD"):
+            # The gateway's own liveness, for the lb and the launcher: never proxied, never
+            # limited, not logged (health checks every few seconds would drown the log).
+            return Response(200, [("Content-Type", "application/json")], b'{"status":"ok"}')
+        start = time.perf_counter()
+        headers = request.headers
+        rid = pick_request_id(headers.get("x-request-id"))
+        request_id.set(rid)
+        client_ip = str(request.peer[0]) if request.peer else ""
+        record = AccessRecord(rid, client_ip, request.method, request.path)
+        request.state["trusted_hop"] = bool(getattr(conn, "trusted_hop", False))
+        extra: list[tuple[str, str]] = []
+        try:
+            response = await self._pipeline(request, rid, client_ip, record, extra)
+        except _Refusal as refusal:
+            response = refusal.response(rid, extra)
+            record.reason = refusal.reason
+        elapsed = time.perf_counter() - start
+        record.status = response.status
+        record.bytes = len(response.body) if isinstance(response.body, bytes) else 0
+        record.total_ms = round(elapsed * 1000, 3)
+        self.metrics.requests.inc(route=record.route, status=str(response.status))
+        self.metrics.latency.observe(elapsed, route=record.route)
+        if self.config.access_log:
+            access_log.write(record)
+        return response
+
+    async def _pipeline(
+        self,
+        request: Request,
+        rid: str,
+        client_ip: str,
+        record: AccessRecord,
+        extra: list[tuple[str, str]],
+    ) -> Response:
+        try:
+            path = normalize_path(request.path)
+        except PathError as exc:
+            raise _Refusal(400, str(exc), "bad_request") from None
+        try:
+            route = self.routes.match(request.method, request.headers.get("host"), path)
+        except NoRoute as exc:
+            if exc.allowed:
+                allow = ", ".join(sorted(exc.allowed))
+                raise _Refusal(405, "method not allowed here", "no_route", [("Allow", allow)])
+            raise _Refusal(404, "no route for this path", "no_route") from None
+        record.route = route.name
+
+        consumer: Consumer | None = None
+        if route.auth:
+            consumer = self._authenticate(request, route.name)
+            record.consumer = consumer.id
+            if route.consumers is not None and consumer.id not in route.consumers:
+                self.metrics.auth_failures.inc(route=route.name, status="403")
+                raise _Refusal(403, f"consumer {consumer.id!r} may not use this route", "forbidden")
+
+        checks = []
+        if consumer is not None and consumer.limit is not None:
+            checks.append(Check("consumer", consumer.limit, consumer.id))
+        if route.limit is not None:
+            checks.append(Check("route", route.limit, route.name))
+        if consumer is None and route.client_limit is not None:
+            checks.append(Check("client", route.client_limit, f"{route.name}|{client_ip}"))
+        if checks:
+            outcomes = await self._rate_limit(checks)
+            extra.extend(ratelimit_headers(outcomes))
+            refused = [o for o in outcomes if not o.allowed]
+            if refused:
+                for o in refused:
+                    self.metrics.limited.inc(route=route.name, policy=o.name)
+                raise _Refusal(
+                    429, "rate limit exceeded", "rate_limited",
+                    extra_doc={"violated-policies": [o.name for o in refused]},
+                )  # fmt: skip
+
+        limit = consumer.max_concurrency if consumer is not None else 0
+        if limit and self.in_flight.get(consumer.id, 0) >= limit:  # type: ignore[union-attr]
+            self.metrics.limited.inc(route=route.name, policy="concurrency")
+            raise _Refusal(
+                429, "too many concurrent requests", "concurrency", [("Retry-After", "1")]
+            )
+        if limit:
+            self.in_flight[consumer.id] = self.in_flight.get(consumer.id, 0) + 1  # type: ignore[union-attr]
+        try:
+            return await self._forward(
+                request, route, path, rid, client_ip, consumer, record, extra
+            )
+        finally:
+            if limit:
+                left = self.in_flight[consumer.id] - 1  # type: ignore[union-attr]
+                if left:
+                    self.in_flight[consumer.id] = left  # type: ignore[union-attr]
+                else:
+                    del self.in_flight[consumer.id]  # type: ignore[union-attr]
+
+    def _authenticate(self, request: Request, route: str) -> Consumer:
+        headers = request.headers
+        authorization = headers.get_all("authorization")
+        api_key = headers.get_all("x-api-key")
+        try:
+            if len(authorization) > 1 or len(api_key) > 1:
+                raise AuthError("more than one credential", "invalid_request")
+            return self.auth.authenticate(
+                authorization[0] if authorization else None,
+                api_key[0] if api_key else None,
+                self.wall(),
+            )
+        except AuthError as exc:
+            self.metrics.auth_failures.inc(route=route, status="401")
+            raise _Refusal(
+                401, exc.detail, "auth", [("WWW-Authenticate", challenge(exc))]
+            ) from None
+
+    async def _rate_limit(self, checks: list[Check]) -> list[Outcome]:
+        local = [c for c in checks if c.limit.policy == "local"]
+        outcomes = self.limiter.check_local(local) if local else []
+        if any(not o.allowed for o in outcomes):
+            return outcomes
+        for check in checks:
+            if check.limit.policy == "shared":
+                errors = self.limiter.store_errors
+                outcomes.append(await self.limiter.check_shared(check))
+                if self.limiter.store_errors != errors:
+                    self.metrics.store_errors.inc()
+        return outcomes
+
+    async def _forward(
+        self, request, route, path, rid, client_ip, consumer, record, extra
+    ) -> Response:
+        pool = self.pools[route.upstream]
+        target = encode_path(route.upstream_path(path))
+        if request.query:
+            target += "?" + request.query
+        out_headers = upstream_headers(
+            request.headers,
+            client_ip=client_ip,
+            via=self.config.via,
+            request_id=rid,
+            consumer=consumer.id if consumer is not None else None,
+            strip_credentials=route.auth,
+            trusted_hop=request.state["trusted_hop"],
+        )
+        started = time.perf_counter()
+        try:
+            result = await pool.forward(request.method, target, out_headers, request.body)
+        except NoMember as exc:
+            retry = str(max(1, int(exc.retry_after + 0.999)))
+            raise _Refusal(503, "upstream circuit open", "circuit_open", [("Retry-After", retry)])
+        except (ConnectFailed, UpstreamReset, UpstreamTimeout) as exc:
+            attempts = getattr(exc, "attempts", [])
+            self._count_attempts(pool, attempts)
+            record.attempts = len(attempts)
+            record.upstream = attempts[-1].member if attempts else "-"
+            if isinstance(exc, UpstreamTimeout):
+                raise _Refusal(504, "upstream timed out", "timeout") from None
+            kind = "connect" if isinstance(exc, ConnectFailed) else "reset"
+            raise _Refusal(502, f"upstream unavailable ({kind})", kind) from None
+        finally:
+            self.metrics.breaker.set(STATE_VALUES[pool.breaker.state], upstream=pool.name)
+            record.upstream_ms = round((time.perf_counter() - started) * 1000, 3)
+        self._count_attempts(pool, result.attempts)
+        record.upstream = result.member.name
+        record.attempts = len(result.attempts)
+        upstream = result.response
+        out = client_headers(
+            upstream.headers, via=self.config.via, request_id=rid,
+            keep_length=request.method == "HEAD",
+        )  # fmt: skip
+        for name, value in extra:
+            out.add(name, value)
+        return Response(upstream.status, out, upstream.body, reason=upstream.reason or None)
+
+    def _count_attempts(self, pool: UpstreamPool, attempts: list) -> None:
+        for attempt in attempts:
+            if attempt.outcome != "ok":
+                self.metrics.upstream_errors.inc(upstream=pool.name, kind=attempt.outcome)
+        if len(attempts) > 1:
+            self.metrics.retries.inc(len(attempts) - 1, upstream=pool.name)
+
+    async def close(self) -> None:
+        for pool in self.pools.values():
+            close = getattr(pool.transport, "close", None)
+            if close is not None:
+                await close()
+
+    # --- background work -----------------------------------------------------------------
+
+    async def background(self) -> None:
+        """Active health checks per pool and the idle-bucket sweep, until cancelled."""
+        last_check: dict[str, float] = {}
+        last_sweep = time.monotonic()
+        while True:
+            now = time.monotonic()
+            for name, pool in list(self.pools.items()):
+                interval = pool.settings.health_interval
+                if pool.settings.health_path and now - last_check.get(name, 0.0) >= interval:
+                    last_check[name] = now
+                    asyncio.ensure_future(pool.check_health())
+            if now - last_sweep >= SWEEP_INTERVAL_S:
+                last_sweep = now
+                self.limiter.sweep()
+            await asyncio.sleep(0.25)
+
+    def admin_state(self) -> dict[str, Any]:
+        """What the admin API shows (admin.py renders it)."""
+        cfg = self.config
+        return {
+            "source": cfg.source,
+            "routes": [
+                {
+                    "name": r.name,
+                    "host": r.host,
+                    "path": r.path,
+                    "methods": sorted(r.methods) if r.methods else None,
+                    "strip_prefix": r.strip_prefix,
+                    "upstream": r.upstream,
+                    "auth": r.auth,
+                    "consumers": sorted(r.consumers) if r.consumers else None,
+                }
+                for r in self.routes.routes
+            ],
+            "upstreams": {name: pool.stats() for name, pool in self.pools.items()},
+            "consumers": [c.id for c in cfg.consumers],
+            "in_flight": dict(self.in_flight),
+        }
+
+
+class _Refusal(Exception):
+    """The gateway answers itself: a status, a problem+json detail and extra headers."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        reason: str,
+        headers: list[tuple[str, str]] | None = None,
+        extra_doc: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.reason = reason
+        self.headers = headers or []
+        self.extra_doc = extra_doc or {}
+
+    def response(self, rid: str, extra: list[tuple[str, str]]) -> Response:
+        h = Headers([("Content-Type", PROBLEM_JSON), ("X-Request-ID", rid)])
+        for name, value in (*self.headers, *extra):
+            if name == "Retry-After" and "Retry-After" in h:
+                continue
+            h.add(name, value)
+        return Response(
+            self.status, h, problem_body(self.status, detail=self.detail, **self.extra_doc)
+        )

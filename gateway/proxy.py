@@ -1,0 +1,246 @@
+"""Proxying duties: who the client really is, and which headers cross the gateway.
+
+On the request's journey this is the gateway's edge, at both ends:
+
+* **Inbound**, `GatewayConnection` wraps the shared HTTP server connection. When the peer
+  is a trusted lb it may start the stream with a PROXY v1 line
+  (`PROXY TCP4 203.0.113.7 127.0.0.1 53316 8081\\r\\n`, parsed by minisys.proxyproto); the
+  connection takes the real client address from it and hands the rest to the HTTP parser.
+  From any other peer that line is just a malformed request (400): otherwise anybody
+  could claim any address and dodge per-IP limits. `X-Forwarded-For` sent by a client is
+  likewise never used to decide who the client is.
+
+* **Outbound**, `upstream_headers` builds what the upstream sees and `client_headers`
+  what goes back. Hop-by-hop fields describe one connection, not the message, so a proxy
+  must drop them in both directions (RFC 9110 §7.6.1): `Connection` and every field it
+  names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Transfer-Encoding`, `Upgrade`,
+  `Trailer`, `Proxy-Authorization`, `Proxy-Authenticate`. The body is re-framed with our
+  own `Content-Length`, which is also what makes request smuggling through us impossible:
+  whatever framing the client used, the upstream gets exactly one request with an exact
+  length.
+
+  A client may list any name in `Connection`, hoping we strip something we rely on; it
+  does not matter here, because the fields we rely on (`X-Forwarded-*`, `X-Request-ID`,
+  `X-Consumer-ID`, `Via`, `Host`) are removed from the client's copy and set by us after
+  stripping. Credentials (`Authorization`, `X-API-Key`) are stripped on authenticated
+  routes: the upstream trusts `X-Consumer-ID` instead and never sees a key.
+
+      X-Forwarded-For: <client>            (appended to the lb's list when it is trusted)
+      X-Forwarded-Proto: http
+      X-Forwarded-Host: <the Host the client asked for>
+      Via: 1.1 minisys-gateway             (appended to any Via already present)
+      X-Request-ID: <kept or minted>
+      X-Consumer-ID: <consumer id>         (only on authenticated routes)
+
+Simpler than the real thing: no RFC 7239 `Forwarded` header, no TLS (so Proto is always
+http), no PROXY v2, no WebSocket/Upgrade tunnelling (Upgrade is stripped, so the upstream
+answers as plain HTTP).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Awaitable, Callable, Iterable
+
+from minisys.http.head import Headers
+from minisys.http.message import Request, Response, problem_body
+from minisys.http.server import HttpConnection, HttpSettings
+from minisys.proxyproto import MAX_V1_LENGTH, ProxyProtocolError, parse_v1
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+        "trailer",
+        "proxy-authorization",
+        "proxy-authenticate",
+    }
+)
+# Fields only the gateway may set: the client's copies are dropped before ours go on.
+GATEWAY_OWNED = frozenset(
+    {
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-request-id",
+        "x-consumer-id",
+        "content-length",
+        "forwarded",
+    }
+)
+CREDENTIALS = frozenset({"authorization", "x-api-key"})
+
+# A request id we accept from outside: short, printable, no spaces or separators that
+# could break log lines or header syntax. Anything else is replaced.
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+
+def new_request_id() -> str:
+    """16 random bytes as hex: as unique as a uuid4, cheaper to make and to log."""
+    return os.urandom(16).hex()
+
+
+def pick_request_id(incoming: str | None) -> str:
+    if incoming is not None and REQUEST_ID_RE.fullmatch(incoming):
+        return incoming
+    return new_request_id()
+
+
+def connection_named(headers: Iterable[tuple[str, str]]) -> set[str]:
+    """Lower-case names listed in any `Connection` field."""
+    names: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            names.update(t.strip().lower() for t in value.split(",") if t.strip())
+    return names
+
+
+def upstream_headers(
+    incoming: Headers,
+    *,
+    client_ip: str,
+    via: str,
+    request_id: str,
+    consumer: str | None,
+    strip_credentials: bool,
+    trusted_hop: bool,
+) -> list[tuple[str, str]]:
+    """The header list sent upstream (see the module docstring for every rule)."""
+    named = connection_named(incoming) if "connection" in incoming else ()
+    out: list[tuple[str, str]] = []
+    forwarded_for: list[str] = []
+    vias: list[str] = []
+    host = ""
+    for name, value in incoming:
+        lname = name.lower()
+        if lname in HOP_BY_HOP or (lname in named and lname not in ("host",)):
+            continue
+        if lname == "host":
+            host = value
+            out.append((name, value))
+        elif lname == "x-forwarded-for":
+            if trusted_hop:
+                forwarded_for.append(value)
+        elif lname == "via":
+            vias.append(value)
+        elif lname in GATEWAY_OWNED or (strip_credentials and lname in CREDENTIALS):
+            continue
+        else:
+            out.append((name, value))
+    forwarded_for.append(client_ip)
+    vias.append(f"1.1 {via}")
+    out.append(("X-Forwarded-For", ", ".join(forwarded_for)))
+    out.append(("X-Forwarded-Proto", "http"))
+    if host:
+        out.append(("X-Forwarded-Host", host))
+    out.append(("Via", ", ".join(vias)))
+    out.append(("X-Request-ID", request_id))
+    if consumer is not None:
+        out.append(("X-Consumer-ID", consumer))
+    return out
+
+
+def client_headers(upstream: Headers, *, via: str, request_id: str, keep_length: bool) -> Headers:
+    """The upstream's response headers as the client gets them.
+
+    Framing is the server's job (it frames the body it actually sends), so Content-Length
+    is dropped — except for HEAD responses (`keep_length`), whose Content-Length describes
+    the body a GET would have had and has no body here to be recomputed from.
+    """
+    named = connection_named(upstream) if "connection" in upstream else ()
+    out = Headers()
+    vias = []
+    for name, value in upstream:
+        lname = name.lower()
+        if lname in HOP_BY_HOP or lname in named:
+            continue
+        if lname == "content-length" and not keep_length:
+            continue
+        if lname in ("date", "server", "x-request-id"):
+            continue  # our server adds Date/Server; the request id is ours to echo
+        if lname == "via":
+            vias.append(value)
+            continue
+        out.add(name, value)
+    vias.append(f"1.1 {via}")
+    out.add("Via", ", ".join(vias))
+    out.add("X-Request-ID", request_id)
+    return out
+
+
+def is_trusted(ip: str, networks: list) -> bool:
+    if not networks or not ip:
+        return False
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in net for net in networks)
+
+
+_PROXY_ERROR = problem_body(400, detail="invalid PROXY protocol header")
+PROXY_REFUSAL = (
+    b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/problem+json\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%b" % (len(_PROXY_ERROR), _PROXY_ERROR)
+)
+
+
+class GatewayConnection(HttpConnection):
+    """The HTTP server connection, plus an optional PROXY v1 line from trusted peers.
+
+    `trusted_hop` tells the handler whether this connection came through a trusted proxy
+    (so its `X-Forwarded-For` may be kept and extended). The handler reads the real client
+    address from `peer`, which the PROXY line replaces. The gateway's handler takes the
+    connection as a second argument to see both.
+    """
+
+    def __init__(
+        self,
+        handle: Callable[[Request, GatewayConnection], Awaitable[Response]],
+        settings: HttpSettings,
+        trusted: list,
+    ) -> None:
+        super().__init__(lambda request: handle(request, self), settings)
+        self.trusted = trusted
+        self.trusted_hop = False
+        self._proxy_buffer: bytes | None = None
+
+    def on_connect(self) -> None:
+        super().on_connect()
+        self.trusted_hop = is_trusted(str(self.peer[0]), self.trusted)
+        self._proxy_buffer = b"" if self.trusted_hop else None
+
+    def on_data(self, data: bytes) -> None:
+        if self._proxy_buffer is None:
+            super().on_data(data)
+            return
+        buffer = self._proxy_buffer + data
+        if not buffer.startswith(b"PROXY"[: len(buffer)]):
+            # A trusted peer may also speak plain HTTP (the header is optional).
+            self._proxy_buffer = None
+            super().on_data(buffer)
+            return
+        try:
+            header, consumed = parse_v1(buffer)
+        except ProxyProtocolError:
+            self._proxy_buffer = None
+            self.write(PROXY_REFUSAL)
+            self.close()
+            return
+        if header is None:
+            self._proxy_buffer = buffer if len(buffer) < MAX_V1_LENGTH else None
+            return
+        self._proxy_buffer = None
+        if header.source is not None:
+            self.peer = header.source
+        rest = buffer[consumed:]
+        if rest:
+            super().on_data(rest)
