@@ -1,7 +1,7 @@
 """Demo data: three users and five products, so the stack has something to sell.
 
-The launcher calls `seed()` (or runs `python -m appserver.seed --db redis://…:6381`) once
-the database is up. Seeding is idempotent and never clobbers: each key is written only if
+The launcher runs `python -m appserver.seed --db redis://…:6381 --cache redis://…:6380`
+once the stores are up (tests call `seed(db)` directly). Seeding is idempotent and never clobbers: each key is written only if
 it is absent (`SET … NX`), so restarting the stack keeps the orders and stock of the last
 run, and running it against a shop in use changes nothing.
 
@@ -63,10 +63,20 @@ async def seed(db: Db) -> int:
     return written
 
 
-async def _main(db_url: str) -> int:
-    stores = open_stores("memory://", db_url, "memory://")
+def seeded_keys() -> list[str]:
+    """Every key `seed` may write (what a cache in front of the db must forget)."""
+    keys = [user_key(user["id"]) for user in USERS]
+    for product in PRODUCTS:
+        keys += [product_key(product["sku"]), stock_key(product["sku"])]
+    return keys
+
+
+async def _main(db_url: str, cache_url: str) -> int:
+    stores = open_stores(cache_url, db_url, "memory://")
     try:
         written = await seed(stores.db)
+        # A cache that outlived its db (the data dir was wiped) may hold old copies.
+        await stores.cache.delete(*seeded_keys())
     except StoreUnavailable as exc:
         print(f"seed: {exc}", file=sys.stderr)
         return 1
@@ -81,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m appserver.seed", description="Write the demo data where absent."
     )
     parser.add_argument("--db", default="redis://127.0.0.1:6381", help="database URL")
+    parser.add_argument("--cache", default="memory://",
+                        help="cache URL: the seeded keys are deleted from it")
     args = parser.parse_args(argv)
-    return asyncio.run(_main(args.db))
+    return asyncio.run(_main(args.db, args.cache))
 
 
 if __name__ == "__main__":
