@@ -131,9 +131,7 @@ def install_info_and_config(engine: Engine, ks: Keyspace) -> None:
     def set_policy(value: bytes) -> None:
         policy = value.decode("utf-8", "replace").lower()
         if policy not in POLICIES:
-            raise ValueError(
-                "argument(s) must be one of the following: " + ", ".join(POLICIES)
-            )
+            raise ValueError("argument(s) must be one of the following: " + ", ".join(POLICIES))
         cache.configure(policy=policy)
 
     engine.config.add("maxmemory", get=lambda: cache.max_bytes, set=set_maxmemory)

@@ -48,9 +48,7 @@ def command_table() -> CommandTable:
     return table
 
 
-def kvcache_engine(
-    cache: LRUCache, *, requirepass: str | None = None, clock=time.time
-) -> Engine:
+def kvcache_engine(cache: LRUCache, *, requirepass: str | None = None, clock=time.time) -> Engine:
     """An Engine serving `cache` (tests drive it directly, without sockets)."""
     keyspace = Keyspace(cache, clock)
     engine = Engine(
