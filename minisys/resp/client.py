@@ -210,6 +210,10 @@ class RespClient:
         payload = b"".join(encode_command(*cmd) for cmd in cmds)
         return await self._wait(await self._send(payload, len(cmds)))
 
+    def abort(self) -> None:
+        """Drop the connection at once (no await needed)."""
+        self._protocol.fail(RespConnectionError("client closed"))
+
     async def close(self) -> None:
         proto = self._protocol
         if proto.transport is not None and proto.closed_exc is None:
@@ -254,7 +258,7 @@ class RespPool:
     def _release(self, client: RespClient) -> None:
         if client.closed or self._closed:
             if not client.closed:
-                asyncio.ensure_future(client.close())
+                client.abort()
         else:
             self._idle.append(client)
         self._available.release()

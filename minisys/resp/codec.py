@@ -185,10 +185,8 @@ class RespParser:
                     got = chr(buf[pos]) if buf[pos] not in (10, 13) else " "
                     raise ProtocolError(f"Protocol error: expected '$', got '{got}'")
                 s = buf[pos + 1 : nl]
-                if s.isdigit() and (s[0] != 48 or len(s) == 1):
-                    n = int(s)
-                else:
-                    n = -1
+                # Only plain digits without a leading zero, like Redis's string2ll + ll >= 0.
+                n = int(s) if s.isdigit() and (s[0] != 48 or len(s) == 1) else -1
                 if n < 0 or n > self.max_bulk:
                     raise ProtocolError("Protocol error: invalid bulk length")
                 if n > max_bulk:

@@ -6,15 +6,17 @@ a multibulk). Which bytes a reply gets depends on the connection: RESP2 until th
 says `HELLO 3`, then RESP3, where nulls, maps, sets, doubles and booleans have their own
 types. The RESP2 fallbacks are the ones Redis uses:
 
-| value            | RESP3                   | RESP2                                |
-|------------------|-------------------------|--------------------------------------|
-| `None`           | `_\\r\\n`                 | `$-1\\r\\n`                            |
-| `NULL_ARRAY`     | `_\\r\\n`                 | `*-1\\r\\n`                            |
-| `True`           | `#t\\r\\n`                | `:1\\r\\n`                             |
-| `1.5`            | `,1.5\\r\\n`              | `$3\\r\\n1.5\\r\\n`                      |
-| `{b"k": 1}`      | `%1\\r\\n$1\\r\\nk\\r\\n:1\\r\\n` | `*2\\r\\n$1\\r\\nk\\r\\n:1\\r\\n`              |
-| `{b"m"}` (set)   | `~1\\r\\n$1\\r\\nm\\r\\n`       | `*1\\r\\n$1\\r\\nm\\r\\n`                    |
-| int ≥ 2**63      | `(9223372036854775808`  | bulk string of the digits            |
+| value            | RESP3                 | RESP2                        |
+|------------------|-----------------------|------------------------------|
+| `None`           | `_`                   | `$-1`                        |
+| `NULL_ARRAY`     | `_`                   | `*-1`                        |
+| `True`           | `#t`                  | `:1`                         |
+| `1.5`            | `,1.5`                | `$3 1.5`                     |
+| `{b"k": 1}`      | `%1 $1 k :1`          | `*2 $1 k :1` (flat array)    |
+| `{b"m"}` (set)   | `~1 $1 m`             | `*1 $1 m`                    |
+| int ≥ 2**63      | `(9223372036854775808`| bulk string of the digits    |
+
+(each space above stands for CRLF; see PROTOCOL.md for full byte examples)
 
 Simpler than the real thing: Redis formats doubles with "%.17g"; we use Python's
 shortest round-tripping repr (`inf`, `-inf`, `nan` are spelled as Redis spells them).
@@ -51,9 +53,17 @@ def _arg_bytes(arg: object) -> bytes:
     raise TypeError(f"cannot send a {type(arg).__name__} as a RESP argument")
 
 
+def _utf8(text: str) -> bytes:
+    """Text as UTF-8; bytes the parser decoded as surrogates come back unchanged."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that did not come from our parser
+        return text.encode("utf-8", "backslashreplace")
+
+
 def _line(text: str) -> bytes:
     """Simple strings and errors are one line; Redis replaces CR/LF with spaces too."""
-    data = text.encode("utf-8", "surrogateescape")
+    data = _utf8(text)
     if b"\r" in data or b"\n" in data:
         data = data.replace(b"\r", b" ").replace(b"\n", b" ")
     return data
@@ -97,7 +107,7 @@ def _encode_into(value: object, proto: int, out: list[bytes]) -> None:
     elif isinstance(value, SimpleString):
         out.append(b"+%b\r\n" % _line(value))
     elif isinstance(value, str):
-        data = value.encode("utf-8", "surrogateescape")
+        data = _utf8(value)
         out.append(b"$%d\r\n%b\r\n" % (len(data), data))
     elif isinstance(value, RespError):
         _encode_error(value.message, proto, out)
@@ -139,7 +149,7 @@ def _encode_into(value: object, proto: int, out: list[bytes]) -> None:
 
 
 def _encode_error(message: str, proto: int, out: list[bytes]) -> None:
-    data = message.encode("utf-8", "surrogateescape")
+    data = _utf8(message)
     if proto == 3 and (b"\r" in data or b"\n" in data):
         out.append(b"!%d\r\n%b\r\n" % (len(data), data))  # RESP3 blob error keeps them
     else:

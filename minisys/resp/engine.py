@@ -4,10 +4,10 @@ On the request's journey this sits between `codec.py` (which produced `argv`, a 
 bytes) and a layer's handlers (kvcache's GET, minidb's EXEC). It answers what every Redis
 server answers before a handler runs, with Redis's exact words:
 
-    argv ─▶ look up argv[0] (any case)      ─ no  ─▶ -ERR unknown command 'FOO', with args…
-         ─▶ container? look up argv[1]       ─ no  ─▶ -ERR unknown subcommand 'X'. Try CLIENT HELP.
-         ─▶ arity (exact n, or at least -n)  ─ bad ─▶ -ERR wrong number of arguments for 'get' command
-         ─▶ authenticated or no-auth command ─ no  ─▶ -NOAUTH Authentication required.
+    argv ─▶ look up argv[0] (any case)   no  ─▶ -ERR unknown command 'FOO', with args…
+         ─▶ container? look up argv[1]    no  ─▶ -ERR unknown subcommand 'X'. Try CLIENT HELP.
+         ─▶ arity (exactly n / at least -n) bad ─▶ -ERR wrong number of arguments for 'get'…
+         ─▶ authenticated or no-auth?     no  ─▶ -NOAUTH Authentication required.
          ─▶ handler(session, argv) ─▶ reply value, or an awaitable of one
 
 A handler is a plain function; it may return an awaitable (minidb waits for its group
