@@ -183,7 +183,8 @@ class Gateway:
         except NoRoute as exc:
             if exc.allowed:
                 allow = ", ".join(sorted(exc.allowed))
-                raise _Refusal(405, "method not allowed here", "no_route", [("Allow", allow)])
+                refusal = _Refusal(405, "method not allowed here", "no_route", [("Allow", allow)])
+                raise refusal from None
             raise _Refusal(404, "no route for this path", "no_route") from None
         record.route = route.name
 
@@ -286,7 +287,10 @@ class Gateway:
             result = await pool.forward(request.method, target, out_headers, request.body)
         except NoMember as exc:
             retry = str(max(1, int(exc.retry_after + 0.999)))
-            raise _Refusal(503, "upstream circuit open", "circuit_open", [("Retry-After", retry)])
+            refusal = _Refusal(
+                503, "upstream circuit open", "circuit_open", [("Retry-After", retry)]
+            )
+            raise refusal from None
         except (ConnectFailed, UpstreamReset, UpstreamTimeout) as exc:
             attempts = getattr(exc, "attempts", [])
             self._count_attempts(pool, attempts)
@@ -329,6 +333,7 @@ class Gateway:
     async def background(self) -> None:
         """Active health checks per pool and the idle-bucket sweep, until cancelled."""
         last_check: dict[str, float] = {}
+        checks: set[asyncio.Task] = set()
         last_sweep = time.monotonic()
         while True:
             now = time.monotonic()
@@ -336,7 +341,9 @@ class Gateway:
                 interval = pool.settings.health_interval
                 if pool.settings.health_path and now - last_check.get(name, 0.0) >= interval:
                     last_check[name] = now
-                    asyncio.ensure_future(pool.check_health())
+                    task = asyncio.create_task(pool.check_health())
+                    checks.add(task)
+                    task.add_done_callback(checks.discard)
             if now - last_sweep >= SWEEP_INTERVAL_S:
                 last_sweep = now
                 self.limiter.sweep()

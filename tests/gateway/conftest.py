@@ -79,9 +79,12 @@ def stub_log(port: int) -> list[str]:
 
 @pytest.fixture(scope="package")
 def stubs():
-    with ServerProcess(STUB, ready=["stub"]) as a, ServerProcess(STUB, ready=["stub"]) as b:
-        with ServerProcess(STUB, ready=["stub"]) as c:
-            yield a.port, b.port, c.port
+    with (
+        ServerProcess(STUB, ready=["stub"]) as a,
+        ServerProcess(STUB, ready=["stub"]) as b,
+        ServerProcess(STUB, ready=["stub"]) as c,
+    ):
+        yield a.port, b.port, c.port
 
 
 def gateway_toml(stubs: tuple[int, int, int], dead: int, extra: str = "") -> str:

@@ -135,7 +135,10 @@ def test_anonymous_limit_is_per_client_address_and_ignores_x_forwarded_for(gatew
 
 def test_proxy_v1_from_trusted_lb_sets_the_client_address(gateway, h):
     line = b"PROXY TCP4 198.51.100.7 127.0.0.1 40000 8081\r\n"
-    req = b"GET /public/p HTTP/1.1\r\nHost: shop\r\nX-Forwarded-For: 10.9.9.9\r\nConnection: close\r\n\r\n"
+    req = (
+        b"GET /public/p HTTP/1.1\r\nHost: shop\r\nX-Forwarded-For: 10.9.9.9\r\n"
+        b"Connection: close\r\n\r\n"
+    )
     reply = h.raw(gateway.port, line + req, source="127.0.0.2")
     assert reply.startswith(b"HTTP/1.1 200")
     body = reply.split(b"\r\n\r\n", 1)[1]
@@ -233,7 +236,8 @@ def test_post_body_is_forwarded_with_exact_length(gateway, h):
     assert r.json()["body"] == '{"sku":"A1"}'
     assert r.upstream_headers()["content-length"] == "12"
     chunked = (
-        b"POST /public/c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        b"POST /public/c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Connection: close\r\n\r\n"
         b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
     )
     reply = h.raw(gateway.port, chunked)
