@@ -22,8 +22,8 @@ VECTORS = {
     b"0\r\n\r\n" + SMUGGLE,
     "te-space-colon": b"POST /public/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n"
     b"0\r\n\r\n" + SMUGGLE,
-    "te-obs-fold": b"POST /public/a HTTP/1.1\r\nHost: x\r\nX-A: b\r\n Transfer-Encoding: chunked\r\n\r\n"
-    b"0\r\n\r\n" + SMUGGLE,
+    "te-obs-fold": b"POST /public/a HTTP/1.1\r\nHost: x\r\nX-A: b\r\n"
+    b" Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLE,
     "te-on-http10": b"POST /public/a HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
     b"0\r\n\r\n" + SMUGGLE,
     "chunk-0x": b"POST /public/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
