@@ -321,7 +321,8 @@ class HttpConnection(Connection):
             )
             body = b""
         status = response.status
-        if request is None or request.method == "HEAD" or status < 200 or status in (204, 304):
+        head_only = request is not None and request.method == "HEAD"
+        if head_only or status < 200 or status == 204 or status == 304:
             self.write(head)
         else:
             self.write(head + body if len(body) < 65536 else head)
