@@ -1,0 +1,299 @@
+"""The minidb server: the storage engine behind the shared RESP engine, acking after fsync.
+
+Journey: the appserver's RESP client connects to `:6381`; `minisys.resp` parses each
+request, checks arity and answers connection commands; `MinidbEngine` below queues
+commands of clients inside MULTI (`transactions.py`), runs data commands (`commands.py`)
+against a `WriteSet`, commits the write set as one batch (`engine.py`) and returns the
+reply — or, under `fsync=always`, a future that resolves only once an fsync covers the
+write. The RESP server keeps pipelined replies in order behind such futures.
+
+    SET k v ─▶ WriteSet ─▶ DB.apply (write(2), lsn 41) ─▶ Durability.after(41, +OK)
+                                                          │ fsync thread: one fdatasync
+    SET j w ─▶ … lsn 42 ─▶ Durability.after(42, +OK) ─────┘ covers 41 and 42 (group commit)
+
+Why an fsync thread: `fdatasync` blocks for milliseconds; on the event loop it would stop
+every client. In a thread it overlaps with new requests, and every write that arrives
+while one fsync runs is covered by the next: under load one fsync serves dozens of
+clients, which is how a Python server gets near Redis's `appendfsync always` numbers.
+
+Simpler than the real thing: one database (SELECT 0 only), strings only, no expiry, no
+replication; `BGREWRITEAOF` merges the data files instead of rewriting an AOF.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from minisys.logs import get_logger
+from minisys.resp.engine import CommandTable, Engine, Session
+from minisys.resp.server import RespServer, resp_server
+from minisys.resp.values import CommandError, RespError, SimpleString
+from minisys.server import ServerConfig
+
+from . import commands, transactions
+from .engine import DB, DatabaseClosed, open_db
+from .sync import SyncFailed
+from .writeset import WriteSet
+
+log = get_logger("minidb.server")
+
+OK = SimpleString("OK")
+# Redis's proto-max-bulk-len default: the largest value a client may send.
+MAX_BULK = 512 * 1024 * 1024
+
+
+class Durability:
+    """Turns an lsn into "reply now" or "a future resolved after the covering fsync".
+
+    At most one fsync runs at a time (in `_executor`); when it finishes, every waiter it
+    covered gets its reply, and if more writes are waiting the next fsync starts at once.
+    """
+
+    def __init__(self, db: DB) -> None:
+        self.db = db
+        self._waiters: collections.deque = collections.deque()  # (lsn, future, reply)
+        self._running = False
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="minidb-fsync")
+
+    def after(self, lsn: int, reply: object) -> object:
+        db = self.db
+        if db.fsync != "always" or db.commit.synced >= lsn:
+            return reply
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.append((lsn, future, reply))
+        self._start()
+        return future
+
+    def _start(self) -> None:
+        if self._running or not self._waiters:
+            return
+        self._running = True
+        target = self._waiters[-1][0]  # lsns only grow, so the newest waiter's is the max
+        done = asyncio.get_running_loop().run_in_executor(
+            self._executor, self.db.commit.wait, target
+        )
+        done.add_done_callback(self._finished)
+
+    def _finished(self, done: asyncio.Future) -> None:
+        self._running = False
+        error = done.exception()
+        synced = self.db.commit.synced
+        waiters = self._waiters
+        while waiters and (error is not None or waiters[0][0] <= synced):
+            _lsn, future, reply = waiters.popleft()
+            if not future.done():
+                future.set_result(reply if error is None else RespError(f"ERR {error}"))
+        if error is not None:
+            log.error("fsync failed, refusing further writes: %s", error)
+        self._start()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+class MinidbEngine(Engine):
+    """The RESP engine plus minidb's keyspace, transactions and durability."""
+
+    def __init__(self, db: DB, **options: object) -> None:
+        self.db = db
+        self.watches = transactions.WatchRegistry()
+        self.durability = Durability(db)
+        self.data_handlers: dict[str, Callable] = {}
+        self._reader = WriteSet(db)  # read-only commands never buffer anything
+        super().__init__(self._table(), state=db, component="minidb", **options)
+        self._install_info_and_config()
+
+    # ------------------------------------------------------------- dispatch
+
+    def execute(self, session: Session, argv: list[bytes]) -> object:
+        txn = session.state.get("txn")
+        if (
+            txn is not None
+            and txn.queue is not None
+            and argv[0].lower() not in transactions.CONTROL
+        ):
+            return transactions.queue_command(self, session, argv)
+        return super().execute(session, argv)
+
+    def close_session(self, session: Session) -> None:
+        txn = session.state.get("txn")
+        if txn is not None:
+            self.watches.unwatch_all(txn)
+        super().close_session(session)
+
+    def _table(self) -> CommandTable:
+        table = CommandTable()
+        for name, arity, flags, handler, (first, last, step) in commands.DATA_COMMANDS:
+            self.data_handlers[name] = handler
+            keys = dict(first_key=first, last_key=last, key_step=step)
+            table.add(name, self._wrap(handler, flags), arity, flags, group="string", **keys)
+        for name, arity, flags, handler in transactions.TXN_COMMANDS:
+            table.add(name, handler, arity, flags, group="transactions")
+        for name, arity, flags, handler in _ADMIN_COMMANDS:
+            table.add(name, handler, arity, flags, group="server")
+        return table
+
+    def _wrap(self, handler: Callable, flags: tuple[str, ...]) -> Callable:
+        if "write" not in flags:
+            reader = self._reader
+
+            def read(session: Session, argv: list[bytes]) -> object:
+                return handler(reader, argv)
+
+            read.__doc__ = handler.__doc__
+            return read
+        db = self.db
+
+        def write(session: Session, argv: list[bytes]) -> object:
+            ws = WriteSet(db)
+            reply = handler(ws, argv)
+            return self.commit(ws, reply) if ws.ops else reply
+
+        write.__doc__ = handler.__doc__
+        return write
+
+    def commit(self, ws: WriteSet, reply: object) -> object:
+        """Append the write set as one batch, tell WATCHers, reply once durable."""
+        try:
+            lsn = self.db.apply(ws.ops)
+        except (DatabaseClosed, SyncFailed) as exc:
+            return RespError(f"ERR {exc}")
+        self.watches.touch(ws.touched)
+        return self.durability.after(lsn, reply)
+
+    def run_transaction(self, session: Session, queue: list[list[bytes]]) -> object:
+        """EXEC's body: every queued command against one WriteSet, then one batch."""
+        ws = WriteSet(self.db)
+        replies: list[object] = []
+        waiting = False
+        for argv in queue:
+            cmd = self.table.lookup(argv[0])
+            handler = self.data_handlers.get(cmd.name) if cmd is not None else None
+            if handler is None:
+                reply = super().execute(session, argv)  # PING, INFO, SAVE… inside MULTI
+                waiting = waiting or hasattr(reply, "__await__")
+            else:
+                try:
+                    reply = handler(ws, argv)
+                except RespError as exc:
+                    reply = exc  # Redis runs the rest; the error is this command's reply
+            replies.append(reply)
+        result: object = replies
+        if ws.ops:
+            result = self.commit(ws, replies)
+        if waiting or hasattr(result, "__await__"):
+            return _gather(result, replies)
+        return result
+
+    # ------------------------------------------------------------- INFO, CONFIG
+
+    def _install_info_and_config(self) -> None:
+        db = self.db
+        self.info.add("persistence", self._persistence)
+        self.info.add(
+            "keyspace", lambda: {"db0": f"keys={len(db)},expires=0,avg_ttl=0"} if len(db) else {}
+        )
+        self.config.add("appendonly", "yes")
+        self.config.add("appendfsync", db.fsync)
+        self.config.add("dir", str(db.dir.resolve()))
+
+    def _persistence(self) -> dict[str, object]:
+        s = self.db.stats()
+        error = self.db.merge_state.last_error
+        return {
+            "loading": 0,
+            "aof_enabled": 1,
+            "appendfsync": s.fsync_policy,
+            "aof_rewrite_in_progress": int(s.merging),
+            "aof_last_bgrewrite_status": "err" if error else "ok",
+            "minidb_files": s.files,
+            "minidb_active_file": s.active_file,
+            "minidb_data_bytes": s.data_bytes,
+            "minidb_live_bytes": s.live_bytes,
+            "minidb_dead_bytes": s.dead_bytes,
+            "minidb_writes": s.writes,
+            "minidb_fsyncs": s.fsyncs,
+            "minidb_merges": s.merges,
+            "minidb_last_merge_time": int(s.last_merge_at or -1),
+            "minidb_last_merge_seconds": f"{s.last_merge_seconds or 0:.3f}",
+            "minidb_last_merge_reclaimed_bytes": s.last_merge_reclaimed_bytes,
+            "minidb_recovery_seconds": f"{s.recovery_seconds:.3f}",
+            "minidb_files_from_hints": s.files_from_hints,
+            "minidb_truncated_bytes": s.truncated_bytes,
+            "minidb_corrupt_files": ",".join(s.corrupt_files) or "none",
+        }
+
+
+async def _gather(result: object, replies: list[object]) -> object:
+    """Wait for the EXEC batch's fsync and for any awaitable reply inside the array."""
+    if hasattr(result, "__await__"):
+        await result
+    return [await r if hasattr(r, "__await__") else r for r in replies]
+
+
+async def _in_thread(fn: Callable[[], object], reply: object) -> object:
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, fn)
+    except (OSError, DatabaseClosed) as exc:
+        return RespError(f"ERR {exc}")
+    return reply
+
+
+def save(session: Session, argv: list[bytes]) -> object:
+    """Synchronously make every write durable (an fsync, whatever the policy)."""
+    return _in_thread(session.engine.db.sync, OK)
+
+
+def bgsave(session: Session, argv: list[bytes]) -> object:
+    """Make every write durable in the background."""
+    db = session.engine.db
+    asyncio.get_running_loop().run_in_executor(None, db.sync).add_done_callback(
+        lambda done: done.exception() and log.error("BGSAVE failed: %s", done.exception())
+    )
+    return SimpleString("Background saving started")
+
+
+def bgrewriteaof(session: Session, argv: list[bytes]) -> object:
+    """Start a background merge (compaction) of the data files."""
+    if not session.engine.db.merge(wait=False):
+        raise CommandError("ERR Background append only file rewriting already in progress")
+    return SimpleString("Background append only file rewriting started")
+
+
+def compact(session: Session, argv: list[bytes]) -> object:
+    """Merge the data files now; reply once the merge is done."""
+    db = session.engine.db
+
+    async def run() -> object:
+        try:
+            merged = await asyncio.get_running_loop().run_in_executor(None, db.merge)
+        except Exception as exc:
+            return RespError(f"ERR merge failed: {exc}")
+        return OK if merged else RespError("ERR a merge is already in progress")
+
+    return run()
+
+
+_ADMIN_COMMANDS = [
+    ("save", 1, ("admin", "noscript"), save),
+    ("bgsave", -1, ("admin", "noscript"), bgsave),
+    ("bgrewriteaof", 1, ("admin", "noscript"), bgrewriteaof),
+    ("compact", 1, ("admin", "noscript"), compact),
+]
+
+
+def minidb_server(
+    config: ServerConfig,
+    data_dir: str | Path,
+    *,
+    requirepass: str | None = None,
+    **db_options: object,
+) -> RespServer:
+    """A RESP server over a freshly opened database in `data_dir`."""
+    db = open_db(data_dir, **db_options)
+    engine = MinidbEngine(db, requirepass=requirepass)
+    return resp_server("minidb", config, engine, max_bulk=MAX_BULK)
