@@ -34,7 +34,7 @@ import random
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,6 +142,10 @@ class LRUCache:
 
     def __contains__(self, key: Hashable) -> bool:
         return self.peek(key, _MISSING) is not _MISSING
+
+    def __iter__(self) -> Iterator[Any]:
+        """Live keys, least recently used first, over a copy (see `keys`)."""
+        return iter(self.keys())
 
     def __len__(self) -> int:
         """Keys held, including expired ones not reclaimed yet (as Redis's DBSIZE)."""

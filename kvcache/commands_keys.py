@@ -75,7 +75,7 @@ def type_(session: Session, argv: list[bytes]) -> object:
 def keys(session: Session, argv: list[bytes]) -> object:
     """Find all keys matching the given pattern."""
     match = glob_matcher(argv[1])
-    return [key for key in _ks(session).cache.keys() if match(key)]
+    return [key for key in _ks(session).cache if match(key)]
 
 
 @table.command("scan", -2, ("readonly",))
