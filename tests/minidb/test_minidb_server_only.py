@@ -1,0 +1,57 @@
+"""What only minidb has: INFO persistence, COMPACT, SAVE, refused expiry, restart."""
+
+from __future__ import annotations
+
+from minisys.resp import RespError
+from minisys.testing import ServerProcess
+
+from .conftest import RawClient
+
+
+def _info(client: RawClient, section: str) -> dict[str, str]:
+    text = client.call("INFO", section)
+    text = text if isinstance(text, bytes) else text.text
+    pairs = [line.split(":", 1) for line in text.decode().splitlines() if ":" in line]
+    return dict(pairs)
+
+
+def test_info_save_compact_and_expiry(minidb_port):
+    c = RawClient(minidb_port)
+    try:
+        c.call("FLUSHALL")
+        for i in range(20):
+            c.call("SET", "k", str(i))
+        assert c.call("SAVE") == "OK"
+        persistence = _info(c, "persistence")
+        assert persistence["aof_enabled"] == "1"
+        assert persistence["appendfsync"] == "always"
+        assert int(persistence["minidb_dead_bytes"]) > 0
+        assert _info(c, "keyspace") == {"db0": "keys=1,expires=0,avg_ttl=0"}
+        assert c.call("COMPACT") == "OK"
+        after = _info(c, "persistence")
+        assert int(after["minidb_merges"]) >= 1
+        assert int(after["minidb_dead_bytes"]) == 0
+        assert c.call("GET", "k") == b"19"
+        assert c.call("BGREWRITEAOF") == "Background append only file rewriting started"
+        assert c.call("SET", "k", "v", "EX", "10") == RespError(
+            "ERR minidb keys never expire: EX, PX, EXAT and PXAT are not supported"
+        )
+        assert c.call("CONFIG", "GET", "appendonly") == [b"appendonly", b"yes"]
+    finally:
+        c.close()
+
+
+def test_data_survives_a_graceful_restart(tmp_path):
+    args = ("--data-dir", str(tmp_path), "--fsync", "everysec")
+    with ServerProcess("minidb", *args) as proc:
+        c = RawClient(proc.port)
+        c.pipeline([("SET", f"k{i}", f"v{i}") for i in range(100)])
+        c.call("MSET", "a", "1", "b", "2")
+        c.call("DEL", "k5")
+        c.close()
+        assert proc.terminate() == 0
+    with ServerProcess("minidb", *args) as proc:
+        c = RawClient(proc.port)
+        assert c.call("DBSIZE") == 101
+        assert c.call("MGET", "k0", "k5", "k99", "a", "b") == [b"v0", None, b"v99", b"1", b"2"]
+        c.close()
