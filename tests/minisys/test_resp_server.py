@@ -1,0 +1,233 @@
+"""The asyncio RESP server shell over real loopback sockets (in-process, port 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from minisys.resp import server as resp_server_module
+from minisys.resp.client import RespClient
+from minisys.resp.engine import CommandTable, Engine
+from minisys.resp.server import RespConnection, resp_server
+from minisys.resp.values import RespError, SimpleString
+from minisys.server import Server, ServerConfig
+from minisys.testing import async_wait_until
+
+CONFIG = ServerConfig(port=0, drain_timeout=2.0, idle_timeout=0)
+# Every socket read in these tests gives up after this long instead of hanging CI.
+READ_TIMEOUT = 5.0
+
+
+def make_engine(gate: asyncio.Event | None = None) -> Engine:
+    table = CommandTable()
+    store: dict[bytes, bytes] = {}
+
+    @table.command("get", arity=2)
+    def get(session, argv):
+        return store.get(argv[1])
+
+    @table.command("set", arity=3)
+    def set_(session, argv):
+        store[argv[1]] = argv[2]
+        return SimpleString("OK")
+
+    @table.command("slowset", arity=3)
+    def slowset(session, argv):
+        store[argv[1]] = argv[2]  # applied now; the reply waits for the "fsync"
+
+        async def durable():
+            await gate.wait()
+            return SimpleString("OK")
+
+        return durable()
+
+    @table.command("slowfail", arity=1)
+    def slowfail(session, argv):
+        async def fail():
+            await gate.wait()
+            raise RespError("ERR disk on fire")
+
+        return fail()
+
+    return Engine(table, state=store)
+
+
+@contextlib.asynccontextmanager
+async def serving(engine: Engine, connection_class=RespConnection, config=CONFIG):
+    server = Server("resp-test", config, lambda: connection_class(engine))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.drain_and_close()
+
+
+async def read_exactly(reader: asyncio.StreamReader, data: bytes) -> None:
+    got = await asyncio.wait_for(reader.readexactly(len(data)), READ_TIMEOUT)
+    assert got == data
+
+
+async def until(predicate) -> None:
+    async def check():
+        return predicate()
+
+    await async_wait_until(check, timeout=READ_TIMEOUT)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+def test_pipeline_is_answered_in_order_with_one_write():
+    writes: list[bytes] = []
+
+    class Counting(RespConnection):
+        def write(self, data: bytes) -> None:
+            writes.append(data)
+            super().write(data)
+
+    async def main():
+        async with serving(make_engine(), Counting) as server:
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(b"SET k v\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\n*1\r\n$3\r\nFOO\r\n")
+            expected = (
+                b"+OK\r\n$1\r\nv\r\n+PONG\r\n"
+                b"-ERR unknown command 'FOO', with args beginning with: \r\n"
+            )
+            await read_exactly(reader, expected)
+            writer.close()
+
+    run(main())
+    assert writes == [
+        b"+OK\r\n$1\r\nv\r\n+PONG\r\n-ERR unknown command 'FOO', with args beginning with: \r\n"
+    ]
+
+
+def test_protocol_error_is_answered_then_connection_closed():
+    async def main():
+        async with serving(make_engine()) as server:
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(b"PING\r\n*1\r\n+PING\r\nPING\r\n")
+            data = await asyncio.wait_for(reader.read(), READ_TIMEOUT)
+            assert data == b"+PONG\r\n-ERR Protocol error: expected '$', got '+'\r\n"
+            writer.close()
+
+    run(main())
+
+
+def test_quit_replies_ok_then_closes():
+    async def main():
+        async with serving(make_engine()) as server:
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(b"QUIT\r\nPING\r\n")
+            assert await asyncio.wait_for(reader.read(), READ_TIMEOUT) == b"+OK\r\n"
+            writer.close()
+
+    run(main())
+
+
+def test_awaitable_replies_keep_order_and_later_commands_still_run():
+    async def main():
+        gate = asyncio.Event()
+        engine = make_engine(gate)
+        async with serving(engine) as server:
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(b"SLOWSET a 1\r\nGET a\r\nSLOWFAIL\r\nPING\r\n")
+            # GET ran already (it sees the value), but its reply waits behind SLOWSET's.
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(reader.read(1), 0.05)
+            assert engine.state[b"a"] == b"1"
+            (conn,) = server.connections
+            assert conn.busy  # a drain would wait for these replies
+            gate.set()
+            await read_exactly(reader, b"+OK\r\n$1\r\n1\r\n-ERR disk on fire\r\n+PONG\r\n")
+            writer.write(b"PING\r\n")
+            await read_exactly(reader, b"+PONG\r\n")
+            assert not conn.busy
+            writer.close()
+
+    run(main())
+
+
+def test_pending_replies_are_bounded(monkeypatch):
+    monkeypatch.setattr(resp_server_module, "MAX_PENDING_REPLIES", 4)
+
+    async def main():
+        gate = asyncio.Event()
+        async with serving(make_engine(gate)) as server:
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(b"SLOWSET a 1\r\n" * 10)
+            await until(lambda: any(len(c._queue) == 4 for c in server.connections))
+            (conn,) = server.connections
+            assert conn.parser.buffered > 0  # the rest waits unparsed
+            assert len(conn._queue) == 4
+            gate.set()
+            await read_exactly(reader, b"+OK\r\n" * 10)
+            writer.close()
+
+    run(main())
+
+
+def test_connection_limit_refuses_like_redis():
+    async def main():
+        config = ServerConfig(port=0, max_connections=1, idle_timeout=0, drain_timeout=1)
+        async with serving(make_engine(), config=config) as server:
+            r1, w1 = await asyncio.open_connection(*server.address)
+            w1.write(b"PING\r\n")
+            await read_exactly(r1, b"+PONG\r\n")
+            r2, w2 = await asyncio.open_connection(*server.address)
+            data = await asyncio.wait_for(r2.read(), READ_TIMEOUT)
+            assert data == b"-ERR max number of clients reached\r\n"
+            w1.close()
+            w2.close()
+
+    run(main())
+
+
+def test_resp3_after_hello_and_sessions_are_cleaned_up():
+    async def main():
+        engine = make_engine()
+        async with serving(engine) as server:
+            client = await RespClient.connect(*server.address, protocol=3)
+            assert await client.execute("GET", "missing") is None
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(b"HELLO 3\r\nGET missing\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"*0\r\n"), READ_TIMEOUT)
+            assert head.startswith(b"%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n")
+            await read_exactly(reader, b"_\r\n")
+            assert len(engine.sessions) == 2
+            writer.close()
+            await client.close()
+            await until(lambda: not engine.sessions)
+
+    run(main())
+
+
+def test_big_value_round_trip_in_pieces():
+    async def main():
+        async with serving(make_engine()) as server:
+            client = await RespClient.connect(*server.address)
+            value = bytes(range(256)) * 4096  # 1 MiB, every byte value
+            assert await client.execute("SET", "big", value) == "OK"
+            assert await client.execute("GET", "big") == value
+            await client.close()
+
+    run(main())
+
+
+def test_resp_server_helper_reports_port_in_info():
+    async def main():
+        table = CommandTable()
+        server = resp_server("demo", CONFIG, table)
+        await server.start()
+        try:
+            client = await RespClient.connect(*server.address)
+            info = await client.execute("INFO", "server")
+            assert f"tcp_port:{server.address[1]}".encode() in info
+            await client.close()
+        finally:
+            await server.drain_and_close()
+
+    run(main())
