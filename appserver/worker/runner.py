@@ -107,9 +107,12 @@ class Worker:
         self.settings = settings or WorkerSettings()
         self.clock = clock
         self.stats = WorkerStats()
+        self._on_ready: Callable[[], None] | None = None
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Work until `stop` is set; jobs in progress are finished first."""
+    async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:
+        """Work until `stop` is set; jobs in progress are finished first. `on_ready` is
+        called once, when the first lane is connected and watching the tube."""
+        self._on_ready = on_ready
         await asyncio.gather(*(self._lane(n, stop) for n in range(self.settings.concurrency)))
 
     async def _lane(self, lane: int, stop: asyncio.Event) -> None:
@@ -125,6 +128,9 @@ class Worker:
             try:
                 await source.watch_only(EMAIL_TUBE)
                 backoff = RECONNECT_BASE
+                if self._on_ready is not None:
+                    self._on_ready, ready = None, self._on_ready
+                    ready()
                 while not stop.is_set():
                     job = await self._reserve(source, stop)
                     if job is not None:
@@ -168,6 +174,8 @@ class Worker:
             async with self._keepalive(source, job.id):
                 try:
                     if self.settings.stall:
+                        log.info("job %d: stalling %.1fs before sending (--stall)", job.id,
+                                 self.settings.stall)
                         await asyncio.sleep(self.settings.stall)
                     written = await asyncio.to_thread(
                         self.outbox.append, mid, message, self.clock()

@@ -1,8 +1,12 @@
-"""Shared fixtures for the appserver tests: a shop on in-memory stores, a fake clock."""
+"""Shared fixtures for the appserver tests: a shop on in-memory stores, a fake clock,
+a fake beanstalkd for the worker, and real third-party servers for the interop runs."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
+import socket
+import subprocess
 
 import pytest
 
@@ -10,6 +14,7 @@ from appserver.memory import MemoryCache, MemoryDb, MemoryQueue
 from appserver.seed import seed
 from appserver.shop import Shop, build_shop
 from appserver.stores import Stores
+from minisys.testing import wait_until
 
 
 class FakeClock:
@@ -144,3 +149,49 @@ class FakeSource:
 @pytest.fixture
 def beanstalk() -> FakeBeanstalk:
     return FakeBeanstalk()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RealServer:
+    """A third-party server (redis-server, beanstalkd) on a free port; skip if absent."""
+
+    def __init__(self, binary: str, *args: str) -> None:
+        path = shutil.which(binary)
+        if path is None:
+            pytest.skip(f"{binary} is not installed (bash .ci/run installs it where apt exists)")
+        self.port = free_port()
+        argv = [path, *(a.replace("{port}", str(self.port)) for a in args)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def listening() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+        wait_until(listening, timeout=10, message=f"{binary} did not start")
+
+    def __enter__(self) -> RealServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def real_redis() -> RealServer:
+    return RealServer("redis-server", "--port", "{port}", "--bind", "127.0.0.1", "--save", "",
+                      "--appendonly", "no")
+
+
+def real_beanstalkd() -> RealServer:
+    return RealServer("beanstalkd", "-l", "127.0.0.1", "-p", "{port}")
+
+
+@pytest.fixture(scope="session")
+def real_servers():
+    """Factories for real redis-server and beanstalkd processes (skip when missing)."""
+    return real_redis, real_beanstalkd
