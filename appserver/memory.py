@@ -174,14 +174,11 @@ class MemoryTransaction:
     # Each step yields to the event loop first, as a network round trip would, so that
     # concurrent transactions in a test really interleave between WATCH and EXEC.
 
-    async def watch(self, *keys: str) -> None:
+    async def watch(self, keys: Sequence[str]) -> list[bytes | None]:
         await asyncio.sleep(0)
         self.db._check()
         for key in keys:
             self.watched.setdefault(key, self.db.versions.get(key, 0))
-
-    async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
-        await asyncio.sleep(0)
         return await self.db.mget(keys)
 
     async def execute(self, ops: Sequence[Op]) -> list[object] | None:

@@ -191,8 +191,7 @@ class Orders:
         watched = stock_keys + ([idem] if idem else [])
 
         async def attempt(tx: Transaction) -> Any:
-            await tx.watch(*watched)
-            values = await tx.mget(watched)
+            values = await tx.watch(watched)
             if idem is not None and values[-1] is not None:
                 return _Replay(values[-1])
             stock = {sku: int(v) for sku, v in zip(skus, values, strict=False) if v is not None}

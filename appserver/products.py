@@ -62,8 +62,7 @@ class Products:
         info = {"sku": sku, "name": fields["name"], "price": fields["price"]}
 
         async def attempt(tx: Transaction) -> Any:
-            await tx.watch(product_key(sku))
-            (existing,) = await tx.mget([product_key(sku)])
+            (existing,) = await tx.watch([product_key(sku)])
             if existing is not None:
                 raise ProblemError(
                     409, "Product exists", f"sku {sku!r} already exists", type="exists"
@@ -118,8 +117,7 @@ class Products:
         """Restock (or correct) a product: an absolute value, then invalidate the cache."""
 
         async def attempt(tx: Transaction) -> Any:
-            await tx.watch(product_key(sku))
-            (info,) = await tx.mget([product_key(sku)])
+            (info,) = await tx.watch([product_key(sku)])
             if info is None:
                 raise _not_found(sku)
             if await tx.execute([("SET", stock_key(sku), str(stock))]) is None:

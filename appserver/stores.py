@@ -70,8 +70,9 @@ class Cache(Protocol):
 class Transaction(Protocol):
     """One optimistic transaction on one connection: WATCH, read, then EXEC or give up."""
 
-    async def watch(self, *keys: str) -> None: ...
-    async def mget(self, keys: Sequence[str]) -> list[bytes | None]: ...
+    async def watch(self, keys: Sequence[str]) -> list[bytes | None]:
+        """WATCH the keys and read them (MGET): the values the decision is based on."""
+        ...
 
     async def execute(self, ops: Sequence[Op]) -> list[object] | None:
         """MULTI, the ops, EXEC: their replies, or None if a watched key changed."""

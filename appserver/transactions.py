@@ -3,7 +3,7 @@
 Redis-style databases (minidb, Redis) have no locks a client can hold. Instead:
 
     WATCH stock:sku-1 stock:sku-2        ─ "tell me if anyone writes these"
-    MGET  stock:sku-1 stock:sku-2        ─ read, decide in the application
+    MGET  stock:sku-1 stock:sku-2        ─ read (same round trip), decide in the application
     MULTI                                ─ start queueing writes
     DECRBY stock:sku-1 2
     DECRBY stock:sku-2 1

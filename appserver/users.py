@@ -62,8 +62,7 @@ class Users:
         key = user_key(user_id)
 
         async def attempt(tx: Transaction) -> Any:
-            await tx.watch(key)
-            (raw,) = await tx.mget([key])
+            (raw,) = await tx.watch([key])
             if raw is None:
                 raise _not_found(user_id)
             user = {**json.loads(raw), **changes}
