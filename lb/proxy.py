@@ -43,6 +43,7 @@ import collections
 from dataclasses import dataclass
 
 from lb.backend import Backend, Pool
+from lb.connect import open_connection
 from minisys.logs import get_logger
 from minisys.proxyproto import encode_v1
 from minisys.server import Connection
@@ -172,7 +173,6 @@ class ClientSide(Connection):
         self.tried: set[str] = set()
         self.attempts = 0
         self._released = True
-        self._connecting: asyncio.Future | None = None
         self._queue_timer: asyncio.TimerHandle | None = None
 
     # --- accept and connect ---------------------------------------------------------
@@ -204,21 +204,24 @@ class ClientSide(Connection):
             backend.max_active = backend.active
         self.backend = backend
         self._released = False
-        # The task is never cancelled: if the client leaves meanwhile, _connect sees
-        # `closed` and hangs up (cancelling could lose a transport that just connected).
-        self._connecting = asyncio.ensure_future(self._connect(backend))
+        backend_side = BackendSide(self)
+        open_connection(
+            self.balancer.loop,
+            backend.host,
+            backend.port,
+            backend_side,
+            self.balancer.settings.connect_timeout,
+            lambda transport, exc: self._connected(backend, transport, exc),
+        )
 
-    async def _connect(self, backend: Backend) -> None:
-        balancer = self.balancer
-        loop = balancer.loop
-        try:
-            async with asyncio.timeout(balancer.settings.connect_timeout):
-                transport, _ = await loop.create_connection(
-                    lambda: BackendSide(self), backend.host, backend.port
-                )
-        except (OSError, TimeoutError) as exc:
+    def _connected(
+        self, backend: Backend, transport: asyncio.Transport | None, exc: OSError | None
+    ) -> None:
+        """The connect attempt ended: splice, or count the failure and try again."""
+        if transport is None:
             self._connect_failed(backend, exc)
             return
+        balancer = self.balancer
         backend.health.record_connect_success(balancer.now())
         if self.closed:
             transport.close()  # backend_lost releases the slot

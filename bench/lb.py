@@ -1,0 +1,292 @@
+"""Benchmark the lb against HAProxy `mode tcp`, both in front of the same backend.
+
+    python bench/lb.py [--duration 5] [--rounds 2] [--connections 50] [--profile]
+
+One backend (nginx answering a fixed 200, or a small asyncio HTTP server when nginx is
+missing) is measured three ways with wrk, alternating so that machine noise hits all
+three alike: directly, through `python -m lb`, and through `haproxy` in `mode tcp`. Each
+round runs keep-alive (one connection carries many requests: the splice path) and
+`Connection: close` (a new TCP connection per request: the accept + connect path).
+
+Ends with one line per figure (medians over the rounds):
+
+    RESULT lb_keepalive_rps: ours=… peer=… ratio=… target=0.8
+    RESULT lb_close_rps: ours=… peer=… ratio=… target=0.35
+    RESULT lb_added_p99_ms: ours=… peer=… ratio=… target=1.0   (ms over direct; lower is better)
+
+`--profile` also runs the lb under cProfile during one `Connection: close` run and prints
+where the accept + connect path spends its time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+NGINX_CONF = """
+daemon off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log stderr error;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{ return 200 "hello\\n"; }}
+    }}
+}}
+"""
+
+HAPROXY_CONF = """
+global
+    maxconn 8000
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+frontend bench
+    bind 127.0.0.1:{port}
+    default_backend app
+backend app
+    server app1 127.0.0.1:{backend}
+"""
+
+# The fallback backend when nginx is missing: a tiny asyncio HTTP server.
+PY_BACKEND = """
+import asyncio, sys
+REPLY = b"HTTP/1.1 200 OK\\r\\nContent-Length: 6\\r\\n\\r\\nhello\\n"
+CLOSE = b"HTTP/1.1 200 OK\\r\\nContent-Length: 6\\r\\nConnection: close\\r\\n\\r\\nhello\\n"
+class P(asyncio.Protocol):
+    def connection_made(self, t): self.t = t; self.buf = b""
+    def data_received(self, d):
+        self.buf += d
+        while b"\\r\\n\\r\\n" in self.buf:
+            head, _, self.buf = self.buf.partition(b"\\r\\n\\r\\n")
+            if b"close" in head.lower():
+                self.t.write(CLOSE); self.t.close(); return
+            self.t.write(REPLY)
+async def main():
+    s = await asyncio.get_running_loop().create_server(P, "127.0.0.1", int(sys.argv[1]))
+    await s.serve_forever()
+asyncio.run(main())
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"process {proc.args} exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port} after {timeout}s")
+
+
+def start_backend(tmp: str) -> tuple[subprocess.Popen, int, str]:
+    port = free_port()
+    if shutil.which("nginx"):
+        for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            os.makedirs(f"{tmp}/{d}", exist_ok=True)
+        conf = Path(tmp, "nginx.conf")
+        conf.write_text(NGINX_CONF.format(tmp=tmp, port=port))
+        proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", tmp])
+        kind = "nginx"
+    else:
+        proc = subprocess.Popen([sys.executable, "-c", PY_BACKEND, str(port)])
+        kind = "python asyncio"
+    wait_listening(port, proc)
+    return proc, port, kind
+
+
+def start_haproxy(tmp: str, backend: int) -> tuple[subprocess.Popen | None, int]:
+    if not shutil.which("haproxy"):
+        return None, 0
+    port = free_port()
+    conf = Path(tmp, "haproxy.cfg")
+    conf.write_text(HAPROXY_CONF.format(port=port, backend=backend))
+    proc = subprocess.Popen(["haproxy", "-db", "-f", str(conf)], stdout=subprocess.DEVNULL)
+    wait_listening(port, proc)
+    return proc, port
+
+
+def start_lb(backend: int, profile_to: str | None = None) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    args = ["-m", "lb", "--port", str(port), "--admin-port", "-1", "--health", "none"]
+    args += ["--backend", f"127.0.0.1:{backend}", "--log-level", "warning"]
+    if profile_to:
+        args = ["-m", "cProfile", "-o", profile_to, *args]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL)
+    wait_listening(port, proc)
+    return proc, port
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(port: int, duration: float, connections: int, close: bool) -> tuple[float, float]:
+    """Run wrk; return (requests per second, p99 latency in ms)."""
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration:g}s", "--latency"]
+    if close:
+        cmd += ["-H", "Connection: close"]
+    out = subprocess.run(
+        [*cmd, f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    p99 = float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
+    errors = re.search(r"Socket errors: (.*)", out)
+    if errors:
+        print(f"    (wrk socket errors: {errors.group(1).strip()})")
+    return rps, p99
+
+
+def cpu_seconds(proc: subprocess.Popen | None) -> float:
+    """User + system CPU the process (all its threads) has used so far, from /proc."""
+    if proc is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def result(name: str, ours: float, peer: float, target: float, digits: int = 0) -> None:
+    ratio = ours / peer if peer else float("nan")
+    fmt = f"{{:.{digits}f}}"
+    print(
+        f"RESULT {name}: ours={fmt.format(ours)} peer={fmt.format(peer)} "
+        f"ratio={ratio:.2f} target={target}"
+    )
+
+
+def profile(backend: int, tmp: str, duration: float, connections: int) -> None:
+    import pstats
+
+    out = os.path.join(tmp, "lb.prof")
+    proc, port = start_lb(backend, profile_to=out)
+    try:
+        rps, _ = wrk(port, duration, connections, close=True)
+        print(f"\nprofiled lb, Connection: close: {rps:.0f} req/s (slowed by cProfile)")
+    finally:
+        stop(proc)
+    stats = pstats.Stats(out)
+    stats.sort_stats("tottime").print_stats(25)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--connections", type=int, default=50)
+    p.add_argument("--profile", action="store_true")
+    args = p.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk is not installed: apt-get install wrk")
+        return 1
+    tmp = tempfile.mkdtemp(prefix="bench-lb-")
+    procs: list[subprocess.Popen | None] = []
+    try:
+        backend_proc, backend, kind = start_backend(tmp)
+        procs.append(backend_proc)
+        haproxy, haproxy_port = start_haproxy(tmp, backend)
+        procs.append(haproxy)
+        lb, lb_port = start_lb(backend)
+        procs.append(lb)
+        targets = {"direct": (backend, backend_proc), "lb": (lb_port, lb)}
+        if haproxy:
+            targets["haproxy"] = (haproxy_port, haproxy)
+        print(f"backend: {kind}; wrk -t2 -c{args.connections} -d{args.duration:g}s; 2 cores shared")
+        # CPU per request of the process under test (the proxy itself, or the backend for
+        # "direct") is the figure least disturbed by other programs sharing the machine.
+        runs: dict[tuple[str, bool], list[tuple[float, float, float]]] = {}
+        for r in range(args.rounds):
+            for close in (False, True):
+                for name, (port, proc) in targets.items():
+                    before = cpu_seconds(proc)
+                    rps, p99 = wrk(port, args.duration, args.connections, close)
+                    cpu_us = (cpu_seconds(proc) - before) * 1e6 / max(1.0, rps * args.duration)
+                    runs.setdefault((name, close), []).append((rps, p99, cpu_us))
+                    mode = "close     " if close else "keep-alive"
+                    cpu = f"{cpu_us:6.1f} us CPU/req" if name != "direct" else ""
+                    print(
+                        f"  round {r + 1} {mode} {name:8} {rps:9.0f} req/s  p99 {p99:7.2f} ms  {cpu}"
+                    )
+        if args.profile:
+            stop(lb)
+            procs.remove(lb)
+            profile(backend, tmp, args.duration, args.connections)
+
+        def med(name: str, close: bool, i: int) -> float:
+            values = [run[i] for run in runs.get((name, close), [])]
+            return statistics.median(values) if values else float("nan")
+
+        if not haproxy:
+            print("haproxy is not installed: comparing with direct instead")
+        else:
+            print(
+                "proxy CPU per request (medians; haproxy uses every core, we use one): "
+                f"keep-alive lb {med('lb', False, 2):.1f} us vs haproxy "
+                f"{med('haproxy', False, 2):.1f} us; close lb {med('lb', True, 2):.1f} us "
+                f"vs haproxy {med('haproxy', True, 2):.1f} us"
+            )
+        peer = "haproxy" if haproxy else "direct"
+        result("lb_keepalive_rps", med("lb", False, 0), med(peer, False, 0), 0.8)
+        result("lb_close_rps", med("lb", True, 0), med(peer, True, 0), 0.35)
+        direct_p99 = med("direct", False, 1)
+        result(
+            "lb_added_p99_ms",
+            med("lb", False, 1) - direct_p99,
+            med(peer, False, 1) - direct_p99,
+            1.0,
+            digits=2,
+        )
+    finally:
+        for proc in procs:
+            stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
