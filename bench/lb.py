@@ -249,9 +249,8 @@ def main() -> int:
                     runs.setdefault((name, close), []).append((rps, p99, cpu_us))
                     mode = "close     " if close else "keep-alive"
                     cpu = f"{cpu_us:6.1f} us CPU/req" if name != "direct" else ""
-                    print(
-                        f"  round {r + 1} {mode} {name:8} {rps:9.0f} req/s  p99 {p99:7.2f} ms  {cpu}"
-                    )
+                    line = f"{mode} {name:8} {rps:9.0f} req/s  p99 {p99:7.2f} ms  {cpu}"
+                    print(f"  round {r + 1} {line}")
         if args.profile:
             stop(lb)
             procs.remove(lb)
