@@ -30,6 +30,7 @@ Redis's "evict before each command, overshoot a little".
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 import time
@@ -52,6 +53,7 @@ DEFAULT_MAX_KEYS = 100_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 _MISSING = object()
+_sizeof = sys.getsizeof
 
 
 class OutOfMemory(Exception):
@@ -76,7 +78,7 @@ class CacheStats:
 
 def entry_size(key: Hashable, value: Any) -> int:
     """The bytes a cache entry is charged: an honest estimate, not an exact count."""
-    return sys.getsizeof(key) + sys.getsizeof(value) + ENTRY_OVERHEAD
+    return _sizeof(key) + _sizeof(value) + ENTRY_OVERHEAD
 
 
 class LRUCache:
@@ -97,6 +99,7 @@ class LRUCache:
             raise ValueError("max_keys and max_bytes must be >= 0 (0 = unbounded)")
         self._max_keys = max_keys
         self._max_bytes = max_bytes
+        self._set_limits()
         self._policy = check_policy(policy)
         self._clock = clock
         self._timer = timer
@@ -195,21 +198,19 @@ class LRUCache:
         `keep_ttl`. Raises OutOfMemory, changing nothing, when it cannot fit.
         """
         data = self._data
-        size = sys.getsizeof(key) + sys.getsizeof(value) + ENTRY_OVERHEAD
+        size = _sizeof(key) + _sizeof(value) + ENTRY_OVERHEAD
         old = data.get(key)
         if old is not None and self._deadlines and self._expired(key):
             old = None
         if old is None:
-            if (self._max_keys and len(data) >= self._max_keys) or (
-                self._max_bytes and self.used_bytes + size > self._max_bytes
-            ):
+            if len(data) >= self._key_limit or self.used_bytes + size > self._byte_limit:
                 self._make_room(key, size, new_key=True)
             data[key] = (value, size)
             self._all_keys.add(key, data)
             self.used_bytes += size
         else:
             grow = size - old[1]
-            if self._max_bytes and self.used_bytes + grow > self._max_bytes:
+            if self.used_bytes + grow > self._byte_limit:
                 self._make_room(key, size, new_key=False)
             data[key] = (value, size)
             data.move_to_end(key)
@@ -308,11 +309,19 @@ class LRUCache:
             if max_bytes < 0:
                 raise ValueError("max_bytes must be >= 0")
             self._max_bytes = max_bytes
+        self._set_limits()
         while self._over_bounds(0, 0):
             victim = self._victim(_MISSING)
             if victim is None:
                 break
             self._evict(victim)
+
+    def full_without_eviction(self) -> bool:
+        """True under noeviction once a bound is reached: Redis then refuses every write
+        that may grow memory, before running it (its -OOM)."""
+        return self._policy == NOEVICTION and (
+            len(self._data) >= self._key_limit or self.used_bytes >= self._byte_limit
+        )
 
     def active_expire(self, budget: float = DEFAULT_BUDGET) -> int:
         """One time-budgeted sweep of random keys with a TTL; returns how many expired."""
@@ -363,15 +372,20 @@ class LRUCache:
             self._deadlines.pop(key, None)
         return value
 
+    def _set_limits(self) -> None:
+        # The hot path compares against these: "0 = unbounded" becomes infinity once here.
+        self._key_limit = self._max_keys or math.inf
+        self._byte_limit = self._max_bytes or math.inf
+
     def _over_bounds(self, new_keys: int, new_bytes: int) -> bool:
-        return bool(
-            (self._max_keys and len(self._data) + new_keys > self._max_keys)
-            or (self._max_bytes and self.used_bytes + new_bytes > self._max_bytes)
+        return (
+            len(self._data) + new_keys > self._key_limit
+            or self.used_bytes + new_bytes > self._byte_limit
         )
 
     def _make_room(self, key: Any, size: int, *, new_key: bool) -> None:
         """Evict until `key` (of `size` bytes) fits, or raise OutOfMemory changing nothing."""
-        if self._policy == NOEVICTION or (self._max_bytes and size > self._max_bytes):
+        if self._policy == NOEVICTION or size > self._byte_limit:
             raise OutOfMemory(key)
         old = 0 if new_key else self._data[key][1]
         while self._over_bounds(int(new_key), size - old):

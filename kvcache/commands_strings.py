@@ -20,11 +20,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from kvcache.cache import OutOfMemory
 from kvcache.keyspace import Keyspace
 from minisys.resp.codec import strict_int
 from minisys.resp.engine import (
     ERR_NOT_FLOAT,
     ERR_NOT_INTEGER,
+    ERR_OOM,
     ERR_SYNTAX,
     CommandTable,
     Session,
@@ -114,11 +116,14 @@ def get(session: Session, argv: list[bytes]) -> object:
 @table.command("set", -3, ("write", "denyoom"), first_key=1, last_key=1, key_step=1)
 def set_(session: Session, argv: list[bytes]) -> object:
     """Set the string value of a key, with optional expiry and conditions."""
-    ks = _ks(session)
+    ks = session.server_state
     # Redis refuses on memory before it even reads the options.
     ks.check_room()
     if len(argv) == 3:
-        ks.store(argv[1], argv[2])
+        try:
+            ks.cache.store(argv[1], argv[2])
+        except OutOfMemory:
+            raise CommandError(ERR_OOM) from None
         return OK
     flags = parse_set_options(argv, 3, for_set=True)
     deadline = _expire_from(ks, flags, "set")

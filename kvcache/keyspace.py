@@ -79,11 +79,7 @@ class Keyspace:
 
     def check_room(self) -> None:
         """Redis refuses a growing write up front when full and not allowed to evict."""
-        cache = self.cache
-        if cache.policy == "noeviction" and (
-            (cache.max_bytes and cache.used_bytes >= cache.max_bytes)
-            or (cache.max_keys and len(cache) >= cache.max_keys)
-        ):
+        if self.cache.full_without_eviction():
             raise CommandError(ERR_OOM)
 
     # --- SCAN ---------------------------------------------------------------------------

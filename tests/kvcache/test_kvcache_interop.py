@@ -18,6 +18,8 @@ def redis_py(request: pytest.FixtureRequest, kvcache_port: int):
     redis = pytest.importorskip("redis", reason="redis-py not installed")
     r = redis.Redis(port=kvcache_port, protocol=request.param, socket_timeout=10)
     r.flushall()
+    r.config_set("maxmemory", 0)
+    r.config_set("maxmemory-policy", "allkeys-lru")
     yield r
     r.close()
 
