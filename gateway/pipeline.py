@@ -311,8 +311,7 @@ class Gateway:
             upstream.headers, via=self.config.via, request_id=rid,
             keep_length=request.method == "HEAD",
         )  # fmt: skip
-        for name, value in extra:
-            out.add(name, value)
+        out.extend(extra)
         return Response(upstream.status, out, upstream.body, reason=upstream.reason or None)
 
     def _count_attempts(self, pool: UpstreamPool, attempts: list) -> None:

@@ -42,7 +42,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 
 from minisys.http.head import Headers
 from minisys.http.message import Request, Response, problem_body
@@ -92,13 +92,8 @@ def pick_request_id(incoming: str | None) -> str:
     return new_request_id()
 
 
-def connection_named(headers: Iterable[tuple[str, str]]) -> set[str]:
-    """Lower-case names listed in any `Connection` field."""
-    names: set[str] = set()
-    for name, value in headers:
-        if name.lower() == "connection":
-            names.update(t.strip().lower() for t in value.split(",") if t.strip())
-    return names
+def _connection_tokens(value: str, into: set[str]) -> None:
+    into.update(t.strip().lower() for t in value.split(",") if t.strip())
 
 
 def upstream_headers(
@@ -111,17 +106,23 @@ def upstream_headers(
     strip_credentials: bool,
     trusted_hop: bool,
 ) -> list[tuple[str, str]]:
-    """The header list sent upstream (see the module docstring for every rule)."""
-    named = connection_named(incoming) if "connection" in incoming else ()
+    """The header list sent upstream (see the module docstring for every rule).
+
+    One pass over the fields (this runs for every request); fields named by `Connection`
+    are only known at the end, so they are filtered afterwards, in the rare case there are
+    any.
+    """
     out: list[tuple[str, str]] = []
+    named: set[str] = set()
     forwarded_for: list[str] = []
     vias: list[str] = []
     host = ""
     for name, value in incoming:
         lname = name.lower()
-        if lname in HOP_BY_HOP or (lname in named and lname not in ("host",)):
-            continue
-        if lname == "host":
+        if lname in HOP_BY_HOP:
+            if lname == "connection":
+                _connection_tokens(value, named)
+        elif lname == "host":
             host = value
             out.append((name, value))
         elif lname == "x-forwarded-for":
@@ -133,6 +134,9 @@ def upstream_headers(
             continue
         else:
             out.append((name, value))
+    named.discard("host")
+    if named:
+        out = [(n, v) for n, v in out if n.lower() not in named]
     forwarded_for.append(client_ip)
     vias.append(f"1.1 {via}")
     out.append(("X-Forwarded-For", ", ".join(forwarded_for)))
@@ -146,31 +150,39 @@ def upstream_headers(
     return out
 
 
-def client_headers(upstream: Headers, *, via: str, request_id: str, keep_length: bool) -> Headers:
+# Response fields the client never gets from the upstream: our server writes its own Date
+# and Server, and the request id is ours to echo.
+_REPLACED_IN_RESPONSE = frozenset({"date", "server", "x-request-id"})
+
+
+def client_headers(
+    upstream: Headers, *, via: str, request_id: str, keep_length: bool
+) -> list[tuple[str, str]]:
     """The upstream's response headers as the client gets them.
 
     Framing is the server's job (it frames the body it actually sends), so Content-Length
     is dropped — except for HEAD responses (`keep_length`), whose Content-Length describes
     the body a GET would have had and has no body here to be recomputed from.
     """
-    named = connection_named(upstream) if "connection" in upstream else ()
-    out = Headers()
-    vias = []
+    out: list[tuple[str, str]] = []
+    named: set[str] = set()
+    vias: list[str] = []
     for name, value in upstream:
         lname = name.lower()
-        if lname in HOP_BY_HOP or lname in named:
+        if lname in HOP_BY_HOP:
+            if lname == "connection":
+                _connection_tokens(value, named)
+        elif lname in _REPLACED_IN_RESPONSE or (lname == "content-length" and not keep_length):
             continue
-        if lname == "content-length" and not keep_length:
-            continue
-        if lname in ("date", "server", "x-request-id"):
-            continue  # our server adds Date/Server; the request id is ours to echo
-        if lname == "via":
+        elif lname == "via":
             vias.append(value)
-            continue
-        out.add(name, value)
+        else:
+            out.append((name, value))
+    if named:
+        out = [(n, v) for n, v in out if n.lower() not in named]
     vias.append(f"1.1 {via}")
-    out.add("Via", ", ".join(vias))
-    out.add("X-Request-ID", request_id)
+    out.append(("Via", ", ".join(vias)))
+    out.append(("X-Request-ID", request_id))
     return out
 
 

@@ -66,7 +66,17 @@ class Limit:
         return Rate(self.quota, self.window, self.burst)
 
     def policy_field(self, name: str) -> str:
-        return f'"{name}";q={self.quota};w={_seconds(self.window)}'
+        key = (name, self)
+        text = _POLICY_FIELDS.get(key)
+        if text is None:
+            text = f'"{name}";q={self.quota};w={_seconds(self.window)}'
+            if len(_POLICY_FIELDS) < MAX_TABLES:
+                _POLICY_FIELDS[key] = text
+        return text
+
+
+# RateLimit-Policy values never change for a given limit: format each once.
+_POLICY_FIELDS: dict[tuple[str, Limit], str] = {}
 
 
 def _seconds(window: float) -> str:
@@ -135,7 +145,11 @@ class RateLimiter:
         """Apply local limits, two-phase: all must have a token before any is taken."""
         now = self.clock_ns() if now_ns is None else now_ns
         tables = [self.table(c.name, c.limit) for c in checks]
-        refused = next((i for i, c in enumerate(checks) if tables[i].level(c.key, now) < 1), None)
+        refused = None
+        if len(checks) > 1:  # one bucket needs no look-ahead: take() refuses without spending
+            refused = next(
+                (i for i, c in enumerate(checks) if tables[i].level(c.key, now) < 1), None
+            )
         outcomes = []
         for i, check in enumerate(checks):
             if refused is not None and i != refused:

@@ -30,7 +30,7 @@ shared memory with atomic updates; we have one event loop, so a dict is enough. 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 NS_PER_S = 1_000_000_000
@@ -50,18 +50,17 @@ class Rate:
     quota: int
     window: float
     burst: int
+    # Derived once (every request needs them): the window in ns, and the bucket's size in
+    # units (one token = window_ns units).
+    window_ns: int = field(init=False, compare=False, repr=False)
+    capacity_units: int = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.quota <= 0 or self.burst <= 0 or self.window <= 0:
             raise ValueError("quota, burst and window must be positive")
-
-    @property
-    def window_ns(self) -> int:
-        return max(1, round(self.window * NS_PER_S))
-
-    @property
-    def capacity_units(self) -> int:
-        return self.burst * self.window_ns
+        window_ns = max(1, round(self.window * NS_PER_S))
+        object.__setattr__(self, "window_ns", window_ns)
+        object.__setattr__(self, "capacity_units", self.burst * window_ns)
 
 
 class Decision(NamedTuple):
@@ -84,7 +83,7 @@ def take(rate: Rate, level: int, last_ns: int, now_ns: int, cost: int = 1) -> tu
     backwards (it should not: we use monotonic time) refills nothing.
     """
     window_ns = rate.window_ns
-    capacity = rate.burst * window_ns
+    capacity = rate.capacity_units
     elapsed = now_ns - last_ns
     if elapsed > 0:
         level = min(capacity, level + elapsed * rate.quota)

@@ -76,8 +76,19 @@ class Transport(Protocol):
     """Sends one request to one member (implemented over minisys.http.client in proxy.py)."""
 
     async def send(
-        self, host: str, port: int, method: str, target: str, headers: list, body: bytes
-    ) -> Any: ...
+        self,
+        host: str,
+        port: int,
+        method: str,
+        target: str,
+        headers: list,
+        body: bytes,
+        timeout: float,
+    ) -> Any:
+        """The response, or raise ConnectFailed / UpstreamReset / UpstreamTimeout.
+
+        `timeout` bounds the whole attempt (connect + write + read).
+        """
 
 
 class HttpTransport:
@@ -95,10 +106,19 @@ class HttpTransport:
         )
 
     async def send(
-        self, host: str, port: int, method: str, target: str, headers: list, body: bytes
+        self,
+        host: str,
+        port: int,
+        method: str,
+        target: str,
+        headers: list,
+        body: bytes,
+        timeout: float,
     ) -> Any:
         try:
-            return await self.client.request(method, (host, port, target), headers, body)
+            return await self.client.request(
+                method, (host, port, target), headers, body, timeout=timeout
+            )
         except ConnectError as exc:
             raise ConnectFailed(str(exc)) from None
         except ClientTimeout as exc:
@@ -210,12 +230,14 @@ class UpstreamPool:
             member.active += 1
             member.requests += 1
             try:
-                async with asyncio.timeout(min(remaining, s.read_timeout)):
-                    response = await self.transport.send(
-                        member.host, member.port, method, target, headers, body
-                    )
-            except (ConnectFailed, UpstreamReset, UpstreamTimeout, TimeoutError) as exc:
-                error = UpstreamTimeout(str(exc)) if isinstance(exc, TimeoutError) else exc
+                # One timer per attempt (inside the client): the read timeout, cut short by
+                # what is left of the total.
+                response = await self.transport.send(
+                    member.host, member.port, method, target, headers, body,
+                    min(remaining, s.read_timeout),
+                )  # fmt: skip
+            except (ConnectFailed, UpstreamReset, UpstreamTimeout) as exc:
+                error = exc
                 outcome = _outcome(error)
                 attempts.append(Attempt(member.name, outcome))
                 member.failures += 1
@@ -244,11 +266,11 @@ class UpstreamPool:
 
         async def probe(member: Member) -> None:
             try:
-                async with asyncio.timeout(self.settings.connect_timeout + 1.0):
-                    response = await self.transport.send(
-                        member.host, member.port, "GET", path,
-                        [("Host", member.name), ("User-Agent", "minisys-gateway-health")], b"",
-                    )  # fmt: skip
+                response = await self.transport.send(
+                    member.host, member.port, "GET", path,
+                    [("Host", member.name), ("User-Agent", "minisys-gateway-health")], b"",
+                    self.settings.connect_timeout + 1.0,
+                )  # fmt: skip
                 ok = 200 <= response.status < 300
             except Exception as exc:  # any failure means "not healthy", whatever it was
                 member.last_error = f"health: {exc!r}"

@@ -31,7 +31,7 @@ class Script:
         self.behaviour = behaviour
         self.calls = []
 
-    async def send(self, host, port, method, target, headers, body):
+    async def send(self, host, port, method, target, headers, body, timeout):
         self.calls.append(port)
         what = self.behaviour.get(port, "ok")
         if what == "connect":
@@ -39,7 +39,11 @@ class Script:
         if what == "reset":
             raise UpstreamReset("closed")
         if what == "slow":
-            await asyncio.sleep(3600)
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.sleep(3600)
+            except TimeoutError:
+                raise UpstreamTimeout("slow") from None
         return Resp(what if isinstance(what, int) else 200)
 
 
