@@ -30,7 +30,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -155,7 +154,7 @@ def main() -> int:
                     ["nginx", "-p", tmp, "-c", str(conf), "-g", "daemon off;"],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
-                )  # fmt: skip
+                )
             )
             procs.append(
                 subprocess.Popen(
@@ -175,7 +174,7 @@ def main() -> int:
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                     env=env,
-                )  # fmt: skip
+                )
             )
             for port in (upstream, proxy, gw_port):
                 wait_port(port)
@@ -208,9 +207,8 @@ def main() -> int:
         values = [r.get(field, 0.0) for r in runs[name]]
         return max(values) if field == "rps" else min(values)
 
-    print(
-        f"{'target':<8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}  (c={args.connections})"
-    )
+    header = f"{'target':<8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
+    print(f"{header}  (c={args.connections})")
     for name in runs:
         for r in runs[name]:
             print(
