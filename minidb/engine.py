@@ -61,6 +61,9 @@ DEFAULT_MERGE_DEAD_RATIO = 0.5
 # ...and there are enough of them to be worth rewriting the live rest.
 DEFAULT_MERGE_MIN_DEAD_BYTES = 16 * 1024 * 1024
 LOCK_NAME = "LOCK"
+# Whether a merge is due is checked after this many appended bytes, not on every write
+# (summing file sizes per write would cost more than the write).
+MERGE_CHECK_BYTES = 1024 * 1024
 
 # An operation: (key, value) puts, (key, None) deletes, (None, None) forgets every key.
 Op = tuple[bytes | None, bytes | None]
@@ -136,6 +139,8 @@ class DB:
         self.keydir = KeyDir()
         self.files: dict[int, DataFile] = {}
         self.live_bytes = 0
+        self.appended_bytes = 0  # since the last "is a merge due?" check
+        self._merge_check_bytes = min(MERGE_CHECK_BYTES, max(1, merge_min_dead_bytes // 8))
         self.closed = False
         self.commit = GroupCommit(self._sync_active)
         self.merge_state = MergeState()
@@ -288,23 +293,22 @@ class DB:
         if self.commit.error is not None:
             raise DatabaseClosed(f"an fsync failed, refusing writes: {self.commit.error}")
         ts = int(self.clock() * 1000)
-        many = len(ops) > 1
+        last = len(ops) - 1
         encoded = []
         for i, (key, value) in enumerate(ops):
-            flags = record.FLAG_BATCH if many else 0
-            if many and i == len(ops) - 1:
-                flags |= record.FLAG_COMMIT
+            flags = 0 if not last else record.FLAG_BATCH | (record.FLAG_COMMIT if i == last else 0)
             if key is None:
                 encoded.append(record.encode(b"", b"", flags | record.FLAG_FLUSH, ts))
             elif value is None:
                 encoded.append(record.encode(key, b"", flags | record.FLAG_TOMBSTONE, ts))
             else:
                 encoded.append(record.encode(key, value, flags, ts))
-        payload = encoded[0] if not many else b"".join(encoded)
+        payload = b"".join(encoded) if last else encoded[0]
         active = self.active
         if active.size and active.size + len(payload) > self.max_file_size:
             active = self._rotate(active.id + 1)
         offset = active.append(payload)
+        self.appended_bytes += len(payload)
         keydir = self.keydir
         for (key, value), rec in zip(ops, encoded, strict=True):
             size = len(rec)
@@ -320,8 +324,14 @@ class DB:
                 self.live_bytes += size - (old[2] if old is not None else 0)
             offset += size
         lsn = self.commit.note_write()
-        if self.auto_merge and not self.merge_state.running and self._merge_due():
-            self.merge_state.start_background(self)
+        if (
+            self.auto_merge
+            and self.appended_bytes >= self._merge_check_bytes
+            and not self.merge_state.running
+        ):
+            self.appended_bytes = 0
+            if self._merge_due():
+                self.merge_state.start_background(self)
         return lsn
 
     def _rotate(self, new_id: int) -> DataFile:

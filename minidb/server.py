@@ -57,18 +57,25 @@ class Durability:
         self.db = db
         self._waiters: collections.deque = collections.deque()  # (lsn, future, reply)
         self._running = False
+        self._scheduled = False
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="minidb-fsync")
 
     def after(self, lsn: int, reply: object) -> object:
         db = self.db
         if db.fsync != "always" or db.commit.synced >= lsn:
             return reply
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._waiters.append((lsn, future, reply))
-        self._start()
+        if not self._running and not self._scheduled:
+            # Start the fsync after this loop iteration: writes from every client whose
+            # data is already here join this fsync instead of waiting for the next one.
+            self._scheduled = True
+            loop.call_soon(self._start)
         return future
 
     def _start(self) -> None:
+        self._scheduled = False
         if self._running or not self._waiters:
             return
         self._running = True
