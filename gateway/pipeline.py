@@ -56,6 +56,9 @@ from .upstream import (
 
 log = get_logger("gateway")
 
+# The problem type draft-ietf-httpapi-ratelimit-headers registers for a 429 body.
+QUOTA_EXCEEDED = "https://iana.org/assignments/http-problem-types#quota-exceeded"
+
 # How often idle buckets are reclaimed; a bucket refills within its window anyway.
 SWEEP_INTERVAL_S = 5.0
 
@@ -212,7 +215,10 @@ class Gateway:
                     self.metrics.limited.inc(route=route.name, policy=o.name)
                 raise _Refusal(
                     429, "rate limit exceeded", "rate_limited",
-                    extra_doc={"violated-policies": [o.name for o in refused]},
+                    extra_doc={
+                        "type": QUOTA_EXCEEDED,
+                        "violated-policies": [o.name for o in refused],
+                    },
                 )  # fmt: skip
 
         limit = consumer.max_concurrency if consumer is not None else 0
