@@ -54,14 +54,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     shop.add_argument("--cache", default="redis://127.0.0.1:6380", help="cache URL")
     shop.add_argument("--db", default="redis://127.0.0.1:6381", help="database URL")
     shop.add_argument("--queue", default="beanstalk://127.0.0.1:11301", help="queue URL")
-    shop.add_argument("--store-timeout", type=float, default=DEFAULT_STORE_TIMEOUT,
-                      help="seconds per store command before answering 503")
-    shop.add_argument("--job-ttr", type=int, default=DEFAULT_JOB_TTR,
-                      help="time-to-run of e-mail jobs, seconds")
-    shop.add_argument("--outbox-interval", type=float, default=DRAIN_INTERVAL,
-                      help="seconds between outbox drains")
-    shop.add_argument("--outbox-min-age", type=float, default=DRAIN_MIN_AGE,
-                      help="outbox entries younger than this are left to their request")
+    shop.add_argument(
+        "--store-timeout",
+        type=float,
+        default=DEFAULT_STORE_TIMEOUT,
+        help="seconds per store command before answering 503",
+    )
+    shop.add_argument(
+        "--job-ttr", type=int, default=DEFAULT_JOB_TTR, help="time-to-run of e-mail jobs, seconds"
+    )
+    shop.add_argument(
+        "--outbox-interval",
+        type=float,
+        default=DRAIN_INTERVAL,
+        help="seconds between outbox drains",
+    )
+    shop.add_argument(
+        "--outbox-min-age",
+        type=float,
+        default=DRAIN_MIN_AGE,
+        help="outbox entries younger than this are left to their request",
+    )
     shop.add_argument("--seed", action="store_true", help="write the demo data at start")
     return parser.parse_args(argv)
 
@@ -75,8 +88,9 @@ async def main_async(args: argparse.Namespace) -> None:
         except StoreUnavailable as exc:
             log.warning("seed skipped: %s", exc)
     config = server_config_from_args(args)
-    server = http_server("appserver", config, build_app(shop),
-                         limits=Limits(max_body=MAX_BODY_BYTES))
+    server = http_server(
+        "appserver", config, build_app(shop), limits=Limits(max_body=MAX_BODY_BYTES)
+    )
     stop = wait_for_stop_signal()
     drainer_stop = asyncio.Event()
     drainer = asyncio.create_task(
@@ -98,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"appserver: {exc}", file=sys.stderr)
         return 2
-    return run(lambda: main_async(args), component="appserver", config=server_config_from_args(args))
+    config = server_config_from_args(args)
+    return run(lambda: main_async(args), component="appserver", config=config)
 
 
 if __name__ == "__main__":

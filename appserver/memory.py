@@ -151,10 +151,10 @@ class MemoryDb(_Switch):
             self._write(key, args[0].encode() if isinstance(args[0], str) else args[0])
             return b"OK"
         if name == "DEL":
-            existed = key in self.data
-            if existed:
-                self._write(key, None)
-            return int(existed)
+            present = [k for k in (key, *args) if k in self.data]
+            for k in present:
+                self._write(k, None)
+            return len(present)
         if name in ("INCRBY", "DECRBY"):
             try:
                 current = int(self.data.get(key, b"0"))

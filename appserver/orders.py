@@ -3,17 +3,20 @@
     1. validate            (validation.py: 400/413/422 before anything is read)
     2. idempotency         Idempotency-Key seen before? same body → the same order again,
                            different body → 422. Nothing is placed twice.
-    3. who and what        the user and each product's name and price (cache-aside)
-    4. stock pre-check     stock:<sku> from kvcache, else minidb (and fill the cache);
-                           too little → 409 at once, without touching the write path
-    5. commit              WATCH stock:<sku>… idem:<key>; MGET; check again (the cache may be
-                           stale; this read is the one that counts); MULTI;
-                           DECRBY stock:<sku> qty (each item); SET order:<id>;
-                           SET user-orders:<user>:<id>; SET outbox:<id> (the e-mail job);
-                           SET idem:<key>; EXEC — all of it or nothing; nil → retry.
+    3. who and what        user:<id>, product:<sku>…  ┐ one MGET on kvcache (cache-aside:
+    4. stock pre-check     stock:<sku>…               ┘ misses from minidb, then fill);
+                           too little stock → 409 at once, without touching the write path
+    5. commit              an order id (hi/lo, `ids.py`); WATCH stock:<sku>… idem:<key> and
+                           MGET them (the cache may be stale; this read is the one that
+                           counts); MULTI; DECRBY stock:<sku> qty (each item);
+                           SET order:<id>; SET user-orders:<user>:<id>;
+                           SET outbox:<id> (the e-mail job); SET idem:<key>;
+                           DEL outbox:<earlier orders' ids, already on mq>;
+                           EXEC — all of it or nothing; nil → retry.
     6. invalidate          DEL stock:<sku>… in kvcache
-    7. e-mail job          put on mq tube `emails` (JSON carrying the request id),
-                           then DEL outbox:<id>; if mq is down the drainer does it later
+    7. e-mail job          put on mq tube `emails` (JSON carrying the request id); its
+                           outbox entry is deleted by a later EXEC; mq down → the
+                           outbox drainer puts it later
     8. answer              201 with the order
 
 Why the stock cannot be oversold: every DECRBY happens inside an EXEC whose WATCH covered
@@ -22,7 +25,7 @@ nothing and we read again. The cached stock in step 4 is only a shortcut for the
 obviously hopeless case.
 
     key                          value
-    seq:order                    last order id (INCR; a refused order leaves a gap)
+    seq:order                    last order id reserved (in blocks of 100: `ids.py`)
     order:<id>                   the order document returned by the API
     user-orders:<user>:<id>      "1": an index, listed with SCAN MATCH user-orders:<user>:*
     idem:<consumer>:<key>        {"fingerprint": sha256 of the canonical request, "order_id"}
@@ -44,12 +47,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from appserver.cache_aside import GuardedCache
+from appserver.ids import IdAllocator
 from appserver.outbox import Outbox
 from appserver.problems import ProblemError
-from appserver.products import Products, stock_key
+from appserver.products import PRODUCT_TTL, STOCK_TTL, Products, product_key, stock_key
 from appserver.stores import Db, Transaction
 from appserver.transactions import CONFLICT, run_optimistic
-from appserver.users import Users
+from appserver.users import USER_TTL, Users, user_key
 from appserver.validation import OrderRequest, path_id
 from minisys.metrics import Registry
 
@@ -106,6 +110,7 @@ class Orders:
         self.products = products
         self.outbox = outbox
         self.clock = clock
+        self.ids = IdAllocator(db, "seq:order")
         registry = registry or Registry()
         self._results = registry.counter(
             "appserver_orders_total", "Place-order outcomes.", ["result"]
@@ -140,15 +145,18 @@ class Orders:
             if seen is not None:
                 return await self._replay(seen, fingerprint)
 
-        # 3. who and what
-        user = await self.users.find(request.user_id)
-        if user is None:
+        # 3. who and what, 4. the stock pre-check: one cache MGET when all is cached
+        skus = [item.sku for item in request.items]
+        n = len(skus)
+        keys = [user_key(request.user_id), *map(product_key, skus), *map(stock_key, skus)]
+        ttls = [USER_TTL, *[PRODUCT_TTL] * n, *[STOCK_TTL] * n]
+        raws = await self.cache.read_through_many(keys, ttls, self.db.mget)
+        if raws[0] is None:
             raise ProblemError(
                 422, "Unknown user", f"no user with id {request.user_id}", type="unknown-user"
             )
-        skus = [item.sku for item in request.items]
-        info = await self.products.describe(skus)
-        unknown = [sku for sku in skus if sku not in info]
+        user = json.loads(raws[0])
+        unknown = [sku for sku, raw in zip(skus, raws[1 : n + 1], strict=True) if raw is None]
         if unknown:
             raise ProblemError(
                 422,
@@ -157,14 +165,14 @@ class Orders:
                 type="unknown-sku",
                 skus=unknown,
             )
-
-        # 4. the cache-aside pre-check
-        short = _shortfall(request, await self.products.stock(skus))
+        info = {sku: json.loads(raw) for sku, raw in zip(skus, raws[1 : n + 1], strict=True)}
+        cached = zip(skus, raws[n + 1 :], strict=True)
+        short = _shortfall(request, {sku: int(raw) for sku, raw in cached if raw is not None})
         if short:
             raise _out_of_stock(short)
 
         # 5. the commit
-        order_id = await self.db.incr("seq:order")
+        order_id = await self.ids.next_id()
         lines = [
             {"sku": i.sku, "name": info[i.sku]["name"], "price": info[i.sku]["price"], "qty": i.qty}
             for i in request.items
@@ -209,7 +217,11 @@ class Orders:
             if idem is not None:
                 record = {"fingerprint": fingerprint, "order_id": order_id}
                 ops.append(("SET", idem, json.dumps(record)))
-            return CONFLICT if await tx.execute(ops) is None else order
+            cleanup, cleaned = self.outbox.cleanup_ops()  # earlier orders' outbox DELs
+            if await tx.execute(ops + cleanup) is None:
+                return CONFLICT
+            self.outbox.cleaned(cleaned)
+            return order
 
         result = await run_optimistic(self.db, attempt, on_conflict=self._conflicts.inc)
         if isinstance(result, _Replay):

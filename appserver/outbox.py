@@ -7,10 +7,15 @@ hears about it. Putting the job first is worse: an e-mail for an order that then
 The fix, used here: the job is written *into the database, in the same MULTI/EXEC as the
 order* (`outbox:<order_id>`). Either both exist or neither does. Then:
 
-    after commit ─▶ put the job on mq (tube `emails`) ─▶ DEL outbox:<order_id>
+    after commit ─▶ put the job on mq (tube `emails`) ─▶ DEL outbox:<order_id> (later)
                         │ mq down: leave it
                         ▼
     drainer (every `interval` s, each appserver): SCAN outbox:* ─▶ put ─▶ DEL
+
+The DEL of a published entry is not sent on its own: it rides along in the *next* order's
+MULTI/EXEC (`cleanup_ops`), which is going to the database anyway, or in the drainer's
+next pass. On a durable database every write costs an fsync; piggybacking saves one per
+order. Until then the entry is young, and the drainers leave young entries alone.
 
 So a job is put *at least once*. It can be put twice: the put succeeds but the DEL does
 not (db blip, crash), or two appservers' drainers pick the same entry. That is fine,
@@ -31,6 +36,7 @@ lease so drainers do not overlap.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -50,6 +56,10 @@ DRAIN_INTERVAL = 2.0
 DRAIN_MIN_AGE = 5.0
 # At most this many entries per drain pass, so one pass is bounded work.
 DRAIN_BATCH = 500
+# Published entries whose DEL waits for a ride; past this many they are deleted at once.
+MAX_UNCLEANED = 10_000
+# At most this many DELs ride along in one order's transaction.
+CLEANUP_PER_TRANSACTION = 100
 
 log = get_logger("appserver.outbox")
 
@@ -72,6 +82,7 @@ class Outbox:
         self.queue = queue
         self.ttr = ttr
         self.clock = clock
+        self._published: dict[int, None] = {}  # on mq, outbox entry not yet deleted
         registry = registry or Registry()
         self._puts = registry.counter(
             "appserver_email_jobs_total", "E-mail jobs put on the queue, by path.", ["path"]
@@ -85,7 +96,7 @@ class Outbox:
         return ("SET", outbox_key(order_id), json.dumps({**job, "queued_at": self.clock()}))
 
     async def publish(self, order_id: int, body: bytes, *, path: str = "direct") -> bool:
-        """Put the job on mq, then forget the outbox entry. False if mq is unreachable."""
+        """Put the job on mq; its outbox entry is deleted later. False if mq is down."""
         try:
             await self.queue.put(EMAIL_TUBE, body, ttr=self.ttr)
         except (StoreUnavailable, StoreError) as exc:
@@ -93,15 +104,37 @@ class Outbox:
             log.warning("order %s: e-mail job kept in the outbox (%s)", order_id, exc)
             return False
         self._puts.inc(path=path)
-        try:
-            await self.db.delete(outbox_key(order_id))
-        except (StoreUnavailable, StoreError) as exc:
-            # The drainer will put it again; the worker's dedupe makes that harmless.
-            log.warning("order %s: outbox entry not cleared (%s)", order_id, exc)
+        self._published[order_id] = None
+        if len(self._published) > MAX_UNCLEANED:
+            await self.flush()
         return True
+
+    def cleanup_ops(self) -> tuple[list[Op], list[int]]:
+        """DELs of published entries, to ride in a transaction; call `cleaned` after EXEC."""
+        ids = list(itertools.islice(self._published, CLEANUP_PER_TRANSACTION))
+        if not ids:
+            return [], []
+        return [("DEL", *(outbox_key(i) for i in ids))], ids
+
+    def cleaned(self, ids: list[int]) -> None:
+        for order_id in ids:
+            self._published.pop(order_id, None)
+
+    async def flush(self) -> None:
+        """Delete every published entry now (drainer pass, shutdown)."""
+        ids = list(self._published)
+        if ids:
+            try:
+                await self.db.delete(*(outbox_key(i) for i in ids))
+            except (StoreUnavailable, StoreError) as exc:
+                # If we never manage, a drainer puts them again; the worker dedupes.
+                log.warning("outbox: %d published entries not cleared yet (%s)", len(ids), exc)
+                return
+            self.cleaned(ids)
 
     async def drain_once(self, min_age: float = DRAIN_MIN_AGE) -> int:
         """Publish every outbox entry older than `min_age`; return how many went out."""
+        await self.flush()
         keys = sorted(await self.db.scan(OUTBOX_PREFIX + "*"))[:DRAIN_BATCH]
         sent = 0
         for key, raw in zip(keys, await self.db.mget(keys) if keys else [], strict=True):
@@ -115,6 +148,7 @@ class Outbox:
             if not await self.publish(order_id, json.dumps(job).encode(), path="drained"):
                 break  # mq still down: try the rest next pass
             sent += 1
+        await self.flush()
         return sent
 
     async def run(

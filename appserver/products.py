@@ -77,18 +77,6 @@ class Products:
         await self.cache.invalidate(product_key(sku), stock_key(sku))
         return {**info, "stock": fields["stock"]}
 
-    async def describe(self, skus: list[str]) -> dict[str, dict[str, Any]]:
-        """Name and price of each known sku (cache-aside); unknown skus are left out."""
-        keys = [product_key(sku) for sku in skus]
-        raws = await self.cache.read_through_many(keys, [PRODUCT_TTL] * len(keys), self.db.mget)
-        return {sku: json.loads(raw) for sku, raw in zip(skus, raws, strict=True) if raw}
-
-    async def stock(self, skus: list[str]) -> dict[str, int]:
-        """Stock of each known sku, from the cache when it has it (a pre-check only)."""
-        keys = [stock_key(sku) for sku in skus]
-        raws = await self.cache.read_through_many(keys, [STOCK_TTL] * len(keys), self.db.mget)
-        return {sku: int(raw) for sku, raw in zip(skus, raws, strict=True) if raw is not None}
-
     async def get(self, sku: str) -> dict[str, Any]:
         """One product with its stock: a single cache MGET when both are cached."""
         keys = [product_key(sku), stock_key(sku)]

@@ -42,11 +42,16 @@ MAX_SCAN_KEYS = 100_000
 class _RespStore:
     name = "store"
 
-    def __init__(self, host: str, port: int, db: int, *, timeout: float,
-                 pool_size: int = POOL_SIZE) -> None:
+    def __init__(
+        self, host: str, port: int, db: int, *, timeout: float, pool_size: int = POOL_SIZE
+    ) -> None:
         self.address = f"{host}:{port}"
-        self.pool = RespPool(f"redis://{host}:{port}/{db}", size=pool_size,
-                             connect_timeout=timeout, read_timeout=timeout)
+        self.pool = RespPool(
+            f"redis://{host}:{port}/{db}",
+            size=pool_size,
+            connect_timeout=timeout,
+            read_timeout=timeout,
+        )
 
     def _unavailable(self, exc: Exception) -> StoreUnavailable:
         return StoreUnavailable(self.name, f"{self.address}: {exc}")

@@ -1,9 +1,10 @@
 """Demo data: three users and five products, so the stack has something to sell.
 
 The launcher runs `python -m appserver.seed --db redis://…:6381 --cache redis://…:6380`
-once the stores are up (tests call `seed(db)` directly). Seeding is idempotent and never clobbers: each key is written only if
-it is absent (`SET … NX`), so restarting the stack keeps the orders and stock of the last
-run, and running it against a shop in use changes nothing.
+once the stores are up (tests call `seed(db)` directly). Seeding is idempotent and never
+clobbers: each key is written only if it is absent (`SET … NX`), so restarting the stack
+keeps the orders and stock of the last run, and running it against a shop in use changes
+nothing.
 
     users      1 Ada Lovelace, 2 Grace Hopper, 3 Edsger Dijkstra
     products   sku-1 … sku-5, prices in cents, stock 5 to 100
@@ -91,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m appserver.seed", description="Write the demo data where absent."
     )
     parser.add_argument("--db", default="redis://127.0.0.1:6381", help="database URL")
-    parser.add_argument("--cache", default="memory://",
-                        help="cache URL: the seeded keys are deleted from it")
+    parser.add_argument(
+        "--cache", default="memory://", help="cache URL: the seeded keys are deleted from it"
+    )
     args = parser.parse_args(argv)
     return asyncio.run(_main(args.db, args.cache))
 

@@ -16,7 +16,8 @@ wrk drives each figure, alternating ours/peer within every round so machine nois
 both alike:
 
     GET  /products/sku-1   the cache-hit path: one MGET to the cache, no db access
-    POST /place-order      the full flow: cache reads, WATCH/MULTI/EXEC, DEL, put, DEL
+    POST /place-order      the full flow: cache reads, WATCH/MULTI/EXEC, DEL, put, DEL;
+                           orders spread over 20 products (`--hot`: all on one)
 
 Ends with one line per figure (medians over the rounds):
 
@@ -51,12 +52,18 @@ sys.path.insert(0, str(ROOT))
 from minisys.testing import ServerProcess, wait_until  # noqa: E402
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-BENCH_SKU = "bench-sku"
+# Orders are spread over this many products (random per request), as in a shop where
+# many things sell at once; `--hot` puts every order on one product (a flash sale), where
+# WATCH conflicts dominate.
+BENCH_SKUS = 20
 ORDER_LUA = """
-wrk.method = "POST"
-wrk.body = '{"user_id": 1, "items": [{"sku": "%s", "qty": 1}]}'
-wrk.headers["Content-Type"] = "application/json"
-""" % BENCH_SKU
+local skus = SKUS
+request = function()
+  local body = string.format('{"user_id": %d, "items": [{"sku": "bench-%d", "qty": 1}]}',
+                             math.random(1, 3), math.random(0, skus - 1))
+  return wrk.format("POST", "/place-order", {["Content-Type"] = "application/json"}, body)
+end
+"""
 
 
 def free_port() -> int:
@@ -70,6 +77,7 @@ def process(cmd: list[str], port: int) -> Iterator[subprocess.Popen]:
     """A real server (redis-server, beanstalkd) on `port`, stopped on exit."""
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+
         def listening() -> bool:
             with socket.socket() as s:
                 return s.connect_ex(("127.0.0.1", port)) == 0
@@ -88,29 +96,70 @@ def our_stores(tmp: Path, fsync: str) -> Iterator[tuple[str, str, str]]:
         ServerProcess("minidb", "--data-dir", str(tmp / "minidb"), "--fsync", fsync) as db,
         ServerProcess("mq", "--data-dir", str(tmp / "mq"), "--fsync", fsync) as mq,
     ):
-        yield (f"redis://127.0.0.1:{kv.port}", f"redis://127.0.0.1:{db.port}",
-               f"beanstalk://127.0.0.1:{mq.port}")
+        yield (
+            f"redis://127.0.0.1:{kv.port}",
+            f"redis://127.0.0.1:{db.port}",
+            f"beanstalk://127.0.0.1:{mq.port}",
+        )
 
 
 @contextlib.contextmanager
 def peer_stores(tmp: Path, fsync: str) -> Iterator[tuple[str, str, str]]:
     cache_port, db_port, queue_port = free_port(), free_port(), free_port()
-    redis_fsync = {"always": ["--appendonly", "yes", "--appendfsync", "always"],
-                   "everysec": ["--appendonly", "yes", "--appendfsync", "everysec"],
-                   "no": ["--appendonly", "no"]}[fsync]
+    redis_fsync = {
+        "always": ["--appendonly", "yes", "--appendfsync", "always"],
+        "everysec": ["--appendonly", "yes", "--appendfsync", "everysec"],
+        "no": ["--appendonly", "no"],
+    }[fsync]
     (tmp / "redis-db").mkdir()
     (tmp / "beanstalkd").mkdir()
     with (
-        process(["redis-server", "--port", str(cache_port), "--save", "", "--appendonly", "no",
-                 "--bind", "127.0.0.1"], cache_port),
-        process(["redis-server", "--port", str(db_port), "--save", "", "--bind", "127.0.0.1",
-                 "--dir", str(tmp / "redis-db"), *redis_fsync], db_port),
-        process(["beanstalkd", "-l", "127.0.0.1", "-p", str(queue_port),
-                 *(["-b", str(tmp / "beanstalkd"), "-f", "0"] if fsync == "always" else [])],
-                queue_port),
+        process(
+            [
+                "redis-server",
+                "--port",
+                str(cache_port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--bind",
+                "127.0.0.1",
+            ],
+            cache_port,
+        ),
+        process(
+            [
+                "redis-server",
+                "--port",
+                str(db_port),
+                "--save",
+                "",
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(tmp / "redis-db"),
+                *redis_fsync,
+            ],
+            db_port,
+        ),
+        process(
+            [
+                "beanstalkd",
+                "-l",
+                "127.0.0.1",
+                "-p",
+                str(queue_port),
+                *(["-b", str(tmp / "beanstalkd"), "-f", "0"] if fsync == "always" else []),
+            ],
+            queue_port,
+        ),
     ):
-        yield (f"redis://127.0.0.1:{cache_port}", f"redis://127.0.0.1:{db_port}",
-               f"beanstalk://127.0.0.1:{queue_port}")
+        yield (
+            f"redis://127.0.0.1:{cache_port}",
+            f"redis://127.0.0.1:{db_port}",
+            f"beanstalk://127.0.0.1:{queue_port}",
+        )
 
 
 def http(port: int, method: str, path: str, body: object = None) -> tuple[int, object]:
@@ -124,11 +173,16 @@ def http(port: int, method: str, path: str, body: object = None) -> tuple[int, o
 
 
 def prepare(port: int) -> None:
-    """Seeded data plus a product with stock for every order the bench will place."""
-    status, _ = http(port, "POST", "/products",
-                     {"sku": BENCH_SKU, "name": "Bench", "price": 1, "stock": 10**9})
-    assert status in (201, 409), status
-    for path in ("/products/sku-1", f"/products/{BENCH_SKU}", "/users/1"):
+    """Seeded data plus products with stock for every order the bench will place."""
+    for n in range(BENCH_SKUS):
+        status, _ = http(
+            port,
+            "POST",
+            "/products",
+            {"sku": f"bench-{n}", "name": "Bench", "price": 1, "stock": 10**9},
+        )
+        assert status in (201, 409), status
+    for path in ("/products/sku-1", "/users/1", "/users/2", "/users/3"):
         assert http(port, "GET", path)[0] == 200, path
 
 
@@ -150,8 +204,9 @@ def wrk(url: str, duration: float, connections: int, script: Path | None) -> tup
 def result(name: str, ours: float, peer: float, *, lower_is_better: bool = False) -> None:
     ratio = (peer / ours if lower_is_better else ours / peer) if ours and peer else float("nan")
     digits = 2 if lower_is_better else 0
-    print(f"RESULT {name}: ours={ours:.{digits}f} peer={peer:.{digits}f} "
-          f"ratio={ratio:.2f} target=0.8")
+    print(
+        f"RESULT {name}: ours={ours:.{digits}f} peer={peer:.{digits}f} ratio={ratio:.2f} target=0.8"
+    )
 
 
 def main() -> int:
@@ -160,6 +215,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--fsync", choices=("always", "everysec", "no"), default="always")
+    parser.add_argument("--hot", action="store_true", help="every order on one product")
     args = parser.parse_args()
     for tool in ("wrk", "redis-server", "beanstalkd"):
         if shutil.which(tool) is None:
@@ -170,7 +226,7 @@ def main() -> int:
         (tmp / "ours").mkdir()
         (tmp / "peer").mkdir()
         script = tmp / "order.lua"
-        script.write_text(ORDER_LUA)
+        script.write_text(ORDER_LUA.replace("SKUS", "1" if args.hot else str(BENCH_SKUS)))
         with (
             our_stores(tmp / "ours", args.fsync) as ours_urls,
             peer_stores(tmp / "peer", args.fsync) as peer_urls,
@@ -178,29 +234,55 @@ def main() -> int:
             apps = {}
             with contextlib.ExitStack() as stack:
                 for side, (cache, db, queue) in (("ours", ours_urls), ("peer", peer_urls)):
-                    app = stack.enter_context(ServerProcess(
-                        "appserver", "--cache", cache, "--db", db, "--queue", queue, "--seed",
-                        "--log-level", "warning"))
+                    app = stack.enter_context(
+                        ServerProcess(
+                            "appserver",
+                            "--cache",
+                            cache,
+                            "--db",
+                            db,
+                            "--queue",
+                            queue,
+                            "--seed",
+                            "--log-level",
+                            "warning",
+                        )
+                    )
                     prepare(app.port)
                     apps[side] = app.port
                 figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
                 for n in range(args.rounds):
-                    for figure, path, lua in (("get_product", "/products/sku-1", None),
-                                              ("place_order", "/place-order", script)):
+                    for figure, path, lua in (
+                        ("get_product", "/products/sku-1", None),
+                        ("place_order", "/place-order", script),
+                    ):
                         for side in ("ours", "peer"):
-                            rps, p99 = wrk(f"http://127.0.0.1:{apps[side]}{path}",
-                                           args.duration, args.connections, lua)
-                            print(f"round {n + 1} {figure:<12} {side}: {rps:9.0f} req/s  "
-                                  f"p99 {p99:7.2f} ms")
+                            rps, p99 = wrk(
+                                f"http://127.0.0.1:{apps[side]}{path}",
+                                args.duration,
+                                args.connections,
+                                lua,
+                            )
+                            print(
+                                f"round {n + 1} {figure:<12} {side}: {rps:9.0f} req/s  "
+                                f"p99 {p99:7.2f} ms"
+                            )
                             figures.setdefault((figure, side), []).append((rps, p99))
                             time.sleep(0.5)
     for figure in ("get_product", "place_order"):
         ours = figures[(figure, "ours")]
         peer = figures[(figure, "peer")]
-        result(f"appserver_{figure}_rps", statistics.median(r for r, _ in ours),
-               statistics.median(r for r, _ in peer))
-        result(f"appserver_{figure}_p99_ms", statistics.median(p for _, p in ours),
-               statistics.median(p for _, p in peer), lower_is_better=True)
+        result(
+            f"appserver_{figure}_rps",
+            statistics.median(r for r, _ in ours),
+            statistics.median(r for r, _ in peer),
+        )
+        result(
+            f"appserver_{figure}_p99_ms",
+            statistics.median(p for _, p in ours),
+            statistics.median(p for _, p in peer),
+            lower_is_better=True,
+        )
     return 0
 
 

@@ -40,19 +40,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--queue", default="beanstalk://127.0.0.1:11301", help="mq URL")
     parser.add_argument("--outbox", default="./minisys-data/outbox.mbox", help="mbox file")
-    parser.add_argument("--concurrency", type=int, default=d.concurrency,
-                        help=f"jobs in flight at once (1-{MAX_CONCURRENCY})")
-    parser.add_argument("--max-attempts", type=int, default=d.max_attempts,
-                        help="deliveries of a failing job before it is buried")
-    parser.add_argument("--backoff", type=float, default=d.backoff_base,
-                        help="seconds before the 2nd attempt; doubles each time")
-    parser.add_argument("--stall", type=float, default=0.0,
-                        help="teaching seam: wait this long before each send")
-    parser.add_argument("--db", help="ignored: jobs carry all the worker needs (the "
-                        "launcher passes it)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=d.concurrency,
+        help=f"jobs in flight at once (1-{MAX_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "--max-attempts",
+        type=int,
+        default=d.max_attempts,
+        help="deliveries of a failing job before it is buried",
+    )
+    parser.add_argument(
+        "--backoff",
+        type=float,
+        default=d.backoff_base,
+        help="seconds before the 2nd attempt; doubles each time",
+    )
+    parser.add_argument(
+        "--stall", type=float, default=0.0, help="teaching seam: wait this long before each send"
+    )
+    parser.add_argument(
+        "--db", help="ignored: jobs carry all the worker needs (the launcher passes it)"
+    )
     parser.add_argument("--log-format", choices=("human", "json"), default="human")
-    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
-                        default="info")
+    parser.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), default="info"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.concurrency <= MAX_CONCURRENCY:
         parser.error(f"--concurrency must be 1 to {MAX_CONCURRENCY}")
@@ -75,19 +90,29 @@ async def main_async(args: argparse.Namespace) -> None:
         backoff_base=args.backoff,
         stall=args.stall,
     )
-    worker = Worker(connector(args.queue_at.host, args.queue_at.port), MboxOutbox(args.outbox),
-                    settings)
+    worker = Worker(
+        connector(args.queue_at.host, args.queue_at.port), MboxOutbox(args.outbox), settings
+    )
     stop = wait_for_stop_signal()
 
     def ready() -> None:
         print("READY worker 127.0.0.1:0", flush=True)
-        log.info("watching tube emails on %s:%d, writing %s", args.queue_at.host,
-                 args.queue_at.port, args.outbox)
+        log.info(
+            "watching tube emails on %s:%d, writing %s",
+            args.queue_at.host,
+            args.queue_at.port,
+            args.outbox,
+        )
 
     await worker.run(stop, on_ready=ready)
     s = worker.stats
-    log.info("stopped: %d sent, %d duplicates skipped, %d released, %d buried", s.sent,
-             s.duplicates, s.released, s.buried)
+    log.info(
+        "stopped: %d sent, %d duplicates skipped, %d released, %d buried",
+        s.sent,
+        s.duplicates,
+        s.released,
+        s.buried,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

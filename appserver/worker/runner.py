@@ -174,8 +174,11 @@ class Worker:
             async with self._keepalive(source, job.id):
                 try:
                     if self.settings.stall:
-                        log.info("job %d: stalling %.1fs before sending (--stall)", job.id,
-                                 self.settings.stall)
+                        log.info(
+                            "job %d: stalling %.1fs before sending (--stall)",
+                            job.id,
+                            self.settings.stall,
+                        )
                         await asyncio.sleep(self.settings.stall)
                     written = await asyncio.to_thread(
                         self.outbox.append, mid, message, self.clock()

@@ -183,8 +183,17 @@ class RealServer:
 
 
 def real_redis() -> RealServer:
-    return RealServer("redis-server", "--port", "{port}", "--bind", "127.0.0.1", "--save", "",
-                      "--appendonly", "no")
+    return RealServer(
+        "redis-server",
+        "--port",
+        "{port}",
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    )
 
 
 def real_beanstalkd() -> RealServer:

@@ -35,14 +35,22 @@ class Stack:
         self.tmp = tmp
         self.cache, self.db, self.queue = cache, db, queue
         self.mbox = tmp / "outbox.mbox"
-        self.app = ServerProcess("appserver", "--cache", cache, "--db", db, "--queue", queue,
-                                 "--seed", *app_args).start()
+        self.app = ServerProcess(
+            "appserver", "--cache", cache, "--db", db, "--queue", queue, "--seed", *app_args
+        ).start()
         self.worker: ServerProcess | None = None
 
     def start_worker(self, *args: str) -> ServerProcess:
-        self.worker = ServerProcess("appserver.worker", "--queue", self.queue,
-                                    "--outbox", str(self.mbox), *args, port_flag=False,
-                                    ready=("worker",)).start()
+        self.worker = ServerProcess(
+            "appserver.worker",
+            "--queue",
+            self.queue,
+            "--outbox",
+            str(self.mbox),
+            *args,
+            port_flag=False,
+            ready=("worker",),
+        ).start()
         return self.worker
 
     def url(self, path: str) -> str:
@@ -56,8 +64,13 @@ class Stack:
         client = HttpClient(pool_size_per_origin=64)
 
         async def one(method, path, body, headers):
-            raw = body if isinstance(body, bytes) else b"" if body is None else json.dumps(
-                body).encode()
+            raw = (
+                body
+                if isinstance(body, bytes)
+                else b""
+                if body is None
+                else json.dumps(body).encode()
+            )
             response = await client.request(method, self.url(path), list(headers), raw)
             doc = json.loads(response.body) if response.body else None
             return response.status, response.headers, doc
@@ -80,8 +93,9 @@ class Stack:
 
 def new_product(stack: Stack, stock: int) -> str:
     sku = f"t-{uuid.uuid4().hex[:12]}"
-    status, _, _ = stack.request("POST", "/products",
-                                 {"sku": sku, "name": "Test item", "price": 250, "stock": stock})
+    status, _, _ = stack.request(
+        "POST", "/products", {"sku": sku, "name": "Test item", "price": 250, "stock": stock}
+    )
     assert status == 201
     return sku
 
@@ -118,8 +132,14 @@ def stack(request, tmp_path_factory, real_servers):
             cache_port = db_port = running.enter_context(redis()).port
             queue_port = running.enter_context(beanstalkd()).port
             db_url = f"redis://127.0.0.1:{db_port}/1"
-        stack = Stack(tmp, f"redis://127.0.0.1:{cache_port}", db_url,
-                      f"beanstalk://127.0.0.1:{queue_port}", "--job-ttr", "2")
+        stack = Stack(
+            tmp,
+            f"redis://127.0.0.1:{cache_port}",
+            db_url,
+            f"beanstalk://127.0.0.1:{queue_port}",
+            "--job-ttr",
+            "2",
+        )
         stack.kind = request.param
         running.callback(stack.close)
         stack.start_worker("--concurrency", "2")
@@ -133,17 +153,22 @@ def ours_only(stack: Stack) -> None:
 
 def test_concurrent_orders_for_the_last_items_never_oversell(stack):
     sku = new_product(stack, stock=5)
-    results = asyncio.run(stack.requests(
-        [("POST", "/place-order", order_body(sku, user_id=1 + n % 3), ()) for n in range(25)]
-    ))
+    results = asyncio.run(
+        stack.requests(
+            [("POST", "/place-order", order_body(sku, user_id=1 + n % 3), ()) for n in range(25)]
+        )
+    )
     accepted = [doc["id"] for status, _, doc in results if status == 201]
     refused = [doc for status, _, doc in results if status != 201]
     assert len(accepted) == 5
     assert all(doc["status"] == 409 and doc["type"].endswith("out-of-stock") for doc in refused)
     assert stack.request("GET", f"/products/{sku}")[2]["stock"] == 0
     wanted = {mid(i) for i in accepted}
-    wait_until(lambda: wanted <= set(stack.message_ids()), timeout=EVENTUALLY,
-               message="not every accepted order got its e-mail")
+    wait_until(
+        lambda: wanted <= set(stack.message_ids()),
+        timeout=EVENTUALLY,
+        message="not every accepted order got its e-mail",
+    )
     ids = stack.message_ids()
     assert len(ids) == len(set(ids)), "an e-mail was sent twice"
 
@@ -151,9 +176,9 @@ def test_concurrent_orders_for_the_last_items_never_oversell(stack):
 def test_idempotent_retries_over_real_stores_place_one_order(stack):
     sku = new_product(stack, stock=10)
     key = [("Idempotency-Key", uuid.uuid4().hex)]
-    results = asyncio.run(stack.requests(
-        [("POST", "/place-order", order_body(sku, 2), key) for _ in range(8)]
-    ))
+    results = asyncio.run(
+        stack.requests([("POST", "/place-order", order_body(sku, 2), key) for _ in range(8)])
+    )
     assert {status for status, _, _ in results} == {201}
     assert len({doc["id"] for _, _, doc in results}) == 1
     assert stack.request("GET", f"/products/{sku}")[2]["stock"] == 8
@@ -206,8 +231,15 @@ def test_a_stalled_worker_loses_its_job_after_ttr_and_its_late_send_is_skipped(s
     wait_until(lambda: "stalling" in stalled.output_tail(), timeout=EVENTUALLY)
     stalled.signal(signal.SIGSTOP)  # frozen: no touch, so the 2 s TTR runs out
     try:
-        rescuer = ServerProcess("appserver.worker", "--queue", stack.queue, "--outbox",
-                                str(stack.mbox), port_flag=False, ready=("worker",)).start()
+        rescuer = ServerProcess(
+            "appserver.worker",
+            "--queue",
+            stack.queue,
+            "--outbox",
+            str(stack.mbox),
+            port_flag=False,
+            ready=("worker",),
+        ).start()
         with rescuer:
             wait_until(lambda: mid(order["id"]) in stack.message_ids(), timeout=EVENTUALLY)
             stalled.signal(signal.SIGCONT)
@@ -261,9 +293,16 @@ def test_queue_down_keeps_the_order_and_sends_the_email_later(stack, tmp_path):
         ServerProcess("mq", "--data-dir", str(tmp_path / "mq")) as mq,
     ):
         queue_port = mq.port
-        side = Stack(tmp_path, "memory://", f"redis://127.0.0.1:{db.port}",
-                     f"beanstalk://127.0.0.1:{queue_port}",
-                     "--outbox-interval", "0.1", "--outbox-min-age", "0.2")
+        side = Stack(
+            tmp_path,
+            "memory://",
+            f"redis://127.0.0.1:{db.port}",
+            f"beanstalk://127.0.0.1:{queue_port}",
+            "--outbox-interval",
+            "0.1",
+            "--outbox-min-age",
+            "0.2",
+        )
         try:
             side.start_worker()
             mq.kill()
@@ -273,8 +312,9 @@ def test_queue_down_keeps_the_order_and_sends_the_email_later(stack, tmp_path):
             assert json.loads(outbox)["order_id"] == order["id"]
             assert side.request("GET", "/readyz")[2]["queue"] == "down"
             assert side.request("GET", "/products/sku-3")[2]["stock"] == 18
-            with ServerProcess("mq", "--port", str(queue_port), "--data-dir",
-                               str(tmp_path / "mq"), port_flag=False):
+            with ServerProcess(
+                "mq", "--port", str(queue_port), "--data-dir", str(tmp_path / "mq"), port_flag=False
+            ):
                 wait_until(lambda: mid(order["id"]) in side.message_ids(), timeout=EVENTUALLY)
                 assert side.message_ids().count(mid(order["id"])) == 1
                 assert asyncio.run(redis_call(side.db, "EXISTS", f"outbox:{order['id']}")) == 0

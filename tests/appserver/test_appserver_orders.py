@@ -45,7 +45,24 @@ def test_an_order_decrements_stock_and_queues_one_email(shop, run):
     (job,) = jobs(shop)
     assert job["order_id"] == o["id"] and job["request_id"] == "req-abc"
     assert job["to"] == "ada@example.com" and job["total"] == o["total"]
-    assert not [k for k in shop.stores.db.data if k.startswith("outbox:")]
+
+
+def outbox_keys(shop: Shop) -> list[str]:
+    return sorted(k for k in shop.stores.db.data if k.startswith("outbox:"))
+
+
+def test_published_outbox_entries_are_deleted_by_the_next_transaction(shop, run):
+    first = run(shop.orders.place(order(sku_1=1))).order["id"]
+    assert outbox_keys(shop) == [f"outbox:{first}"]  # on mq already; its DEL waits for a ride
+    second = run(shop.orders.place(order(sku_2=1))).order["id"]
+    assert outbox_keys(shop) == [f"outbox:{second}"]  # rode along in the second EXEC
+    run(shop.outbox.flush())  # what the drainer does each pass
+    assert outbox_keys(shop) == [] and len(jobs(shop)) == 2
+
+
+def test_order_ids_come_in_blocks(shop, run):
+    ids = [run(shop.orders.place(order(sku_1=1))).order["id"] for _ in range(3)]
+    assert ids == [1, 2, 3] and shop.stores.db.data["seq:order"] == b"100"
 
 
 def test_the_cached_stock_is_invalidated_after_an_order(shop, run):
@@ -178,7 +195,7 @@ def test_queue_down_keeps_the_job_in_the_outbox_until_drained(shop, run, clock):
     shop.stores.queue.down = True
     placed = run(shop.orders.place(order(sku_1=1), request_id="r-1"))
     assert db_stock(shop, "sku-1") == 99 and jobs(shop) == []
-    assert f"outbox:{placed.order['id']}" in shop.stores.db.data
+    assert outbox_keys(shop) == [f"outbox:{placed.order['id']}"]
     assert run(shop.outbox.drain_once()) == 0  # mq still down: nothing lost, nothing sent
     shop.stores.queue.down = False
     assert run(shop.outbox.drain_once()) == 0  # too young: its request may still publish
@@ -186,7 +203,7 @@ def test_queue_down_keeps_the_job_in_the_outbox_until_drained(shop, run, clock):
     assert run(shop.outbox.drain_once()) == 1
     (job,) = jobs(shop)
     assert job["order_id"] == placed.order["id"] and job["request_id"] == "r-1"
-    assert "queued_at" not in job
+    assert "queued_at" not in job and outbox_keys(shop) == []
     assert run(shop.outbox.drain_once()) == 0 and len(jobs(shop)) == 1
 
 
