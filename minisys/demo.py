@@ -100,7 +100,7 @@ class Demo:
         say(f"user {self.user_id} and product {self.sku} (stock 3) created")
 
     async def profile_twice(self) -> None:
-        hits0, misses0 = await self.cache_counters()
+        _, misses0 = await self.cache_counters()
         status, headers, _ = await self.call("GET", f"/users/{self.user_id}")
         expect(status == 200, f"GET /users/{self.user_id} answered {status}")
         hits1, misses1 = await self.cache_counters()

@@ -65,7 +65,8 @@ async def bench(data_dir: Path, connections: int, duration: float) -> int:
         )  # fmt: skip
         results.append(result)
         elapsed += slice_
-        print(f"  {elapsed:5.1f}s  {result.rps:8.0f} req/s  p99 {result.percentile(99) * 1000:6.1f} ms"
+        p99_ms = result.percentile(99) * 1000
+        print(f"  {elapsed:5.1f}s  {result.rps:8.0f} req/s  p99 {p99_ms:6.1f} ms"
               f"  errors {result.errors}", flush=True)  # fmt: skip
     total = LoadResult(
         requests=sum(r.requests for r in results),
@@ -77,8 +78,9 @@ async def bench(data_dir: Path, connections: int, duration: float) -> int:
     for r in results:
         for code, n in r.status_counts.items():
             total.status_counts[code] = total.status_counts.get(code, 0) + n
+    statuses = dict(sorted(total.status_counts.items()))
     print(f"orders: {total.requests} in {total.duration:.1f}s = {total.rps:.0f} req/s; "
-          f"statuses {dict(sorted(total.status_counts.items()))}; errors {total.errors}")  # fmt: skip
+          f"statuses {statuses}; errors {total.errors}")  # fmt: skip
     print("latency: " + "  ".join(
         f"p{p}={total.percentile(p) * 1000:.1f}ms" for p in (50, 90, 99)
     ))  # fmt: skip
