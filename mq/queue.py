@@ -1,0 +1,504 @@
+"""The queue itself: every beanstalkd command as a method on plain data, time passed in.
+
+On the request's journey this is the heart of mq: the appserver's `put` lands in
+`Queue.put`, the worker's `reserve` in `Queue.reserve`, its `delete` in `Queue.delete`.
+The module is sans-I/O: no sockets, no asyncio, no clock. Every method that depends on time
+takes `now` (float seconds, wall clock), and `tick(now)` does what time alone does: delayed
+jobs become ready, reservations whose TTR ran out come back, paused tubes resume, waiting
+reserves time out or get DEADLINE_SOON. `next_wakeup()` tells the server when to call
+`tick` next. Replies to *waiting* reserves are not returned (the caller is elsewhere);
+they are queued as deliveries that the server collects with `take_deliveries()`.
+
+The job lifecycle table lives in `job.py`; the per-tube heaps in `tube.py`. A connection
+is a `Client` here: the tube it uses, the tubes it watches, the jobs it holds reserved,
+and whether it is waiting in a reserve.
+
+Waiters are served in arrival order: each tube keeps its waiting clients in an ordered
+dict, and when a job becomes ready in that tube the longest-waiting client gets the best
+job among *its* watched tubes (priority first, then id).
+
+Persistence is a listener: `on_change(job, kind, must_sync)` is called after each change
+worth journaling (see journal.py); the queue itself never touches a disk.
+
+Simpler than the real thing: beanstalkd serves waiters by scanning tubes for the best job
+and giving it to that tube's first waiter; we start from the waiter. The outcome is the
+same for waiters on one tube. We keep each client's reservations in a heap, so a client
+holding 20k reserved jobs does not pay beanstalkd's linear rescan on every delete.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+
+from mq.job import BURIED, DELAYED, READY, RESERVED, Job
+from mq.tube import Tube
+
+DEFAULT_TUBE = "default"
+# The last second of a reservation is a safety margin: a worker that asks for another job
+# while one of its jobs is that close to timing out is told DEADLINE_SOON instead.
+SAFETY_MARGIN = 1.0
+# A pause-tube of 0 seconds still pauses, for the shortest time (beanstalkd: 1 ns).
+MIN_PAUSE = 1e-9
+
+# Delivery words for waiting reserves that end without a job.
+TIMED_OUT = "TIMED_OUT"
+DEADLINE_SOON = "DEADLINE_SOON"
+
+
+class Client:
+    """One connection's view of the queue."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self) -> None:
+        self.id = next(Client._ids)
+        self.use = DEFAULT_TUBE
+        self.watching: dict[str, None] = {DEFAULT_TUBE: None}
+        self.reserved: dict[int, Job] = {}
+        self.deadlines: list[tuple[float, int, int, Job]] = []  # lazy heap of TTR deadlines
+        self.waiting = False
+        self.wait_gen = 0
+        self.producer = False
+        self.worker = False
+
+    def soonest_deadline(self) -> float | None:
+        heap = self.deadlines
+        while heap:
+            deadline, _, gen, job = heap[0]
+            if job.gen == gen and job.reserver is self and job.state == RESERVED:
+                return deadline
+            heapq.heappop(heap)
+        return None
+
+    def __repr__(self) -> str:
+        return f"Client({self.id})"
+
+
+Delivery = tuple[Client, "Job | str"]
+ChangeListener = Callable[[Job, str, bool], None]
+
+
+class Queue:
+    """All tubes and jobs of one server."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[int, Job] = {}
+        self.tubes: dict[str, Tube] = {DEFAULT_TUBE: Tube(DEFAULT_TUBE)}
+        self.clients: dict[int, Client] = {}
+        self.next_id = 1
+        self.job_timeouts = 0
+        self.total_jobs = 0
+        self.on_change: ChangeListener | None = None
+        # (when, seq, kind, obj, gen): delayed jobs "d", reservations "r", waiter
+        # timeouts "w", waiter deadline-soon "s", pauses "p". Stale entries are skipped.
+        self._timers: list[tuple[float, int, str, object, int]] = []
+        self._seq = itertools.count()
+        self._deliveries: list[Delivery] = []
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _timer(self, when: float, kind: str, obj: object, gen: int) -> None:
+        heapq.heappush(self._timers, (when, next(self._seq), kind, obj, gen))
+
+    def _changed(self, job: Job, kind: str, must_sync: bool) -> None:
+        if self.on_change is not None:
+            self.on_change(job, kind, must_sync)
+
+    def tube(self, name: str) -> Tube:
+        """The tube called `name`, created on first reference."""
+        tube = self.tubes.get(name)
+        if tube is None:
+            tube = self.tubes[name] = Tube(name)
+        return tube
+
+    def _maybe_drop(self, tube: Tube) -> None:
+        if tube.name != DEFAULT_TUBE and tube.unused():
+            self.tubes.pop(tube.name, None)
+
+    def _make_ready(self, job: Job, event: str) -> None:
+        job.move(event)
+        job.reserver = None
+        self.tubes[job.tube].push_ready(job)
+
+    def _leave(self, job: Job) -> None:
+        """Take `job` out of whatever container its current state keeps it in."""
+        tube = self.tubes[job.tube]
+        if job.state == READY:
+            tube.forget_ready(job)
+        elif job.state == DELAYED:
+            tube.forget_delayed(job)
+        elif job.state == BURIED:
+            del tube.buried[job.id]
+        elif job.state == RESERVED:
+            client = job.reserver
+            assert isinstance(client, Client)
+            del client.reserved[job.id]
+            tube.reserved_count -= 1
+            job.gen += 1
+
+    def _held_by(self, client: Client, job_id: int) -> Job | None:
+        job = client.reserved.get(job_id)
+        if job is not None:
+            self._leave(job)
+        return job
+
+    # --- connections ------------------------------------------------------------------
+
+    def connect(self) -> Client:
+        client = Client()
+        self.clients[client.id] = client
+        default = self.tubes[DEFAULT_TUBE]
+        default.using += 1
+        default.watching += 1
+        return client
+
+    def disconnect(self, client: Client, now: float) -> None:
+        """The connection closed: its reservations return to ready, its tubes let go."""
+        self.cancel_wait(client, deliver=False)
+        touched = set()
+        for job in list(client.reserved.values()):
+            self._leave(job)
+            self._make_ready(job, "reserver-gone")
+            self._changed(job, "state", False)
+            touched.add(job.tube)
+        self.clients.pop(client.id, None)
+        self.tubes[client.use].using -= 1
+        for name in client.watching:
+            self.tubes[name].watching -= 1
+        for name in touched:
+            self._serve(self.tubes[name], now)
+        for name in {client.use, *client.watching}:
+            tube = self.tubes.get(name)
+            if tube is not None:
+                self._maybe_drop(tube)
+
+    def use(self, client: Client, name: str) -> None:
+        old = self.tubes[client.use]
+        new = self.tube(name)
+        new.using += 1
+        old.using -= 1
+        client.use = name
+        self._maybe_drop(old)
+
+    def watch(self, client: Client, name: str) -> int:
+        if name not in client.watching:
+            self.tube(name).watching += 1
+            client.watching[name] = None
+        return len(client.watching)
+
+    def ignore(self, client: Client, name: str) -> int | None:
+        """Stop watching `name`; None (NOT_IGNORED) if it is the last watched tube."""
+        if name in client.watching:
+            if len(client.watching) == 1:
+                return None
+            del client.watching[name]
+            tube = self.tubes[name]
+            tube.watching -= 1
+            self._maybe_drop(tube)
+        return len(client.watching)
+
+    # --- producer ---------------------------------------------------------------------
+
+    def burn_id(self) -> None:
+        """A put that failed after its id was allocated (EXPECTED_CRLF, DRAINING)."""
+        self.next_id += 1
+
+    def put(
+        self, client: Client, pri: int, delay: int, ttr: int, body: bytes, now: float
+    ) -> Job:
+        client.producer = True
+        job = Job(self.next_id, client.use, pri, delay, max(ttr, 1), body, now)
+        self.next_id += 1
+        self.jobs[job.id] = job
+        tube = self.tubes[client.use]
+        tube.jobs += 1
+        tube.total_jobs += 1
+        self.total_jobs += 1
+        if delay > 0:
+            job.move("put-delayed")
+            job.deadline = now + delay
+            tube.push_delayed(job)
+            self._timer(job.deadline, "d", job, job.gen)
+        else:
+            job.move("put")
+            tube.push_ready(job)
+        self._changed(job, "put", True)
+        if job.state == READY and tube.waiting:
+            self._serve(tube, now)
+        return job
+
+    def restore(self, job: Job, now: float) -> None:
+        """Put back a job read from the journal, in its journaled state (replay)."""
+        self.jobs[job.id] = job
+        self.next_id = max(self.next_id, job.id + 1)
+        tube = self.tube(job.tube)
+        tube.jobs += 1
+        tube.total_jobs += 1
+        self.total_jobs += 1
+        state, job.state = job.state, "new"
+        if state == BURIED:
+            job.state = BURIED
+            tube.push_buried(job)
+        elif state == DELAYED and job.deadline > now:
+            job.state = DELAYED
+            tube.push_delayed(job)
+            self._timer(job.deadline, "d", job, job.gen)
+        else:  # ready, reserved (at-least-once: handed out again), or delay already over
+            job.state = READY
+            tube.push_ready(job)
+
+    # --- worker -----------------------------------------------------------------------
+
+    def _best_ready(self, client: Client, now: float) -> Job | None:
+        best: Job | None = None
+        tubes = self.tubes
+        for name in client.watching:
+            tube = tubes[name]
+            if not tube.ready_count or (tube.unpause_at and tube.unpause_at > now):
+                continue
+            job = tube.peek_ready()
+            if job is not None and (best is None or (job.pri, job.id) < (best.pri, best.id)):
+                best = job
+        return best
+
+    def _reserve_for(self, client: Client, job: Job, now: float) -> None:
+        self._leave(job)
+        job.move("reserve")
+        job.reserver = client
+        job.reserves += 1
+        job.deadline = now + job.ttr
+        job.gen += 1
+        client.reserved[job.id] = job
+        self.tubes[job.tube].reserved_count += 1
+        heapq.heappush(client.deadlines, (job.deadline, job.id, job.gen, job))
+        self._timer(job.deadline, "r", job, job.gen)
+        self._changed(job, "state", False)
+
+    def reserve(self, client: Client, now: float, timeout: float | None = None) -> Job | str | None:
+        """A job (reserved now), DEADLINE_SOON / TIMED_OUT, or None: the client waits."""
+        client.worker = True
+        job = self._best_ready(client, now)
+        if job is None:
+            soonest = client.soonest_deadline()
+            if soonest is not None and soonest <= now + SAFETY_MARGIN:
+                return DEADLINE_SOON
+            if timeout is not None and timeout <= 0:
+                return TIMED_OUT
+            self._wait(client, now, timeout, soonest)
+            return None
+        self._reserve_for(client, job, now)
+        return job
+
+    def _wait(self, client: Client, now: float, timeout: float | None, soonest: float | None):
+        client.waiting = True
+        client.wait_gen += 1
+        for name in client.watching:
+            self.tubes[name].waiting[client] = None
+        if timeout is not None:
+            self._timer(now + timeout, "w", client, client.wait_gen)
+        if soonest is not None:
+            self._timer(soonest - SAFETY_MARGIN, "s", client, client.wait_gen)
+
+    def cancel_wait(self, client: Client, deliver: bool = True) -> None:
+        """End a waiting reserve (half-closed socket: TIMED_OUT; closed: nothing)."""
+        if not client.waiting:
+            return
+        client.waiting = False
+        client.wait_gen += 1
+        for name in client.watching:
+            self.tubes[name].waiting.pop(client, None)
+        if deliver:
+            self._deliveries.append((client, TIMED_OUT))
+
+    def _serve(self, tube: Tube, now: float) -> None:
+        """Hand ready jobs of `tube` to its waiters, longest-waiting first."""
+        while tube.waiting and tube.ready_count and not tube.paused(now):
+            client = next(iter(tube.waiting))
+            job = self._best_ready(client, now)
+            if job is None:  # only paused tubes have jobs for this client
+                return
+            self.cancel_wait(client, deliver=False)
+            self._reserve_for(client, job, now)
+            self._deliveries.append((client, job))
+
+    def take_deliveries(self) -> list[Delivery]:
+        """Replies for clients that were waiting in reserve, in the order they happened."""
+        out, self._deliveries = self._deliveries, []
+        return out
+
+    def reserve_job(self, client: Client, job_id: int, now: float) -> Job | None:
+        job = self.jobs.get(job_id)
+        if job is None or job.state == RESERVED:
+            return None
+        client.worker = True
+        self._reserve_for(client, job, now)
+        return job
+
+    def delete(self, client: Client, job_id: int) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None or (job.state == RESERVED and job.reserver is not client):
+            return False
+        self._leave(job)
+        job.move("delete")
+        del self.jobs[job_id]
+        tube = self.tubes[job.tube]
+        tube.jobs -= 1
+        tube.cmd_delete += 1
+        self._changed(job, "delete", True)
+        self._maybe_drop(tube)
+        return True
+
+    def release(self, client: Client, job_id: int, pri: int, delay: int, now: float) -> bool:
+        job = self._held_by(client, job_id)
+        if job is None:
+            return False
+        job.pri = pri
+        job.releases += 1
+        job.reserver = None
+        tube = self.tubes[job.tube]
+        if delay > 0:
+            job.move("release-delayed")
+            job.delay = delay
+            job.deadline = now + delay
+            tube.push_delayed(job)
+            self._timer(job.deadline, "d", job, job.gen)
+            self._changed(job, "state", True)
+        else:
+            self._make_ready(job, "release")
+            self._changed(job, "state", True)
+            self._serve(tube, now)
+        return True
+
+    def bury(self, client: Client, job_id: int, pri: int) -> bool:
+        job = self._held_by(client, job_id)
+        if job is None:
+            return False
+        job.move("bury")
+        job.pri = pri
+        job.buries += 1
+        job.reserver = None
+        self.tubes[job.tube].push_buried(job)
+        self._changed(job, "state", True)
+        return True
+
+    def touch(self, client: Client, job_id: int, now: float) -> bool:
+        job = client.reserved.get(job_id)
+        if job is None:
+            return False
+        job.deadline = now + job.ttr
+        job.gen += 1
+        heapq.heappush(client.deadlines, (job.deadline, job.id, job.gen, job))
+        self._timer(job.deadline, "r", job, job.gen)
+        return True
+
+    def _kick(self, job: Job, now: float) -> None:
+        self._leave(job)
+        self._make_ready(job, "kick")
+        job.kicks += 1
+        self._changed(job, "state", True)
+
+    def kick(self, client: Client, bound: int, now: float) -> int:
+        """Kick up to `bound` buried jobs of the used tube, or delayed ones if none is buried."""
+        tube = self.tubes[client.use]
+        # The choice is made once: buried jobs if there are any, else delayed ones.
+        peek = tube.peek_buried if tube.buried else tube.peek_delayed
+        count = 0
+        while count < bound:
+            job = peek()
+            if job is None:
+                break
+            self._kick(job, now)
+            count += 1
+        self._serve(tube, now)
+        return count
+
+    def kick_job(self, job_id: int, now: float) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None or job.state not in (BURIED, DELAYED):
+            return False
+        self._kick(job, now)
+        self._serve(self.tubes[job.tube], now)
+        return True
+
+    # --- inspection -------------------------------------------------------------------
+
+    def peek(self, job_id: int) -> Job | None:
+        return self.jobs.get(job_id)
+
+    def peek_ready(self, client: Client) -> Job | None:
+        return self.tubes[client.use].peek_ready()
+
+    def peek_delayed(self, client: Client) -> Job | None:
+        return self.tubes[client.use].peek_delayed()
+
+    def peek_buried(self, client: Client) -> Job | None:
+        return self.tubes[client.use].peek_buried()
+
+    def pause_tube(self, name: str, delay: int, now: float) -> bool:
+        tube = self.tubes.get(name)
+        if tube is None:
+            return False
+        tube.pause = delay
+        tube.unpause_at = now + (delay or MIN_PAUSE)
+        tube.cmd_pause += 1
+        self._timer(tube.unpause_at, "p", tube, 0)
+        return True
+
+    # --- time -------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Do everything that is due at `now`."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, _, kind, obj, gen = heapq.heappop(timers)
+            if kind == "d":
+                job = obj
+                assert isinstance(job, Job)
+                if job.gen == gen and job.state == DELAYED:
+                    tube = self.tubes[job.tube]
+                    tube.forget_delayed(job)
+                    self._make_ready(job, "delay-elapsed")
+                    self._serve(tube, now)
+            elif kind == "r":
+                job = obj
+                assert isinstance(job, Job)
+                if job.gen == gen and job.state == RESERVED:
+                    self._leave(job)
+                    self._make_ready(job, "ttr-expired")
+                    job.timeouts += 1
+                    self.job_timeouts += 1
+                    self._changed(job, "state", False)
+                    self._serve(self.tubes[job.tube], now)
+            elif kind in ("w", "s"):
+                client = obj
+                assert isinstance(client, Client)
+                if client.waiting and client.wait_gen == gen:
+                    self.cancel_wait(client, deliver=False)
+                    self._deliveries.append((client, TIMED_OUT if kind == "w" else DEADLINE_SOON))
+            elif kind == "p":
+                tube = obj
+                assert isinstance(tube, Tube)
+                if tube.unpause_at and tube.unpause_at <= now:
+                    tube.unpause_at = 0.0
+                    tube.pause = 0
+                    self._serve(tube, now)
+
+    def next_wakeup(self) -> float | None:
+        """When `tick` next has something to do (None: nothing scheduled)."""
+        timers = self._timers
+        while timers:
+            _, _, kind, obj, gen = timers[0]
+            if kind == "d":
+                live = obj.gen == gen and obj.state == DELAYED  # type: ignore[union-attr]
+            elif kind == "r":
+                live = obj.gen == gen and obj.state == RESERVED  # type: ignore[union-attr]
+            elif kind == "p":
+                live = bool(obj.unpause_at)  # type: ignore[union-attr]
+            else:
+                live = obj.waiting and obj.wait_gen == gen  # type: ignore[union-attr]
+            if live:
+                return timers[0][0]
+            heapq.heappop(timers)
+        return None

@@ -1,0 +1,426 @@
+"""mq's network shell: bytes in from a socket, the queue in the middle, bytes out.
+
+On the request's journey: the appserver's `put` and the worker's `reserve`/`delete`
+arrive here as bytes. `BeanstalkConnection` feeds them to the shared sans-I/O codec
+(`minisys.beanstalk.codec`), runs each `Command` against the `Queue` (`queue.py`) and
+writes the reply. `MqApp` holds what all connections share: the queue, the journal, the
+one timer that calls `queue.tick(now)`, command counters, and drain mode.
+
+Three things make this more than a loop over commands:
+
+* A reserve that has to wait parks the connection: later pipelined commands stay in the
+  parser's buffer (bounded; reading pauses past MAX_INPUT_BUFFER) until the queue
+  delivers a job, TIMED_OUT or DEADLINE_SOON, then processing resumes in order.
+* Group commit: with `--fsync always`, replies that follow a journaled change (a put, a
+  delete…) are held until the journal says the change is on disk. All connections' changes
+  made in one event-loop turn share one write and one fsync, so more clients means more
+  jobs per fsync instead of more fsyncs.
+* All replies produced while handling one packet are joined into one write.
+
+Simpler than the real thing: beanstalkd multiplexes sockets with epoll in C and keeps a
+per-connection state machine for partial reads and writes; asyncio's transports do that
+part for us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import time
+from typing import TYPE_CHECKING
+
+from minisys.beanstalk import codec
+from minisys.logs import get_logger
+from minisys.server import Connection, Server, ServerConfig
+from mq import stats
+from mq.job import Job
+from mq.queue import DEADLINE_SOON, Client, Queue
+
+if TYPE_CHECKING:
+    from mq.journal import Journal
+
+# While a connection waits in reserve we stop parsing; its unparsed input may grow to this
+# before we stop reading from the socket (a worker pipelining behind a blocking reserve).
+MAX_INPUT_BUFFER = 1 << 20
+
+log = get_logger("mq.server")
+_DEADLINE_SOON = codec.DEADLINE_SOON
+_TIMED_OUT = codec.TIMED_OUT
+
+
+class MqApp:
+    """State shared by every connection of one mq server."""
+
+    def __init__(
+        self,
+        max_job_size: int = codec.DEFAULT_MAX_JOB_SIZE,
+        journal: Journal | None = None,
+        queue: Queue | None = None,
+    ) -> None:
+        self.queue = queue or Queue()
+        self.max_job_size = max_job_size
+        self.journal = journal
+        self.draining = False
+        self.cmd_counts: dict[str, int] = collections.Counter()
+        self.started = time.time()
+        self.instance_id = os.urandom(8).hex()
+        self.conns: dict[int, BeanstalkConnection] = {}
+        self.server: Server | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._pumping = False
+        if journal is not None:
+            self.queue.on_change = journal.record
+            journal.on_durable = self._durable
+
+    def make_server(self, config: ServerConfig, name: str = "mq") -> Server:
+        self.server = Server(name, config, lambda: BeanstalkConnection(self))
+        return self.server
+
+    # --- after every batch: hand out deliveries, reschedule the timer -----------------
+
+    def pump(self) -> None:
+        """Deliver replies to waiting reserves and re-arm the tick timer."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            queue = self.queue
+            while True:
+                deliveries = queue.take_deliveries()
+                if not deliveries:
+                    break
+                for client, what in deliveries:
+                    conn = self.conns.get(client.id)
+                    if conn is not None:
+                        conn.delivered(what)
+        finally:
+            self._pumping = False
+        self._schedule()
+
+    def _schedule(self) -> None:
+        wake = self.queue.next_wakeup()
+        if wake is None:
+            return
+        if self._timer is not None:
+            if self._timer_at <= wake:
+                return
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer_at = wake
+        # Wall-clock deadline to loop time; a hair late rather than early.
+        self._timer = loop.call_later(max(0.0, wake - time.time()) + 0.001, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self.queue.tick(time.time())
+        self.pump()
+
+    def _durable(self, seq: int) -> None:
+        for conn in list(self.conns.values()):
+            if conn.held:
+                conn.release_held(seq)
+
+    def enter_drain_mode(self) -> None:
+        """SIGUSR1: refuse new jobs from now on (beanstalkd never leaves this mode)."""
+        self.draining = True
+
+    def stats_yaml(self, now: float) -> bytes:
+        server = self.server
+        journal = self.journal
+        return stats.server_stats(
+            self.queue,
+            self.cmd_counts,
+            now=now,
+            started=self.started,
+            max_job_size=self.max_job_size,
+            connections=len(server.connections) if server else len(self.conns),
+            total_connections=server.accepted if server else len(self.conns),
+            draining=self.draining,
+            instance_id=self.instance_id,
+            binlog=journal.stats() if journal is not None else {},
+        )
+
+
+class BeanstalkConnection(Connection):
+    """One client connection speaking beanstalkd's protocol."""
+
+    def __init__(self, app: MqApp) -> None:
+        self.app = app
+        self.parser = codec.CommandParser(app.max_job_size)
+        self.client: Client | None = None
+        self.waiting = False
+        self.held: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._out: list[bytes] = []
+        self._quit = False
+        self._paused_input = False
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def on_connect(self) -> None:
+        self.client = self.app.queue.connect()
+        self.app.conns[self.client.id] = self
+
+    def on_close(self, exc: Exception | None) -> None:
+        if self.client is not None:
+            if self.parser.in_body:
+                # beanstalkd allocated the job (and its id) when it read the put line.
+                self.app.queue.burn_id()
+            self.app.conns.pop(self.client.id, None)
+            self.app.queue.disconnect(self.client, time.time())
+            self.app.pump()
+
+    def on_eof(self) -> bool | None:
+        # A reserve waiting on a half-closed socket is answered TIMED_OUT (as beanstalkd).
+        if self.waiting and self.client is not None:
+            self.app.queue.cancel_wait(self.client)
+            self.app.pump()
+        self._quit = True
+        self._flush()
+        return True
+
+    def on_drain(self) -> None:
+        if not self.held:
+            self.close()
+
+    # --- input ------------------------------------------------------------------------
+
+    def on_data(self, data: bytes) -> None:
+        self.parser.feed(data)
+        if self.waiting:
+            if self.parser.buffered > MAX_INPUT_BUFFER and self.transport is not None:
+                self.transport.pause_reading()
+                self._paused_input = True
+            return
+        try:
+            self._process()
+            self.app.pump()
+        except Exception:
+            # A bug must cost one connection, never the server (beanstalkd's last resort).
+            log.exception("mq: internal error; closing connection from %s", self.peer)
+            self.write(codec.INTERNAL_ERROR)
+            self.close()
+
+    def _process(self) -> None:
+        parser = self.parser
+        run = self._run
+        now = time.time()
+        while not self.waiting and not self._quit:
+            cmd = parser.next_command()
+            if cmd is None:
+                break
+            if type(cmd) is codec.Reject:
+                if cmd.burns_id:
+                    self.app.queue.burn_id()
+                self._out.append(cmd.reply)
+                continue
+            reply = run(cmd, now)
+            if reply is not None:
+                self._out.append(reply)
+        self._flush()
+
+    def delivered(self, what: Job | str) -> None:
+        """The queue answered our waiting reserve; carry on with what is buffered."""
+        self.waiting = False
+        if isinstance(what, Job):
+            self._out.append(codec.encode_data_reply(b"RESERVED", b"%d" % what.id, what.body))
+        else:
+            self._out.append(_DEADLINE_SOON if what == DEADLINE_SOON else _TIMED_OUT)
+        if self._paused_input and self.transport is not None:
+            self._paused_input = False
+            self.transport.resume_reading()
+        self._process()
+
+    # --- output: group commit ---------------------------------------------------------
+
+    def _flush(self) -> None:
+        out = self._out
+        if out:
+            data = b"".join(out) if len(out) > 1 else out[0]
+            out.clear()
+            journal = self.app.journal
+            if journal is not None and (self.held or journal.need_seq > journal.durable_seq):
+                self.held.append((journal.need_seq, data))
+                self.set_busy(True)
+                journal.kick()
+            else:
+                self.write(data)
+        if self._quit and not self.held:
+            self.close()
+
+    def release_held(self, durable: int) -> None:
+        held = self.held
+        while held and held[0][0] <= durable:
+            self.write(held.popleft()[1])
+        if not held:
+            self.set_busy(False)
+            if self._quit:
+                self.close()
+
+    # --- commands ---------------------------------------------------------------------
+
+    def _run(self, cmd: codec.Command, now: float) -> bytes | None:
+        name = cmd.name
+        app = self.app
+        if name in _COUNTED:
+            app.cmd_counts[name] += 1
+        return _HANDLERS[name](self, cmd.args, cmd.body, now)
+
+    def _put(self, args: tuple, body: bytes | None, now: float) -> bytes:
+        app = self.app
+        if app.draining:
+            app.queue.burn_id()
+            return codec.DRAINING
+        pri, delay, ttr = args
+        assert body is not None and self.client is not None
+        job = app.queue.put(self.client, pri, delay, ttr, body, now)
+        return b"INSERTED %d\r\n" % job.id
+
+    def _reserve(self, args: tuple, body: bytes | None, now: float) -> bytes | None:
+        timeout = args[0] if args else None
+        assert self.client is not None
+        got = self.app.queue.reserve(self.client, now, timeout)
+        if got is None:
+            self.waiting = True
+            return None
+        if isinstance(got, Job):
+            return codec.encode_data_reply(b"RESERVED", b"%d" % got.id, got.body)
+        return _DEADLINE_SOON if got == DEADLINE_SOON else _TIMED_OUT
+
+    def _reserve_job(self, args: tuple, body: bytes | None, now: float) -> bytes:
+        assert self.client is not None
+        job = self.app.queue.reserve_job(self.client, args[0], now)
+        if job is None:
+            return codec.NOT_FOUND
+        return codec.encode_data_reply(b"RESERVED", b"%d" % job.id, job.body)
+
+    def _delete(self, args: tuple, body: bytes | None, now: float) -> bytes:
+        assert self.client is not None
+        ok = self.app.queue.delete(self.client, args[0])
+        return codec.DELETED if ok else codec.NOT_FOUND
+
+    def _release(self, args: tuple, body: bytes | None, now: float) -> bytes:
+        assert self.client is not None
+        ok = self.app.queue.release(self.client, args[0], args[1], args[2], now)
+        return codec.RELEASED if ok else codec.NOT_FOUND
+
+    def _bury(self, args: tuple, body: bytes | None, now: float) -> bytes:
+        assert self.client is not None
+        ok = self.app.queue.bury(self.client, args[0], args[1])
+        return codec.BURIED if ok else codec.NOT_FOUND
+
+    def _touch(self, args: tuple, body: bytes | None, now: float) -> bytes:
+        assert self.client is not None
+        ok = self.app.queue.touch(self.client, args[0], now)
+        return codec.TOUCHED if ok else codec.NOT_FOUND
+
+    def _kick(self, args: tuple, body: bytes | None, now: float) -> bytes:
+        assert self.client is not None
+        return b"KICKED %d\r\n" % self.app.queue.kick(self.client, args[0], now)
+
+    def _kick_job(self, args: tuple, body: bytes | None, now: float) -> bytes:
+        ok = self.app.queue.kick_job(args[0], now)
+        return codec.KICKED if ok else codec.NOT_FOUND
+
+    def _use(self, args: tuple, body: bytes | None, now: float) -> bytes:
+        assert self.client is not None
+        self.app.queue.use(self.client, args[0])
+        return b"USING %s\r\n" % args[0].encode()
+
+    def _watch(self, args: tuple, body: bytes | None, now: float) -> bytes:
+        assert self.client is not None
+        return b"WATCHING %d\r\n" % self.app.queue.watch(self.client, args[0])
+
+    def _ignore(self, args: tuple, body: bytes | None, now: float) -> bytes:
+        assert self.client is not None
+        count = self.app.queue.ignore(self.client, args[0])
+        return codec.NOT_IGNORED if count is None else b"WATCHING %d\r\n" % count
+
+    def _found(self, job: Job | None) -> bytes:
+        if job is None:
+            return codec.NOT_FOUND
+        return codec.encode_data_reply(b"FOUND", b"%d" % job.id, job.body)
+
+    def _peek(self, args: tuple, body: bytes | None, now: float) -> bytes:
+        return self._found(self.app.queue.peek(args[0]))
+
+    def _peek_ready(self, args: tuple, body: bytes | None, now: float) -> bytes:
+        assert self.client is not None
+        return self._found(self.app.queue.peek_ready(self.client))
+
+    def _peek_delayed(self, args: tuple, body: bytes | None, now: float) -> bytes:
+        assert self.client is not None
+        return self._found(self.app.queue.peek_delayed(self.client))
+
+    def _peek_buried(self, args: tuple, body: bytes | None, now: float) -> bytes:
+        assert self.client is not None
+        return self._found(self.app.queue.peek_buried(self.client))
+
+    def _stats_job(self, args: tuple, body: bytes | None, now: float) -> bytes:
+        job = self.app.queue.peek(args[0])
+        if job is None:
+            return codec.NOT_FOUND
+        journal = self.app.journal
+        index = journal.generation if journal is not None else 0
+        return codec.encode_data_reply(b"OK", b"", stats.job_stats(job, now, index))
+
+    def _stats_tube(self, args: tuple, body: bytes | None, now: float) -> bytes:
+        tube = self.app.queue.tubes.get(args[0])
+        if tube is None:
+            return codec.NOT_FOUND
+        return codec.encode_data_reply(b"OK", b"", stats.tube_stats(tube, now))
+
+    def _stats(self, args: tuple, body: bytes | None, now: float) -> bytes:
+        return codec.encode_data_reply(b"OK", b"", self.app.stats_yaml(now))
+
+    def _list_tubes(self, args: tuple, body: bytes | None, now: float) -> bytes:
+        names = list(self.app.queue.tubes)
+        return codec.encode_data_reply(b"OK", b"", stats.yaml_list(names))
+
+    def _list_tube_used(self, args: tuple, body: bytes | None, now: float) -> bytes:
+        assert self.client is not None
+        return b"USING %s\r\n" % self.client.use.encode()
+
+    def _list_tubes_watched(self, args: tuple, body: bytes | None, now: float) -> bytes:
+        assert self.client is not None
+        names = list(self.client.watching)
+        return codec.encode_data_reply(b"OK", b"", stats.yaml_list(names))
+
+    def _pause_tube(self, args: tuple, body: bytes | None, now: float) -> bytes:
+        ok = self.app.queue.pause_tube(args[0], args[1], now)
+        return codec.PAUSED if ok else codec.NOT_FOUND
+
+    def _quit_cmd(self, args: tuple, body: bytes | None, now: float) -> None:
+        self._quit = True
+        return None
+
+
+_COUNTED = frozenset(stats.COUNTED_COMMANDS)
+_HANDLERS = {
+    "put": BeanstalkConnection._put,
+    "reserve": BeanstalkConnection._reserve,
+    "reserve-with-timeout": BeanstalkConnection._reserve,
+    "reserve-job": BeanstalkConnection._reserve_job,
+    "delete": BeanstalkConnection._delete,
+    "release": BeanstalkConnection._release,
+    "bury": BeanstalkConnection._bury,
+    "touch": BeanstalkConnection._touch,
+    "kick": BeanstalkConnection._kick,
+    "kick-job": BeanstalkConnection._kick_job,
+    "use": BeanstalkConnection._use,
+    "watch": BeanstalkConnection._watch,
+    "ignore": BeanstalkConnection._ignore,
+    "peek": BeanstalkConnection._peek,
+    "peek-ready": BeanstalkConnection._peek_ready,
+    "peek-delayed": BeanstalkConnection._peek_delayed,
+    "peek-buried": BeanstalkConnection._peek_buried,
+    "stats-job": BeanstalkConnection._stats_job,
+    "stats-tube": BeanstalkConnection._stats_tube,
+    "stats": BeanstalkConnection._stats,
+    "list-tubes": BeanstalkConnection._list_tubes,
+    "list-tube-used": BeanstalkConnection._list_tube_used,
+    "list-tubes-watched": BeanstalkConnection._list_tubes_watched,
+    "pause-tube": BeanstalkConnection._pause_tube,
+    "quit": BeanstalkConnection._quit_cmd,
+}
