@@ -83,5 +83,5 @@ class DBvsDict(RuleBasedStateMachine):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-DBvsDict.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+DBvsDict.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
 TestDBvsDict = DBvsDict.TestCase
