@@ -201,3 +201,18 @@ async def async_wait_until(
         if time.monotonic() > deadline:
             raise TimeoutError(message or f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, exited but not yet reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True

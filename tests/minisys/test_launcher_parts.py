@@ -16,7 +16,7 @@ import pytest
 from minisys.config import ConfigError
 from minisys.launcher import LaunchError, bind_all, bind_listener
 from minisys.probes import probe
-from minisys.testing import REPO_ROOT, wait_until
+from minisys.testing import REPO_ROOT, pid_alive, wait_until
 from minisys.topology import DEFAULT_PORTS, STAGES, build, from_toml
 
 
@@ -113,21 +113,13 @@ def test_children_exit_when_the_launcher_is_killed(tmp_path):
     try:
         wait_until(lambda: pidfile.exists() and pidfile.read_text(), timeout=15)
         child_pid = int(pidfile.read_text())
-        assert _alive(child_pid)
+        assert pid_alive(child_pid)
         parent.kill()
         parent.wait()
-        wait_until(lambda: not _alive(child_pid), timeout=15, message="child outlived launcher")
+        wait_until(lambda: not pid_alive(child_pid), timeout=15, message="child outlived launcher")
     finally:
         parent.kill()
         parent.wait()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_probes_answer_false_for_nothing_listening_and_wrong_protocols():
