@@ -96,7 +96,7 @@ class RespParser:
         self._parked_len = 0
         self._need = 0  # unread bytes needed before parsing can make progress
         self._args: list[bytes] | None = None  # a half-read multibulk command
-        self._left = 0  # arguments still missing from _args
+        self._count = 0  # how many arguments the half-read command announced
         self._args_size = 0  # bytes held in _args (for the query buffer limit)
 
     def feed(self, data: bytes) -> None:
@@ -168,15 +168,15 @@ class RespParser:
                     self._pos = pos
                     continue
                 args = []
-                left = count
-                size = 0
-            else:
-                left = self._left
-                size = self._args_size
+                self._count = count
+            start = pos
             max_bulk = self.max_bulk if self.authenticated else MAX_UNAUTH_BULK
+            find = buf.find
+            append = args.append
             need = 0
-            while left:
-                nl = buf.find(b"\r\n", pos)
+            # The hot loop: one find, one slice, one int() and one slice per argument.
+            for _ in range(self._count - len(args)):
+                nl = find(b"\r\n", pos)
                 if nl < 0:
                     if end - pos > self.max_inline:
                         raise ProtocolError("Protocol error: too big bulk count string")
@@ -185,32 +185,33 @@ class RespParser:
                     got = chr(buf[pos]) if buf[pos] not in (10, 13) else " "
                     raise ProtocolError(f"Protocol error: expected '$', got '{got}'")
                 s = buf[pos + 1 : nl]
-                # Only plain digits without a leading zero, like Redis's string2ll + ll >= 0.
+                # Plain digits without a leading zero (Redis's string2ll, and ll >= 0).
                 n = int(s) if s.isdigit() and (s[0] != 48 or len(s) == 1) else -1
-                if n < 0 or n > self.max_bulk:
-                    raise ProtocolError("Protocol error: invalid bulk length")
-                if n > max_bulk:
-                    raise ProtocolError("Protocol error: unauthenticated bulk length")
+                if n < 0 or n > max_bulk:
+                    raise self._bulk_length_error(n)
                 stop = nl + 2 + n
                 if stop + 2 > end:
                     need = stop + 2 - pos
                     break
                 # Like Redis, the two bytes after the data are skipped, not checked.
-                args.append(buf[nl + 2 : stop])
+                append(buf[nl + 2 : stop])
                 pos = stop + 2
-                size += n
-                left -= 1
             self._pos = pos
-            if left:
+            if len(args) < self._count:
                 self._args = args
-                self._left = left
-                self._args_size = size
+                # Approximately what the parsed arguments hold (their headers included).
+                self._args_size += pos - start
                 self._incomplete(need)
                 return None
             self._args = None
             self._args_size = 0
             self._need = 0
             return args
+
+    def _bulk_length_error(self, n: int) -> ProtocolError:
+        if n < 0 or n > self.max_bulk:
+            return ProtocolError("Protocol error: invalid bulk length")
+        return ProtocolError("Protocol error: unauthenticated bulk length")
 
     def _inline(self, buf: bytes, pos: int, end: int) -> list[bytes] | None:
         nl = buf.find(b"\n", pos)

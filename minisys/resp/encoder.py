@@ -26,6 +26,11 @@ from __future__ import annotations
 
 from minisys.resp.values import NULL_ARRAY, Push, RespError, SimpleString, Verbatim
 
+# +OK, +PONG, +QUEUED… are answered millions of times: keep their bytes. Bounded because
+# a layer could build simple strings from user data.
+MAX_STATUS_CACHE = 64
+_STATUS_CACHE: dict[str, bytes] = {}
+
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 
@@ -75,7 +80,12 @@ def encode_reply(value: object, proto: int = 2) -> bytes:
     if t is bytes:
         return b"$%d\r\n%b\r\n" % (len(value), value)
     if t is SimpleString:
-        return b"+%b\r\n" % _line(value)
+        data = _STATUS_CACHE.get(value)
+        if data is None:
+            data = b"+%b\r\n" % _line(value)
+            if len(_STATUS_CACHE) < MAX_STATUS_CACHE:
+                _STATUS_CACHE[value] = data
+        return data
     if value is None:
         return b"_\r\n" if proto == 3 else b"$-1\r\n"
     if t is int and _INT64_MIN <= value <= _INT64_MAX:

@@ -117,10 +117,11 @@ class Command:
     parent: Command | None = None
     subcommands: dict[bytes, Command] = field(default_factory=dict)
 
-    @property
-    def fullname(self) -> str:
-        """Redis 7 names subcommands "client|setname" in errors and COMMAND replies."""
-        return f"{self.parent.name}|{self.name}" if self.parent else self.name
+    # Redis 7 names subcommands "client|setname" in errors and COMMAND replies.
+    fullname: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        self.fullname = f"{self.parent.name}|{self.name}" if self.parent else self.name
 
     @property
     def summary(self) -> str:

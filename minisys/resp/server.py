@@ -41,6 +41,8 @@ log = logging.getLogger("minisys.resp.server")
 
 # Replies held behind an unfinished awaitable before we stop reading that client.
 MAX_PENDING_REPLIES = 1024
+# Reply bytes gathered from one read's pipeline before we hand them to the socket.
+MAX_BATCH_BYTES = 256 * 1024
 
 # Return types that are never awaitable: checking the class first skips a getattr.
 _PLAIN = frozenset({bytes, int, SimpleString, type(None), list, RespError, dict, str})
@@ -58,6 +60,7 @@ class RespConnection(Connection):
         self._flusher: asyncio.Task | None = None
         self._stopped = False  # QUIT or a protocol error: parse nothing more
         self._paused = False  # we paused reading because the queue was full
+        self._write_paused = False  # the socket's send buffer is over its high-water mark
 
     def on_connect(self) -> None:
         self.session = self.engine.open_session(self.peer)
@@ -83,7 +86,8 @@ class RespConnection(Connection):
         execute = self.engine.execute
         queue = self._queue
         out: list[bytes] = []
-        while not self._stopped and len(queue) < MAX_PENDING_REPLIES:
+        size = 0
+        while not (self._stopped or self._write_paused) and len(queue) < MAX_PENDING_REPLIES:
             try:
                 argv = parser.next_command()
             except ProtocolError as exc:
@@ -96,14 +100,23 @@ class RespConnection(Connection):
             reply = execute(session, argv)
             if reply.__class__ in _PLAIN or not hasattr(reply, "__await__"):
                 if reply is not NO_REPLY:
-                    out.append(self._encode(reply, session.proto))
+                    try:
+                        data = encode_reply(reply, session.proto)
+                    except (TypeError, ValueError):
+                        data = self._encode(reply, session.proto)
+                    out.append(data)
+                    size += len(data)
+                    if size > MAX_BATCH_BYTES:
+                        # A pipeline of big GETs: hand the socket what we have so far; if
+                        # it cannot keep up, pause_writing stops this loop.
+                        self._emit(b"".join(out))
+                        out = []
+                        size = 0
             else:
                 if out:
-                    if queue:
-                        queue.append(b"".join(out))
-                    else:
-                        self.write(b"".join(out))
+                    self._emit(b"".join(out))
                     out = []
+                    size = 0
                 queue.append((asyncio.ensure_future(reply), session.proto))
                 if self._flusher is None:
                     self.set_busy(True)
@@ -112,17 +125,20 @@ class RespConnection(Connection):
                 self._stopped = True
             elif parser.authenticated is not session.authenticated:
                 parser.authenticated = session.authenticated
+        if out:
+            self._emit(b"".join(out))
         if len(queue) >= MAX_PENDING_REPLIES and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
-        if queue:
-            if out:
-                queue.append(b"".join(out))
+        if self._stopped and not queue:
+            self.close()
+
+    def _emit(self, data: bytes) -> None:
+        """Write now, unless replies are still waiting for an awaitable: then queue."""
+        if self._queue:
+            self._queue.append(data)
         else:
-            if out:
-                self.write(b"".join(out))
-            if self._stopped:
-                self.close()
+            self.write(data)
 
     def _encode(self, reply: object, proto: int) -> bytes:
         try:
@@ -163,11 +179,18 @@ class RespConnection(Connection):
         if self._stopped:
             self.close()
 
+    def pause_writing(self) -> None:
+        # The client is not reading its replies: stop executing its pipeline (the base
+        # also stops reading from it) until the socket drains.
+        self._write_paused = True
+        super().pause_writing()
+
     def resume_writing(self) -> None:
-        # The base resumes reading once the socket drains; stay paused while the reply
-        # queue is full, or its bound would mean nothing.
+        self._write_paused = False
+        # Stay paused while the reply queue is full, or its bound would mean nothing.
         if not self._paused:
             super().resume_writing()
+            self._run()  # commands already buffered when we paused
 
 
 class RespServer(Server):

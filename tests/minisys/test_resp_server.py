@@ -43,6 +43,10 @@ def make_engine(gate: asyncio.Event | None = None) -> Engine:
 
         return durable()
 
+    @table.command("bad", arity=1)
+    def bad(session, argv):
+        return object()  # a handler bug: not a reply value
+
     @table.command("slowfail", arity=1)
     def slowfail(session, argv):
         async def fail():
@@ -229,5 +233,37 @@ def test_resp_server_helper_reports_port_in_info():
             await client.close()
         finally:
             await server.drain_and_close()
+
+    run(main())
+
+
+def test_unencodable_reply_becomes_an_error_and_the_connection_lives():
+    async def main():
+        async with serving(make_engine()) as server:
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(b"BAD\r\nPING\r\n")
+            await read_exactly(reader, b"-ERR internal error (see server log)\r\n+PONG\r\n")
+            writer.close()
+
+    run(main())
+
+
+def test_a_client_that_does_not_read_stops_its_pipeline():
+    async def main():
+        engine = make_engine()
+        engine.state[b"big"] = b"x" * 256 * 1024
+        reply = b"$262144\r\n" + engine.state[b"big"] + b"\r\n"
+        count = 200  # 50 MiB of replies for 2 KiB of requests
+        async with serving(engine) as server:
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(b"GET big\r\n" * count)
+            await until(lambda: any(c._write_paused for c in server.connections))
+            (conn,) = server.connections
+            assert conn.parser.buffered > 0  # the rest of the pipeline waits, unexecuted
+            for _ in range(count):
+                await read_exactly(reader, reply)
+            writer.write(b"PING\r\n")
+            await read_exactly(reader, b"+PONG\r\n")
+            writer.close()
 
     run(main())
