@@ -384,7 +384,12 @@ class LRUCache:
         )
 
     def _make_room(self, key: Any, size: int, *, new_key: bool) -> None:
-        """Evict until `key` (of `size` bytes) fits, or raise OutOfMemory changing nothing."""
+        """Evict until `key` (of `size` bytes) fits, or raise OutOfMemory.
+
+        Refusals known up front (noeviction, bigger than the cache) change nothing; a
+        volatile policy that runs out of candidates keeps the evictions it already made,
+        as Redis does.
+        """
         if self._policy == NOEVICTION or size > self._byte_limit:
             raise OutOfMemory(key)
         old = 0 if new_key else self._data[key][1]

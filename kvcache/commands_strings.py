@@ -117,11 +117,13 @@ def get(session: Session, argv: list[bytes]) -> object:
 def set_(session: Session, argv: list[bytes]) -> object:
     """Set the string value of a key, with optional expiry and conditions."""
     ks = session.server_state
+    cache = ks.cache
     # Redis refuses on memory before it even reads the options.
-    ks.check_room()
+    if cache.full_without_eviction():
+        raise CommandError(ERR_OOM)
     if len(argv) == 3:
         try:
-            ks.cache.store(argv[1], argv[2])
+            cache.store(argv[1], argv[2])
         except OutOfMemory:
             raise CommandError(ERR_OOM) from None
         return OK
