@@ -47,7 +47,7 @@ from .datafile import (
     parse_id,
 )
 from .faults import NO_FAULTS, Faults
-from .hint import HintError, decode_hint
+from .hint import HintError, load_hint
 from .keydir import KeyDir
 from .merge import MergeState
 from .sync import FSYNC_POLICIES, EverySec, GroupCommit
@@ -185,7 +185,8 @@ class DB:
             last = i == len(ids) - 1
             datafile = DataFile(self.dir, file_id, writable=last)
             self.files[file_id] = datafile
-            if not (self._load_hint(datafile) if not last else False):
+            # The active file never has a hint; older ones may (if a merge wrote them).
+            if last or not self._load_hint(datafile):
                 self._scan_file(datafile, last=last)
         if not ids:
             datafile = DataFile(self.dir, 1, writable=True)
@@ -200,40 +201,39 @@ class DB:
             buf = path.read_bytes()
         except FileNotFoundError:
             return False
-        put = self.keydir.put
-        file_id = datafile.id
-        live = 0
         try:
-            for key, offset, size, ts in decode_hint(buf, datafile.size):
-                old = put(key, (file_id, offset, size, ts))
-                live += size - (old[2] if old is not None else 0)
+            self.live_bytes += load_hint(buf, datafile.size, datafile.id, self.keydir.entries)
         except HintError as exc:
             log.warning("ignoring hint file %s (%s); scanning the data file", path.name, exc)
             return False
-        self.live_bytes += live
         self._from_hints += 1
         return True
 
     def _scan_file(self, datafile: DataFile, *, last: bool) -> None:
-        buf = memoryview(datafile.read_all())
-        scanner = record.RecordScanner(buf)
+        scanner = record.RecordScanner(datafile.read_all())
         pending: list[tuple[int, int, bytes, int, int]] = []
         pending_start = 0
         error = None
-        for offset, flags, ts, key, _vo, _vl, size in scanner:
-            if flags & record.FLAG_BATCH:
+        file_id = datafile.id
+        entries = self.keydir.entries  # no scan index exists yet: plain dict updates suffice
+        for offset, flags, ts, key, size in scanner:
+            if flags == 0 and not pending:  # a plain put, by far the most common record
+                old = entries.get(key)
+                entries[key] = (file_id, offset, size, ts)
+                self.live_bytes += size if old is None else size - old[2]
+            elif flags & record.FLAG_BATCH:
                 if not pending:
                     pending_start = offset
                 pending.append((offset, flags, key, size, ts))
                 if flags & record.FLAG_COMMIT:
                     for p in pending:
-                        self._apply_recovered(datafile.id, *p)
+                        self._apply_recovered(file_id, *p)
                     pending.clear()
             elif pending:
                 error = ("unterminated batch", pending_start)
                 break
             else:
-                self._apply_recovered(datafile.id, offset, flags, key, size, ts)
+                self._apply_recovered(file_id, offset, flags, key, size, ts)
         if error is None and scanner.error is not None:
             error = (scanner.error, pending_start if pending else scanner.valid_end)
         elif error is None and pending:

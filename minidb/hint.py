@@ -6,16 +6,21 @@ what makes reopening a big database fast. Values never pass through here.
 
 Layout (big-endian):
 
-    magic      8 bytes  b"MDBHINT1"
-    entries    repeated: timestamp u64 | key_len u32 | offset u64 | size u32 | key
-    trailer    b"HINTEND1" | entry_count u64 | data_size u64 | crc32 u32
+    magic      8 bytes  b"MDBHINT2"
+    entries    count x (timestamp u64 | key_len u32 | offset u64 | size u32), 24 bytes each
+    keys       the keys, concatenated in entry order
+    trailer    b"HINTEND2" | entry_count u64 | data_size u64 | crc32 u32
 
-`offset`/`size` locate the whole record in the data file. `data_size` is the size the data
-file had when the hint was written: if they differ, the hint describes some other file
-and is ignored. The single CRC at the end covers every byte before it, so a torn or
-flipped hint file is detected as a whole and recovery falls back to scanning the data
-file (the fix Bitcask made in its PR #35). A hint file is an optimisation, never the
-source of truth.
+`offset`/`size` locate the whole record in the data file. The fixed-size entries come
+first and the keys after them so that loading is one `struct.iter_unpack` over the entry
+array (a C loop) plus a key slice per entry - about twice as fast in Python as decoding
+interleaved entries one by one, which matters at a million keys.
+
+`data_size` is the size the data file had when the hint was written: if they differ, the
+hint describes some other file and is ignored. The single CRC at the end covers every byte
+before it, so a torn or flipped hint file is detected as a whole and recovery falls back to
+scanning the data file (the fix Bitcask made in its PR #35). A hint file is an
+optimisation, never the source of truth.
 
 Simpler than the real thing: Bitcask writes hint entries while merging and also keeps a
 per-entry tombstone bit; merged files here never hold tombstones, so hints do not either.
@@ -25,52 +30,66 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 
-MAGIC = b"MDBHINT1"
-TRAILER_MAGIC = b"HINTEND1"
+MAGIC = b"MDBHINT2"
+TRAILER_MAGIC = b"HINTEND2"
 ENTRY = struct.Struct(">QIQI")
 TRAILER = struct.Struct(">8sQQI")
+
+Hint = tuple[bytes, int, int, int]  # (key, offset, size, timestamp_ms)
 
 
 class HintError(ValueError):
     """The hint file is damaged or does not match its data file (use the data file)."""
 
 
-def encode_hint(entries: Iterable[tuple[bytes, int, int, int]], data_size: int) -> bytes:
+def encode_hint(entries: Sequence[Hint], data_size: int) -> bytes:
     """Bytes of a hint file for `(key, offset, size, timestamp)` entries."""
-    parts = [MAGIC]
     pack = ENTRY.pack
-    count = 0
-    for key, offset, size, ts in entries:
-        parts.append(pack(ts, len(key), offset, size))
-        parts.append(key)
-        count += 1
-    body = b"".join(parts) + TRAILER.pack(TRAILER_MAGIC, count, data_size, 0)[:-4]
+    fixed = b"".join(pack(ts, len(key), offset, size) for key, offset, size, ts in entries)
+    keys = b"".join(key for key, _, _, _ in entries)
+    body = MAGIC + fixed + keys + TRAILER.pack(TRAILER_MAGIC, len(entries), data_size, 0)[:-4]
     return body + struct.pack(">I", zlib.crc32(body))
 
 
-def decode_hint(buf: bytes, data_size: int) -> Iterator[tuple[bytes, int, int, int]]:
-    """Yield `(key, offset, size, timestamp)`; raise HintError before yielding if damaged."""
+def _check(buf: bytes, data_size: int) -> int:
+    """Validate the whole file; return the entry count."""
     if len(buf) < len(MAGIC) + TRAILER.size or not buf.startswith(MAGIC):
         raise HintError("not a hint file")
-    trailer_at = len(buf) - TRAILER.size
-    magic, count, size_then, crc = TRAILER.unpack_from(buf, trailer_at)
+    magic, count, size_then, crc = TRAILER.unpack_from(buf, len(buf) - TRAILER.size)
     if magic != TRAILER_MAGIC or zlib.crc32(memoryview(buf)[:-4]) != crc:
         raise HintError("bad hint checksum")
     if size_then != data_size:
         raise HintError(f"hint describes {size_then} bytes but the data file has {data_size}")
-    return _entries(buf, trailer_at, count)
-
-
-def _entries(buf: bytes, end: int, count: int) -> Iterator[tuple[bytes, int, int, int]]:
-    unpack = ENTRY.unpack_from
-    entry_size = ENTRY.size
-    pos = len(MAGIC)
-    for _ in range(count):
-        ts, klen, offset, size = unpack(buf, pos)
-        pos += entry_size
-        yield buf[pos : pos + klen], offset, size, ts
-        pos += klen
-    if pos != end:
+    if len(MAGIC) + count * ENTRY.size > len(buf) - TRAILER.size:
         raise HintError("hint entry count does not match its length")
+    return count
+
+
+def load_hint(buf: bytes, data_size: int, file_id: int, keydir: dict) -> int:
+    """Point `keydir` entries at `file_id` for every key in the hint; return live bytes added.
+
+    Raises HintError (before touching `keydir`) if the hint cannot be trusted.
+    """
+    count = _check(buf, data_size)
+    keys_at = len(MAGIC) + count * ENTRY.size
+    fixed = memoryview(buf)[len(MAGIC) : keys_at]
+    live = 0
+    pos = keys_at
+    get = keydir.get
+    for ts, klen, offset, size in ENTRY.iter_unpack(fixed):
+        key = buf[pos : pos + klen]
+        pos += klen
+        old = get(key)
+        keydir[key] = (file_id, offset, size, ts)
+        live += size if old is None else size - old[2]
+    return live
+
+
+def decode_hint(buf: bytes, data_size: int) -> Iterator[Hint]:
+    """Yield `(key, offset, size, timestamp)` entries (for tests and tools)."""
+    keydir: dict = {}
+    load_hint(buf, data_size, 0, keydir)
+    for key, (_, offset, size, ts) in keydir.items():
+        yield key, offset, size, ts

@@ -204,18 +204,20 @@ def _merge(db: DB, state: MergeState) -> None:
     skip = record.FLAG_TOMBSTONE | record.FLAG_FLUSH
     in_batch = record.FLAG_BATCH | record.FLAG_COMMIT
     for file_id in inputs:
-        buf = memoryview(sources[file_id].read_all())
+        buf = sources[file_id].read_all()
+        view = memoryview(buf)
         scanner = record.RecordScanner(buf)
-        for offset, flags, ts, key, value_at, value_len, size in scanner:
+        for offset, flags, ts, key, size in scanner:
             if flags & skip:
                 continue
             entry = entries.get(key)  # a dict read is atomic under the GIL: no lock needed
             if entry is None or entry[0] != file_id or entry[1] != offset:
                 continue  # overwritten or deleted later: dead
             if flags & in_batch:  # committed long ago: store it as a plain record
-                rec = record.encode(key, bytes(buf[value_at : value_at + value_len]), 0, ts)
+                value_at = offset + record.HEADER_SIZE + len(key)
+                rec = record.encode(key, buf[value_at : offset + size], 0, ts)
             else:
-                rec = buf[offset : offset + size]
+                rec = view[offset : offset + size]
             new_id, new_offset = writer.add(key, rec, ts)
             moves.append((key, file_id, offset, (new_id, new_offset, size, ts)))
         if scanner.error is not None:

@@ -128,47 +128,42 @@ def decode_at(buf: bytes, offset: int) -> Record:
 class RecordScanner:
     """Walk the records of one file's bytes, stopping at the first bad one.
 
-    Iterating yields `(offset, flags, timestamp, key, value_offset, value_len, size)` for
-    each good record. Afterwards `valid_end` is the offset just past the last good record
-    and `error` is None (clean end of data) or the reason the walk stopped at `valid_end`.
+    Iterating yields `(offset, flags, timestamp, key, size)` for each good record (the
+    value is the last `size - HEADER_SIZE - len(key)` bytes of the record). Afterwards
+    `valid_end` is the offset just past the last good record and `error` is None (clean
+    end of data) or the reason the walk stopped at `valid_end`.
     Sans-I/O: it only sees bytes; the caller decides whether to truncate or to complain.
     """
 
-    def __init__(self, buf: bytes | memoryview, start: int = 0) -> None:
-        self.buf = buf
+    def __init__(self, buf: bytes, start: int = 0) -> None:
+        self.buf = bytes(buf)
         self.valid_end = start
         self.error: str | None = None
 
     def __iter__(self):
         buf = self.buf
+        view = memoryview(buf)  # CRC over a view: no copy of big values
         end = len(buf)
         offset = self.valid_end
         unpack = HEADER.unpack_from
         crc32 = zlib.crc32
+        header_size = HEADER_SIZE
         while offset < end:
-            if offset + HEADER_SIZE > end:
+            if offset + header_size > end:
                 self.error = "short header"
                 return
             crc, flags, ts, klen, vlen = unpack(buf, offset)
-            size = HEADER_SIZE + klen + vlen
+            size = header_size + klen + vlen
             if offset + size > end:
                 self.error = "runs past end"
                 return
-            if crc32(buf[offset + 4 : offset + size]) != crc:
+            if crc32(view[offset + 4 : offset + size]) != crc:
                 self.error = "bad crc"
                 return
             if flags & ~KNOWN_FLAGS:
                 self.error = "bad flags"
                 return
-            key_start = offset + HEADER_SIZE
-            yield (
-                offset,
-                flags,
-                ts,
-                bytes(buf[key_start : key_start + klen]),
-                key_start + klen,
-                vlen,
-                size,
-            )
+            key_start = offset + header_size
+            yield offset, flags, ts, buf[key_start : key_start + klen], size
             offset += size
             self.valid_end = offset

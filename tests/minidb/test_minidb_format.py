@@ -51,7 +51,7 @@ def test_hint_example(attrs, data):
 def test_every_truncation_of_a_record_is_detected():
     data = _examples("example")[0][1]
     for cut in range(len(data)):
-        scanner = record.RecordScanner(memoryview(data[:cut]))
+        scanner = record.RecordScanner(data[:cut])
         assert list(scanner) == []
         assert scanner.valid_end == 0
         expected = {None} if cut == 0 else {"short header", "runs past end"}
