@@ -250,8 +250,11 @@ class Engine:
     def close_session(self, session: Session) -> None:
         self.sessions.pop(session.id, None)
 
-    def execute(self, session: Session, argv: list[bytes]) -> object:
-        """Run one command. Returns a reply value or an awaitable of one; never raises."""
+    def resolve(self, argv: list[bytes]) -> Command | RespError:
+        """The command argv names (subcommand included), or Redis's error for it.
+
+        Checks existence and arity only; MULTI uses it to refuse a bad command at queue time.
+        """
         cmd = self.table.lookup(argv[0])
         if cmd is None:
             return RespError(unknown_command_error(argv))
@@ -265,6 +268,13 @@ class Engine:
         arity = cmd.arity
         if (arity > 0 and n != arity) or n < -arity:
             return RespError(f"ERR wrong number of arguments for '{cmd.fullname}' command")
+        return cmd
+
+    def execute(self, session: Session, argv: list[bytes]) -> object:
+        """Run one command. Returns a reply value or an awaitable of one; never raises."""
+        cmd = self.resolve(argv)
+        if cmd.__class__ is RespError:
+            return cmd
         if not session.authenticated and "no-auth" not in cmd.flags:
             return RespError(ERR_NOAUTH)
         self.total_commands += 1

@@ -321,3 +321,11 @@ def test_parse_helpers():
 
 def test_null_array_encodes_like_redis():
     assert encode_reply(NULL_ARRAY, 2) == b"*-1\r\n"
+
+
+def test_resolve_checks_without_running(engine):
+    assert engine.resolve([b"GET", b"k"]).name == "get"
+    assert engine.resolve([b"client", b"setname", b"x"]).fullname == "client|setname"
+    assert engine.resolve([b"GET"]) == RespError("ERR wrong number of arguments for 'get' command")
+    assert engine.resolve([b"NOPE"]).message.startswith("ERR unknown command 'NOPE'")
+    assert engine.total_commands == 0
