@@ -79,3 +79,24 @@ def test_watch_multi_exec_transfers_conserve_the_total(server):
     c.close()
     assert sum(balances) == ACCOUNTS * START_BALANCE
     assert min(balances) >= 0
+
+
+def test_scan_never_skips_keys_that_exist_throughout(server):
+    writer = RawClient(server)
+    scanner = RawClient(server)
+    try:
+        writer.pipeline([("SET", f"stable:{i}", "x") for i in range(300)])
+        seen, cursor, n = set(), b"0", 0
+        while True:
+            cursor, keys = scanner.call("SCAN", cursor, "COUNT", "10")
+            seen.update(keys)
+            # Meanwhile another client adds many keys (the table grows) and deletes some.
+            writer.pipeline([("SET", f"churn:{n}:{j}", "y") for j in range(40)])
+            writer.call("DEL", *[f"churn:{n - 1}:{j}" for j in range(0, 40, 3)])
+            n += 1
+            if cursor == b"0":
+                break
+        assert {f"stable:{i}".encode() for i in range(300)} <= seen
+    finally:
+        writer.close()
+        scanner.close()
