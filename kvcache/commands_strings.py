@@ -18,8 +18,9 @@ there is no LCS or SUBSTR.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from fractions import Fraction
 
+from kvcache import long_double
 from kvcache.cache import OutOfMemory
 from kvcache.keyspace import Keyspace
 from minisys.resp.codec import strict_int
@@ -30,7 +31,6 @@ from minisys.resp.engine import (
     ERR_SYNTAX,
     CommandTable,
     Session,
-    parse_float,
     parse_int,
 )
 from minisys.resp.values import CommandError, SimpleString
@@ -196,10 +196,11 @@ def getex(session: Session, argv: list[bytes]) -> object:
     """Get the value of a key and optionally set its expiration."""
     ks = _ks(session)
     flags = parse_set_options(argv, 2, for_set=False)
-    deadline = _expire_from(ks, flags, "getex")
     value = ks.cache.get(argv[1])
     if value is None:
         return None
+    # Redis validates the expire time only once it found the key.
+    deadline = _expire_from(ks, flags, "getex")
     if deadline is not None:
         ks.expire_ms(argv[1], deadline)
     elif b"PERSIST" in flags:
@@ -310,31 +311,20 @@ def decrby(session: Session, argv: list[bytes]) -> object:
     return _incr(session, argv[1], -delta)
 
 
-def format_float(x: float) -> bytes:
-    """Redis's human long-double format: fixed notation, no exponent, no trailing zeros."""
-    text = format(Decimal(repr(x)), "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return (text if text != "-0" else "0").encode()
-
-
 @table.command("incrbyfloat", 3, ("write", "denyoom", "fast"), first_key=1, last_key=1, key_step=1)
 def incrbyfloat(session: Session, argv: list[bytes]) -> object:
     """Increment the float value of a key by the given amount."""
     ks = _ks(session)
     ks.check_room()
-    delta = parse_float(argv[2])
     old = ks.cache.peek(argv[1])
-    current = 0.0
-    if old is not None:
-        try:
-            current = parse_float(old)
-        except CommandError:
-            raise CommandError(ERR_NOT_FLOAT) from None
-    result = current + delta
-    if result != result or result in (float("inf"), float("-inf")):
+    current = long_double.parse(old) if old is not None else Fraction(0)
+    delta = long_double.parse(argv[2])
+    if current is None or delta is None:
+        raise CommandError(ERR_NOT_FLOAT)
+    result = long_double.add(current, delta)
+    if isinstance(result, float):
         raise CommandError("ERR increment would produce NaN or Infinity")
-    value = format_float(result)
+    value = long_double.format_human(result)
     ks.store(argv[1], value, keep_ttl=True)
     return value
 

@@ -151,7 +151,7 @@ def client(server: int) -> Iterator[RawClient]:
     c.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def connect() -> Iterator[type[RawClient]]:
     """The RawClient class, for tests that open several connections (closed by the test)."""
     yield RawClient

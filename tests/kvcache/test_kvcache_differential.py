@@ -1,0 +1,91 @@
+"""Differential test: random command sequences sent to kvcache and to a real redis-server
+must get identical replies, errors included.
+
+Hypothesis draws commands from the string and generic-key families with small key and
+value alphabets (so keys collide, numbers get incremented, ranges overlap); TTLs are long
+(1000 s) so that the replies cannot depend on how fast the two servers are. OBJECT
+ENCODING is left out: ours derives it from the value, Redis remembers in-place edits.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pytestmark = pytest.mark.interop
+
+KEY = st.sampled_from([b"a", b"b", b"c", b"n"])
+VALUE = st.one_of(
+    st.sampled_from([b"", b"0", b"1", b"-7", b"10", b"abc", b"3.5", b"9223372036854775807"]),
+    st.binary(max_size=6),
+)
+INT = st.one_of(st.integers(-20, 20), st.sampled_from([2**63 - 1, -(2**63)]))
+NUM = INT.map(lambda n: b"%d" % n) | st.sampled_from([b"x", b"1.5", b"", b" 1"])
+FLOAT = st.one_of(
+    st.sampled_from([b"0.1", b"-0.1", b"1e3", b"5.0e-2", b"3", b"inf", b"abc", b"1.5e300"]),
+    st.floats(-1e6, 1e6, allow_nan=False).map(lambda f: repr(f).encode()),
+    st.integers(-(10**6), 10**6).map(lambda n: b"%d" % n),
+)
+TTL_OPTS = st.sampled_from(
+    [(), (b"EX", b"1000"), (b"PX", b"1000000"), (b"KEEPTTL",), (b"EX", b"0"), (b"EX", b"x")]
+)
+COND = st.sampled_from([(), (b"NX",), (b"XX",), (b"GET",), (b"NX", b"GET"), (b"NX", b"XX")])
+EXPIRE_OPTS = st.sampled_from([(), (b"NX",), (b"XX",), (b"GT",), (b"LT",), (b"NX", b"GT")])
+
+
+def cmd(name: bytes, *parts: st.SearchStrategy) -> st.SearchStrategy:
+    return st.tuples(*parts).map(lambda xs: (name, *xs))
+
+
+COMMAND = st.one_of(
+    cmd(b"GET", KEY),
+    st.tuples(KEY, VALUE, TTL_OPTS, COND).map(lambda t: (b"SET", t[0], t[1], *t[2], *t[3])),
+    cmd(b"SETNX", KEY, VALUE),
+    cmd(b"GETSET", KEY, VALUE),
+    cmd(b"GETDEL", KEY),
+    cmd(b"APPEND", KEY, VALUE),
+    cmd(b"STRLEN", KEY),
+    cmd(b"INCR", KEY),
+    cmd(b"DECR", KEY),
+    cmd(b"INCRBY", KEY, NUM),
+    cmd(b"DECRBY", KEY, NUM),
+    cmd(b"GETRANGE", KEY, NUM, NUM),
+    cmd(b"SETRANGE", KEY, st.integers(-1, 8).map(lambda n: b"%d" % n), VALUE),
+    cmd(b"MGET", KEY, KEY),
+    cmd(b"MSET", KEY, VALUE, KEY, VALUE),
+    cmd(b"MSETNX", KEY, VALUE, KEY, VALUE),
+    cmd(b"DEL", KEY, KEY),
+    cmd(b"EXISTS", KEY, KEY),
+    cmd(b"TYPE", KEY),
+    st.tuples(KEY, EXPIRE_OPTS).map(lambda t: (b"EXPIRE", t[0], b"1000", *t[1])),
+    st.tuples(KEY, EXPIRE_OPTS).map(lambda t: (b"EXPIRE", t[0], b"2000", *t[1])),
+    cmd(b"TTL", KEY),
+    cmd(b"PERSIST", KEY),
+    cmd(b"RENAME", KEY, KEY),
+    cmd(b"RENAMENX", KEY, KEY),
+    cmd(b"DBSIZE"),
+    cmd(b"INCRBYFLOAT", KEY, FLOAT),
+    st.tuples(KEY, st.sampled_from([(), (b"PERSIST",), (b"EX", b"1000"), (b"PX", b"0")])).map(
+        lambda t: (b"GETEX", t[0], *t[1])
+    ),
+    cmd(b"SETEX", KEY, st.sampled_from([b"1000", b"0", b"-1", b"x"]), VALUE),
+    cmd(b"TOUCH", KEY, KEY),
+    cmd(b"UNLINK", KEY),
+)
+
+
+@settings(max_examples=40)
+@given(commands=st.lists(COMMAND, min_size=1, max_size=25))
+def test_same_replies_as_redis(kvcache_port: int, redis_port: int, connect, commands) -> None:
+    ours, theirs = connect(kvcache_port), connect(redis_port)
+    try:
+        ours.call("FLUSHALL")
+        theirs.call("FLUSHALL")
+        got = ours.pipeline(commands)
+        want = theirs.pipeline(commands)
+        for command, a, b in zip(commands, got, want, strict=True):
+            assert a == b and type(a) is type(b), f"{command!r}: kvcache {a!r}, Redis {b!r}"
+    finally:
+        ours.close()
+        theirs.close()
