@@ -167,8 +167,7 @@ class Queue:
         self.tubes[client.use].using -= 1
         for name in client.watching:
             self.tubes[name].watching -= 1
-        for name in touched:
-            self._serve(self.tubes[name], now)
+        self._serve_tubes([self.tubes[name] for name in touched], now)
         for name in {client.use, *client.watching}:
             tube = self.tubes.get(name)
             if tube is not None:
@@ -313,15 +312,29 @@ class Queue:
             self._deliveries.append((client, TIMED_OUT))
 
     def _serve(self, tube: Tube, now: float) -> None:
-        """Hand ready jobs of `tube` to its waiters, longest-waiting first."""
-        while tube.waiting and tube.ready_count and not tube.paused(now):
-            client = next(iter(tube.waiting))
-            job = self._best_ready(client, now)
-            if job is None:  # only paused tubes have jobs for this client
+        self._serve_tubes((tube,), now)
+
+    def _serve_tubes(self, tubes, now: float) -> None:
+        """Give ready jobs to waiters: best job first, to its tube's longest waiter.
+
+        Only `tubes` (where jobs just became ready) can hold a job for a waiter: every
+        other waiter found nothing when it started waiting, and nothing changed for it.
+        """
+        candidates = [t for t in tubes if t.waiting]
+        while candidates:
+            best: Job | None = None
+            best_tube = candidates[0]
+            for tube in candidates:
+                if tube.waiting and tube.ready_count and not tube.paused(now):
+                    job = tube.peek_ready()
+                    if job is not None and (best is None or (job.pri, job.id) < (best.pri, best.id)):
+                        best, best_tube = job, tube
+            if best is None:
                 return
+            client = next(iter(best_tube.waiting))
             self.cancel_wait(client, deliver=False)
-            self._reserve_for(client, job, now)
-            self._deliveries.append((client, job))
+            self._reserve_for(client, best, now)
+            self._deliveries.append((client, best))
 
     def take_deliveries(self) -> list[Delivery]:
         """Replies for clients that were waiting in reserve, in the order they happened."""
@@ -449,8 +462,11 @@ class Queue:
     # --- time -------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        """Do everything that is due at `now`."""
+        """Do everything that is due at `now`, in beanstalkd's order: delayed jobs become
+        ready, expired reservations come back, paused tubes resume, waiting reserves time
+        out (or get DEADLINE_SOON); only then are waiters served."""
         timers = self._timers
+        affected: dict[Tube, None] = {}
         while timers and timers[0][0] <= now:
             _, _, kind, obj, gen = heapq.heappop(timers)
             if kind == "d":
@@ -460,7 +476,7 @@ class Queue:
                     tube = self.tubes[job.tube]
                     tube.forget_delayed(job)
                     self._make_ready(job, "delay-elapsed")
-                    self._serve(tube, now)
+                    affected[tube] = None
             elif kind == "r":
                 job = obj
                 assert isinstance(job, Job)
@@ -470,7 +486,7 @@ class Queue:
                     job.timeouts += 1
                     self.job_timeouts += 1
                     self._changed(job, "state", False)
-                    self._serve(self.tubes[job.tube], now)
+                    affected[self.tubes[job.tube]] = None
             elif kind in ("w", "s"):
                 client = obj
                 assert isinstance(client, Client)
@@ -483,7 +499,9 @@ class Queue:
                 if tube.unpause_at and tube.unpause_at <= now:
                     tube.unpause_at = 0.0
                     tube.pause = 0
-                    self._serve(tube, now)
+                    affected[tube] = None
+        if affected:
+            self._serve_tubes(affected, now)
 
     def next_wakeup(self) -> float | None:
         """When `tick` next has something to do (None: nothing scheduled)."""
