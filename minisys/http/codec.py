@@ -39,7 +39,7 @@ server side, and the parser never stalls itself; the caller bounds how much it f
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from minisys.http.framing import (
     CHUNKED,
@@ -56,7 +56,6 @@ from minisys.http.head import (
     Headers,
     HttpError,
     Limits,
-    decode_fields,
     parse_fields,
     parse_request_line,
     parse_status_line,
@@ -94,7 +93,7 @@ class Data:
 
 @dataclass(slots=True)
 class EndOfMessage:
-    trailers: Headers = field(default_factory=Headers)
+    trailers: Headers | None = None  # None when the message had no trailer fields
 
 
 @dataclass(slots=True)
@@ -188,8 +187,7 @@ class _Parser:
             return EndOfMessage()
         lines = self._trailers
         self._trailers = []
-        fields = parse_fields(lines, 0, self.limits)
-        headers = decode_fields(fields)
+        headers, _ = parse_fields(lines, 0, self.limits)
         return EndOfMessage(
             Headers((n, v) for n, v in headers if n.lower() not in FORBIDDEN_TRAILERS)
         )
@@ -343,21 +341,63 @@ class _Parser:
 
 
 class RequestParser(_Parser):
-    """Server side: parses requests, pipelined or not, and refuses anything ambiguous."""
+    """Server side: parses requests, pipelined or not, and refuses anything ambiguous.
+
+    Besides the event API, `next_message()` hands out whole requests (head and body):
+    the server's hot path, which skips the per-event objects for the common case.
+    """
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        super().__init__(limits)
+        self.current: RequestHead | None = None  # head whose body is still arriving
+        self._parts: list[bytes] = []
+
+    @property
+    def closed(self) -> bool:
+        """The peer closed cleanly between requests."""
+        return self.state is CLOSED
+
+    def next_message(self) -> tuple[RequestHead, bytes] | None:
+        """The next whole request as (head, body), or None if more bytes are needed.
+
+        Trailer fields of chunked bodies are dropped. Raises HttpError like next_event.
+        """
+        while True:
+            event = self.next_event()
+            if event is None:
+                return None
+            kind = type(event)
+            if kind is RequestHead:
+                if self.state is EOM:  # no body: skip the EndOfMessage event
+                    self.state = HEAD
+                    return event, b""  # type: ignore[return-value]
+                self.current = event  # type: ignore[assignment]
+                self._parts = []
+            elif kind is Data:
+                self._parts.append(event.data)  # type: ignore[union-attr]
+            elif kind is EndOfMessage:
+                head = self.current
+                assert head is not None
+                self.current = None
+                parts = self._parts
+                self._parts = []
+                return head, parts[0] if len(parts) == 1 else b"".join(parts)
+            else:
+                return None
 
     def _next_head(self) -> Event | None:
         lines = self._find_head()
         if lines is None:
             return ConnectionClosed() if self.state is CLOSED else None
         method, target, version = parse_request_line(lines[0], self.limits)
-        fields = parse_fields(lines, 1, self.limits) if len(lines) > 1 else []
-        kind, length, keep_alive, expect = request_framing(version, fields, self.limits)
+        headers, found = parse_fields(lines, 1, self.limits)
+        kind, length, keep_alive, expect = request_framing(version, found, self.limits)
         self._start_body(kind, length)
         return RequestHead(
             method,
             target,
             version,
-            decode_fields(fields),
+            headers,
             keep_alive,
             expect,
             -1 if kind == CHUNKED else length,
@@ -384,9 +424,9 @@ class ResponseParser(_Parser):
         if lines is None:
             return ConnectionClosed() if self.state is CLOSED else None
         version, status, reason = parse_status_line(lines[0])
-        fields = parse_fields(lines, 1, self.limits) if len(lines) > 1 else []
+        headers, found = parse_fields(lines, 1, self.limits)
         method = self._methods[0] if self._methods else None
-        kind, length, keep_alive = response_framing(version, status, method, fields)
+        kind, length, keep_alive = response_framing(version, status, method, found)
         if kind == LENGTH and length > self.limits.max_body:
             raise HttpError(413, "response body too large")
         if status >= 200 or status == 101:
@@ -397,4 +437,4 @@ class ResponseParser(_Parser):
             length = -1
         elif kind == UNTIL_CLOSE:
             length = -2
-        return ResponseHead(status, reason, version, decode_fields(fields), keep_alive, length)
+        return ResponseHead(status, reason, version, headers, keep_alive, length)

@@ -35,13 +35,11 @@ LENGTH = 1
 CHUNKED = 2
 UNTIL_CLOSE = 3
 
-# Header names whose values shape the framing or the connection, found in one pass.
 _CONTENT_LENGTH = b"content-length"
 _TRANSFER_ENCODING = b"transfer-encoding"
 _HOST = b"host"
 _CONNECTION = b"connection"
 _EXPECT = b"expect"
-_FRAMING_NAMES = frozenset({_CONTENT_LENGTH, _TRANSFER_ENCODING, _HOST, _CONNECTION, _EXPECT})
 
 # Fields that must never arrive in a trailer section: they would change framing or routing
 # after the fact (RFC 9110 §6.5.1). We drop them rather than let anything merge them.
@@ -51,16 +49,6 @@ FORBIDDEN_TRAILERS = frozenset(
 
 # 16 hex digits already mean 2**64 bytes; the spec probe sent 18 and nginx said 400.
 CHUNK_SIZE_RE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[\x20-\x7e\x80-\xff\t]*)?")
-
-
-def _collect(fields: list[tuple[bytes, bytes]]) -> dict[bytes, list[bytes]]:
-    """The framing-relevant fields of a head, by lowercase name."""
-    found: dict[bytes, list[bytes]] = {}
-    for name, value in fields:
-        lname = name.lower()
-        if lname in _FRAMING_NAMES:
-            found.setdefault(lname, []).append(value)
-    return found
 
 
 def _transfer_coding(values: list[bytes]) -> None:
@@ -84,10 +72,12 @@ def _content_length(values: list[bytes]) -> int:
 
 
 def request_framing(
-    version: str, fields: list[tuple[bytes, bytes]], limits: Limits
+    version: str, found: dict[bytes, list[bytes]], limits: Limits
 ) -> tuple[int, int, bool, bool]:
-    """(body kind, length, keep_alive, expect_continue) for a request head."""
-    found = _collect(fields) if fields else {}
+    """(body kind, length, keep_alive, expect_continue) for a request head.
+
+    `found` holds the raw values of the framing fields by lowercase name (parse_fields).
+    """
     hosts = found.get(_HOST)
     if hosts is None:
         if version == "1.1":
@@ -123,10 +113,9 @@ def request_framing(
 
 
 def response_framing(
-    version: str, status: int, method: str | None, fields: list[tuple[bytes, bytes]]
+    version: str, status: int, method: str | None, found: dict[bytes, list[bytes]]
 ) -> tuple[int, int, bool]:
     """(body kind, length, keep_alive) for a response to `method` (RFC 9112 §6.3)."""
-    found = _collect(fields)
     conn = comma_tokens(found[_CONNECTION]) if _CONNECTION in found else ()
     if version == "1.1":
         keep_alive = b"close" not in conn

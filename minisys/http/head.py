@@ -90,6 +90,14 @@ class Headers:
         self._items: list[tuple[str, str]] = list(items) if items is not None else []
         self._index: dict[str, list[str]] | None = None
 
+    @classmethod
+    def adopt(cls, items: list[tuple[str, str]]) -> Headers:
+        """A Headers that takes ownership of `items` without copying (the parser's path)."""
+        headers = cls.__new__(cls)
+        headers._items = items
+        headers._index = None
+        return headers
+
     def _lookup(self) -> dict[str, list[str]]:
         index = self._index
         if index is None:
@@ -162,18 +170,38 @@ def split_lines(head: bytes) -> list[bytes]:
     return lines
 
 
-def parse_fields(lines: list[bytes], start: int, limits: Limits) -> list[tuple[bytes, bytes]]:
-    """Parse field lines `lines[start:]` into raw (name, value) pairs, refusing bad ones."""
+# Fields that shape framing or the connection; `parse_fields` collects them in its one pass.
+FRAMING_NAMES = frozenset(
+    {b"content-length", b"transfer-encoding", b"host", b"connection", b"expect"}
+)
+
+
+def parse_fields(
+    lines: list[bytes], start: int, limits: Limits
+) -> tuple[Headers, dict[bytes, list[bytes]]]:
+    """Parse field lines `lines[start:]`, refusing bad ones, in a single pass.
+
+    Returns the decoded `Headers` and the raw values of the FRAMING_NAMES fields by
+    lowercase name, which is all `framing.py` needs to look at.
+    """
     if len(lines) - start > limits.max_header_count:
         raise HttpError(431, "too many header fields")
-    fields = []
+    items = []
+    found: dict[bytes, list[bytes]] = {}
     match = FIELD_LINE_RE.fullmatch
     for i in range(start, len(lines)):
         m = match(lines[i])
         if m is None:
             raise HttpError(400, diagnose_field_line(lines[i]))
-        fields.append(m.groups())
-    return fields
+        name, value = m.groups()
+        items.append((name.decode("latin-1"), value.decode("latin-1")))
+        lname = name.lower()
+        if lname in FRAMING_NAMES:
+            if lname in found:
+                found[lname].append(value)
+            else:
+                found[lname] = [value]
+    return Headers.adopt(items), found
 
 
 def diagnose_field_line(line: bytes) -> str:
@@ -192,11 +220,6 @@ def diagnose_field_line(line: bytes) -> str:
     if b"\r" in value:
         return "bare CR in header value"
     return "invalid character in header value"
-
-
-def decode_fields(fields: list[tuple[bytes, bytes]]) -> Headers:
-    """Raw pairs to a `Headers` (latin-1, so every byte survives a round trip)."""
-    return Headers([(n.decode("latin-1"), v.decode("latin-1")) for n, v in fields])
 
 
 def parse_request_line(line: bytes, limits: Limits) -> tuple[str, str, str]:

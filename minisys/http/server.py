@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable
 from email.utils import formatdate
 
-from minisys.http.codec import Data, EndOfMessage, RequestHead, RequestParser
+from minisys.http.codec import RequestHead, RequestParser
 from minisys.http.framing import LAST_CHUNK, encode_chunk
 from minisys.http.head import DEFAULT_LIMITS, HttpError, Limits
 from minisys.http.message import PROBLEM_JSON, Request, Response, problem_body
@@ -62,7 +62,7 @@ class HttpSettings:
     limits: Limits = DEFAULT_LIMITS
     # A head must arrive within this many seconds (nginx client_header_timeout: 60 s).
     header_timeout: float = 60.0
-    # Likewise for a body, measured from the end of its head (nginx client_body_timeout).
+    # The whole request, head and body, must arrive within this (nginx client_body_timeout).
     body_timeout: float = 60.0
     # A handler running longer is cancelled and answered with handler_timeout_status.
     handler_timeout: float = 60.0
@@ -86,6 +86,21 @@ def http_date(now: float) -> str:
         _date_cache[0] = second
         _date_cache[1] = formatdate(second, usegmt=True)
     return _date_cache[1]
+
+
+# The Date and Server lines every response carries, rebuilt once per second per server name.
+_common: dict[str, tuple[int, str, int]] = {}
+
+
+def _common_fields(server_header: str) -> tuple[str, int]:
+    now = int(time.time())
+    cached = _common.get(server_header)
+    if cached is None or cached[0] != now:
+        text = f"Date: {http_date(now)}\r\n"
+        if server_header:
+            text += f"Server: {server_header}\r\n"
+        cached = _common[server_header] = (now, text, text.count("\n"))
+    return cached[1], cached[2]
 
 
 _status_lines: dict[tuple[int, str | None], str] = {}
@@ -116,16 +131,15 @@ class HttpConnection(Connection):
         self.handler = handler
         self.settings = settings
         self.parser = RequestParser(settings.limits)
-        self._head: RequestHead | None = None
-        self._body: list[bytes] = []
         self._queue: deque[Request | HttpError] = deque()
         self._task: asyncio.Task | None = None
-        self._since = 0.0  # when the current head/body/handler phase began (0 = idle)
+        self._reading_since = 0.0  # first byte of a request not yet complete (0 = none)
+        self._handler_since = 0.0  # when the running handler started
         self._timed_out = False
         self._served = 0
         self._stop_reading = False  # after a close-request or an error: read nothing more
         self._paused = False  # reading paused because max_pipelined requests are queued
-        self._continue_due = False
+        self._continued: RequestHead | None = None  # the head we sent 100 Continue for
         self._write_ready: asyncio.Future | None = None
 
     def on_connect(self) -> None:
@@ -161,55 +175,48 @@ class HttpConnection(Connection):
                     self.transport.pause_reading()
                 break
             try:
-                event = parser.next_event()
+                message = parser.next_message()
             except HttpError as err:
                 self._stop_reading = True
                 queue.append(err)
                 break
-            if event is None:
-                break
-            kind = type(event)
-            if kind is RequestHead:
-                self._head = event
-                self._body = []
-                self._since = 0.0  # the body timeout runs from the end of the head
-                if not self.busy:
-                    self.set_busy(True)
-                if event.expect_continue:
-                    self._continue(waiting=bool(queue) or self._task is not None)
-            elif kind is Data:
-                self._body.append(event.data)
-            elif kind is EndOfMessage:
-                head = self._head
-                self._head = None
-                body = self._body
-                queue.append(
-                    Request(
-                        head.method,
-                        head.target,
-                        head.headers,
-                        (body[0] if len(body) == 1 else b"".join(body)) if body else b"",
-                        version=head.version,
-                        peer=self.peer,
-                        keep_alive=head.keep_alive,
-                    )
-                )
-                if not head.keep_alive:
+            if message is None:
+                if parser.closed:
                     self._stop_reading = True
-            else:
+                break
+            head, body = message
+            queue.append(
+                Request(
+                    head.method,
+                    head.target,
+                    head.headers,
+                    body,
+                    version=head.version,
+                    peer=self.peer,
+                    keep_alive=head.keep_alive,
+                )
+            )
+            self._reading_since = 0.0
+            if not head.keep_alive:
                 self._stop_reading = True
-        if self._head is not None or parser.buffered:
-            if not self._since and self._task is None:
-                self._since = time.monotonic()
-        elif self._task is None:
-            self._since = 0.0
+        current = parser.current
+        if current is None and not parser.buffered:
+            self._reading_since = 0.0
+            return
+        if not self._reading_since:
+            self._reading_since = time.monotonic()
+        if current is not None:
+            if not self.busy:
+                self.set_busy(True)
+            if not queue and self._task is None:
+                self._send_continue()
 
-    def _continue(self, waiting: bool) -> None:
+    def _send_continue(self) -> None:
         # 100 Continue may only go out when it is this request's turn: earlier pipelined
-        # responses must be written first, so we remember it and send it from _dispatch.
-        if waiting:
-            self._continue_due = True
-        else:
+        # responses must be written first, so _dispatch calls this again when they are.
+        current = self.parser.current
+        if current is not None and current.expect_continue and current is not self._continued:
+            self._continued = current
             self.write(CONTINUE)
 
     # --- handling ----------------------------------------------------------------------
@@ -222,14 +229,11 @@ class HttpConnection(Connection):
                 self._queue.clear()
                 self._write_response(None, error_response(item))
                 return
-            self._since = time.monotonic()
+            if not self.busy:
+                self.set_busy(True)
+            self._handler_since = time.monotonic()
             self._task = self._loop.create_task(self._handle(item))
             return
-        mid_message = self._head is not None or self.parser.buffered
-        self._since = time.monotonic() if mid_message else 0.0
-        if self._continue_due and self._head is not None:
-            self._continue_due = False
-            self.write(CONTINUE)
         if self._stop_reading:
             if not self._closing:
                 self.close()
@@ -241,7 +245,9 @@ class HttpConnection(Connection):
             if self._queue:
                 self._dispatch()
                 return
-        if self._head is None and self.busy:
+        if self.parser.current is not None:
+            self._send_continue()
+        elif self.busy:
             self.set_busy(False)
 
     async def _handle(self, request: Request) -> None:
@@ -295,11 +301,9 @@ class HttpConnection(Connection):
             elif length is not None:
                 parts += ("Content-Length: ", str(length), "\r\n")
                 count += 1
-        parts += ("Date: ", http_date(time.time()), "\r\n")
-        count += 1
-        if self.settings.server_header:
-            parts += ("Server: ", self.settings.server_header, "\r\n")
-            count += 1
+        common, lines = _common_fields(self.settings.server_header)
+        parts.append(common)
+        count += lines
         if not keep:
             if not close:
                 parts.append("Connection: close\r\n")
@@ -373,18 +377,17 @@ class HttpConnection(Connection):
 
     def check_timers(self, now: float) -> None:
         """Called by the server's sweep: enforce the header, body and handler timeouts."""
-        since = self._since
-        if not since or self._closing:
+        if self._closing:
             return
         settings = self.settings
         if self._task is not None:
-            if now - since > settings.handler_timeout and not self._timed_out:
+            if now - self._handler_since > settings.handler_timeout and not self._timed_out:
                 self._timed_out = True
                 self._task.cancel()
-        elif not self._queue:
-            in_body = self._head is not None
+        elif self._reading_since and not self._queue:
+            in_body = self.parser.current is not None
             limit = settings.body_timeout if in_body else settings.header_timeout
-            if now - since > limit:
+            if now - self._reading_since > limit:
                 self._stop_reading = True
                 what = "body" if in_body else "header"
                 self._queue.append(HttpError(408, f"request {what} not received in time"))
