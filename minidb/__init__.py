@@ -7,7 +7,8 @@ A map of the package, in the order a request meets it:
 - `__main__.py` / `server.py`  the RESP server on the shared engine (`minisys.resp`)
 - `commands.py`                 GET/SET/INCR/SCAN/... with Redis's exact replies
 - `transactions.py`             MULTI/EXEC/WATCH: a transaction is one atomic batch
-- `engine.py`                   open/recover, put/get/delete/batch, stats
+- `engine.py`                   open, put/get/delete/batch, stats
+- `recovery.py`                 rebuild the keydir on open; torn tails vs corruption
 - `sync.py`                     fsync policies and group commit
 - `keydir.py`                   key -> (file, offset, size, timestamp); the SCAN cursor
 - `datafile.py`                 one NNNNNN.data file: append, pread

@@ -6,15 +6,8 @@ appends them to the active data file (`datafile.py`) under one lock, points the 
 (`keydir.py`) at them and gets an lsn; durability is `sync.py`'s business. A read is one
 keydir lookup plus one `pread` and a CRC check. `merge.py` reclaims dead bytes.
 
-Recovery on open, in file-id order (later files win):
-1. take an exclusive `flock` on `LOCK` (Bitcask: one writer process per directory);
-2. delete `*.tmp` leftovers of an interrupted merge and hint files without a data file;
-3. for each data file: load its hint file if it has a valid one, else scan its records;
-   a batch is applied only when its COMMIT record is reached;
-4. a bad record (short, past the end, bad CRC, unterminated batch) ends the file's valid
-   prefix. In the last (active) file that is a torn write from a crash: truncate there.
-   In any older file it is real corruption: raise `CorruptionError` naming the file and
-   offset (or, with `on_corruption="skip"`, log it loudly and keep the prefix).
+Opening takes an exclusive `flock` on `LOCK` (Bitcask: one writer process per directory)
+and then rebuilds the keydir from the files (`recovery.py`).
 
 Files stop being active at a size limit (`max_file_size`): the old one is fsynced first,
 so every file but the active one is always fully durable and never has a torn tail.
@@ -34,25 +27,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from minisys.logs import get_logger
-
 from . import record
-from .datafile import (
-    DATA_SUFFIX,
-    HINT_SUFFIX,
-    TMP_SUFFIX,
-    DataFile,
-    fsync_dir,
-    hint_path,
-    parse_id,
-)
+from .datafile import DataFile, fsync_dir
 from .faults import NO_FAULTS, Faults
-from .hint import HintError, load_hint
 from .keydir import KeyDir
 from .merge import MergeState
+from .recovery import CorruptionError, recover
 from .sync import FSYNC_POLICIES, EverySec, GroupCommit
-
-log = get_logger("minidb.engine")
 
 # Bitcask's default is 2 GiB; smaller files make merges finer-grained and rotation visible.
 DEFAULT_MAX_FILE_SIZE = 64 * 1024 * 1024
@@ -68,10 +49,6 @@ MERGE_CHECK_BYTES = 1024 * 1024
 # An operation: (key, value) puts, (key, None) deletes, (None, None) forgets every key.
 Op = tuple[bytes | None, bytes | None]
 FLUSH: Op = (None, None)
-
-
-class CorruptionError(Exception):
-    """A record failed its check somewhere it cannot be a torn tail."""
 
 
 class DatabaseLocked(Exception):
@@ -144,18 +121,17 @@ class DB:
         self.closed = False
         self.commit = GroupCommit(self._sync_active)
         self.merge_state = MergeState()
-        self._truncated = 0
-        self._corrupt: list[str] = []
-        self._from_hints = 0
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = self._take_dir_lock()
+        started = time.perf_counter()
         try:
-            started = time.perf_counter()
-            self.active = self._recover()
-            self.recovery_seconds = time.perf_counter() - started
+            self.recovered = recover(self.dir, self.keydir, self.files, on_corruption)
         except BaseException:
             self._release_files()
             raise
+        self.recovery_seconds = time.perf_counter() - started
+        self.live_bytes = self.recovered.live_bytes
+        self.active = self.files[max(self.files)]
         self._everysec = EverySec(self.commit) if fsync == "everysec" else None
 
     # ----------------------------------------------------------------- recovery
@@ -168,110 +144,6 @@ class DB:
             os.close(fd)
             raise DatabaseLocked(f"{self.dir} is open in another process") from None
         return fd
-
-    def _recover(self) -> DataFile:
-        ids = []
-        for entry in os.scandir(self.dir):
-            if entry.name.endswith(TMP_SUFFIX):
-                os.unlink(entry.path)  # a merge died before publishing this file
-            elif (file_id := parse_id(entry.name, DATA_SUFFIX)) is not None:
-                ids.append(file_id)
-        ids.sort()
-        for entry in os.scandir(self.dir):
-            file_id = parse_id(entry.name, HINT_SUFFIX)
-            if file_id is not None and file_id not in ids:
-                os.unlink(entry.path)  # its data file was deleted by a merge
-        for i, file_id in enumerate(ids):
-            last = i == len(ids) - 1
-            datafile = DataFile(self.dir, file_id, writable=last)
-            self.files[file_id] = datafile
-            # The active file never has a hint; older ones may (if a merge wrote them).
-            if last or not self._load_hint(datafile):
-                self._scan_file(datafile, last=last)
-        if not ids:
-            datafile = DataFile(self.dir, 1, writable=True)
-            self.files[1] = datafile
-            fsync_dir(self.dir)
-            return datafile
-        return self.files[ids[-1]]
-
-    def _load_hint(self, datafile: DataFile) -> bool:
-        path = hint_path(self.dir, datafile.id)
-        try:
-            buf = path.read_bytes()
-        except FileNotFoundError:
-            return False
-        try:
-            self.live_bytes += load_hint(buf, datafile.size, datafile.id, self.keydir.entries)
-        except HintError as exc:
-            log.warning("ignoring hint file %s (%s); scanning the data file", path.name, exc)
-            return False
-        self._from_hints += 1
-        return True
-
-    def _scan_file(self, datafile: DataFile, *, last: bool) -> None:
-        scanner = record.RecordScanner(datafile.read_all())
-        pending: list[tuple[int, int, bytes, int, int]] = []
-        pending_start = 0
-        error = None
-        file_id = datafile.id
-        entries = self.keydir.entries  # no scan index exists yet: plain dict updates suffice
-        for offset, flags, ts, key, size in scanner:
-            if flags == 0 and not pending:  # a plain put, by far the most common record
-                old = entries.get(key)
-                entries[key] = (file_id, offset, size, ts)
-                self.live_bytes += size if old is None else size - old[2]
-            elif flags & record.FLAG_BATCH:
-                if not pending:
-                    pending_start = offset
-                pending.append((offset, flags, key, size, ts))
-                if flags & record.FLAG_COMMIT:
-                    for p in pending:
-                        self._apply_recovered(file_id, *p)
-                    pending.clear()
-            elif pending:
-                error = ("unterminated batch", pending_start)
-                break
-            else:
-                self._apply_recovered(file_id, offset, flags, key, size, ts)
-        if error is None and scanner.error is not None:
-            error = (scanner.error, pending_start if pending else scanner.valid_end)
-        elif error is None and pending:
-            error = ("unterminated batch", pending_start)
-        if error is None:
-            return
-        reason, good_end = error
-        if last:
-            log.warning(
-                "%s: %s at offset %d; truncating the torn tail (%d bytes)",
-                datafile.path.name, reason, good_end, datafile.size - good_end,
-            )  # fmt: skip
-            self._truncated += datafile.size - good_end
-            datafile.truncate(good_end)
-            return
-        message = (
-            f"{datafile.path}: {reason} at offset {good_end} of {datafile.size}. This is not"
-            " the active file, so it cannot be a torn write: the disk or something else"
-            " damaged it. Restore from a backup, or open with on_corruption='skip' to keep"
-            " the records before the damage."
-        )
-        if self.on_corruption == "raise":
-            raise CorruptionError(message)
-        log.error("CORRUPTION %s", message)
-        self._corrupt.append(f"{datafile.path.name}@{good_end}")
-
-    def _apply_recovered(self, file_id: int, offset: int, flags: int, key: bytes, size: int,
-                         ts: int) -> None:  # fmt: skip
-        if flags & record.FLAG_FLUSH:
-            self.keydir.clear()
-            self.live_bytes = 0
-        elif flags & record.FLAG_TOMBSTONE:
-            old = self.keydir.remove(key)
-            if old is not None:
-                self.live_bytes -= old[2]
-        else:
-            old = self.keydir.put(key, (file_id, offset, size, ts))
-            self.live_bytes += size - (old[2] if old is not None else 0)
 
     # ----------------------------------------------------------------- writes
 
@@ -450,9 +322,9 @@ class DB:
                 last_merge_seconds=ms.last_seconds,
                 last_merge_reclaimed_bytes=ms.last_reclaimed,
                 recovery_seconds=self.recovery_seconds,
-                files_from_hints=self._from_hints,
-                truncated_bytes=self._truncated,
-                corrupt_files=tuple(self._corrupt),
+                files_from_hints=self.recovered.files_from_hints,
+                truncated_bytes=self.recovered.truncated_bytes,
+                corrupt_files=tuple(self.recovered.corrupt_files),
             )
 
     def close(self) -> None:
