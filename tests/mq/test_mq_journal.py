@@ -1,0 +1,222 @@
+"""The journal: records, replay, torn tails, group commit, compaction while running.
+
+In-process tests drive a `Queue` with a `Journal` attached on a real event loop and a
+temporary directory, then replay the file into a fresh queue, as a restart would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from mq.job import BURIED, DELAYED, READY, Job
+from mq.journal import (
+    JOURNAL,
+    Journal,
+    encode_delete,
+    encode_meta,
+    encode_put,
+    encode_state,
+    read_journal,
+)
+from mq.queue import Queue
+
+NOW = 1_000_000.0
+
+
+def make_job(job_id: int, state: str = READY, body: bytes = b"body") -> Job:
+    job = Job(job_id, "emails", 7, 0, 60, body, NOW)
+    job.state = state
+    return job
+
+
+def test_records_round_trip():
+    a, b = make_job(1), make_job(2, body=b"\x00\r\n" * 10)
+    b.state, b.buries, b.pri = BURIED, 3, 9
+    data = encode_meta(4, 10) + encode_put(a) + encode_put(make_job(2)) + encode_state(b)
+    data += encode_delete(1)
+    replay = read_journal(data)
+    assert not replay.torn and replay.records == 5 and replay.generation == 4
+    assert list(replay.jobs) == [2]
+    job = replay.jobs[2]
+    assert (job.state, job.pri, job.buries, job.body) == (BURIED, 9, 3, b"body")
+    assert replay.next_id == 10
+
+
+def test_torn_tail_at_every_offset_keeps_the_records_before_it():
+    good = encode_meta(1, 1) + encode_put(make_job(1)) + encode_put(make_job(2))
+    last = encode_put(make_job(3))
+    for cut in range(len(last)):
+        replay = read_journal(good + last[:cut])
+        assert sorted(replay.jobs) == [1, 2]
+        assert replay.good_bytes == len(good)
+        assert replay.torn == (cut > 0)
+
+
+def test_flipped_bit_stops_replay_at_the_damaged_record():
+    good = encode_meta(1, 1) + encode_put(make_job(1))
+    bad = bytearray(encode_put(make_job(2)))
+    for i in range(len(bad)):
+        damaged = bytearray(bad)
+        damaged[i] ^= 0x10
+        replay = read_journal(good + bytes(damaged) + encode_put(make_job(3)))
+        assert sorted(replay.jobs) == [1], i
+
+
+async def _session(directory: str, fn, **kwargs) -> tuple[Queue, Journal]:
+    queue = Queue()
+    journal = Journal(directory, **kwargs)
+    journal.open(queue, NOW)
+    queue.on_change = journal.record
+    await fn(queue, journal)
+    await journal.close()
+    return queue, journal
+
+
+def restart(directory: str, now: float = NOW) -> Queue:
+    queue = Queue()
+    journal = Journal(directory)
+    journal.open(queue, now)
+    os.close(journal._fd)
+    os.close(journal._lock_fd)
+    return queue
+
+
+def test_replay_restores_states_counters_and_ids(tmp_path):
+    async def work(queue: Queue, journal: Journal) -> None:
+        c = queue.connect()
+        for i in range(6):
+            queue.put(c, 5, 0, 60, b"job%d" % i, NOW)
+        queue.put(c, 5, 30, 60, b"delayed", NOW)
+        queue.reserve(c, NOW)  # 1 -> buried
+        queue.bury(c, 1, 3)
+        queue.reserve(c, NOW)  # 2 stays reserved
+        queue.delete(c, 3)
+        queue.reserve(c, NOW)  # 4 released with delay
+        queue.release(c, 4, 8, 20, NOW)
+        queue.reserve(c, NOW)  # 5 buried too; kick takes the oldest buried (1)
+        queue.bury(c, 5, 1)
+        queue.kick(c, 1, NOW)
+
+    asyncio.run(_session(str(tmp_path), work))
+    queue = restart(str(tmp_path), NOW + 1)
+    jobs = queue.jobs
+    assert sorted(jobs) == [1, 2, 4, 5, 6, 7]
+    assert (jobs[1].state, jobs[1].pri, jobs[1].buries, jobs[1].kicks) == (READY, 3, 1, 1)
+    # Reserved at the crash: ready again, and its reserve still counted (no drift).
+    assert (jobs[2].state, jobs[2].reserves) == (READY, 1)
+    assert (jobs[4].state, jobs[4].pri, jobs[4].releases) == (DELAYED, 8, 1)
+    assert jobs[4].deadline == NOW + 20
+    assert (jobs[5].state, jobs[5].pri, jobs[5].buries, jobs[5].kicks) == (BURIED, 1, 1, 0)
+    assert jobs[7].state == DELAYED and jobs[7].deadline == NOW + 30
+    assert queue.next_id == 8
+    # Waiting long enough: the delayed job comes due after a restart too.
+    queue.tick(NOW + 31)
+    assert jobs[7].state == READY
+
+
+def test_ids_keep_increasing_after_everything_is_deleted_and_compacted(tmp_path):
+    async def work(queue: Queue, journal: Journal) -> None:
+        c = queue.connect()
+        for _ in range(50):
+            job = queue.put(c, 1, 0, 60, b"x" * 100, NOW)
+            queue.delete(c, job.id)
+        await asyncio.sleep(0)
+        await journal.compact()
+
+    asyncio.run(_session(str(tmp_path), work))
+    queue = restart(str(tmp_path))
+    assert not queue.jobs and queue.next_id == 51
+
+
+def test_group_commit_shares_one_fsync_among_many_puts(tmp_path):
+    async def work(queue: Queue, journal: Journal) -> None:
+        clients = [queue.connect() for _ in range(10)]
+        for i in range(100):
+            queue.put(clients[i % 10], 1, 0, 60, b"x", NOW)
+        assert journal.need_seq == 100 and journal.durable_seq == 0
+        while journal.durable_seq < journal.need_seq:
+            await asyncio.sleep(0.001)
+        assert journal.syncs == 1
+
+    asyncio.run(_session(str(tmp_path), work, fsync="always"))
+
+
+def test_compaction_while_changes_keep_coming(tmp_path):
+    async def work(queue: Queue, journal: Journal) -> None:
+        c = queue.connect()
+        keep = [queue.put(c, 1, 0, 60, b"keep%d" % i, NOW).id for i in range(20)]
+        for _ in range(400):
+            job = queue.put(c, 1, 0, 60, b"y" * 200, NOW)
+            queue.delete(c, job.id)
+        await asyncio.sleep(0.01)
+        before = os.path.getsize(tmp_path / JOURNAL)
+        compaction = asyncio.ensure_future(journal.compact())
+        await asyncio.sleep(0)
+        # Changes made while the snapshot is written must survive the switch.
+        queue.delete(c, keep[0])
+        late = queue.put(c, 2, 0, 60, b"late", NOW)
+        queue.reserve(c, NOW)
+        queue.bury(c, keep[1], 5)
+        await compaction
+        await asyncio.sleep(0.01)
+        assert os.path.getsize(tmp_path / JOURNAL) < before / 4
+        assert journal.generation == 2
+        assert late.id == 421
+
+    asyncio.run(_session(str(tmp_path), work, fsync="always"))
+    queue = restart(str(tmp_path))
+    assert len(queue.jobs) == 20 and 1 not in queue.jobs and 421 in queue.jobs
+    assert queue.jobs[2].state == BURIED and queue.jobs[2].pri == 5
+    assert queue.next_id == 422
+
+
+def test_compaction_starts_by_itself_past_the_threshold(tmp_path):
+    async def work(queue: Queue, journal: Journal) -> None:
+        c = queue.connect()
+        queue.put(c, 1, 0, 60, b"long-lived", NOW)
+        queue.reserve(c, NOW)
+        queue.bury(c, 1, 1)
+        for _ in range(300):
+            job = queue.put(c, 1, 0, 60, b"z" * 300, NOW)
+            queue.delete(c, job.id)
+            await asyncio.sleep(0)
+        while journal._compactor is not None:
+            await asyncio.sleep(0.001)
+        assert journal.generation > 1
+        assert os.path.getsize(tmp_path / JOURNAL) < 40_000
+
+    asyncio.run(_session(str(tmp_path), work, fsync="no", compact_min=20_000))
+    queue = restart(str(tmp_path))
+    assert list(queue.jobs) == [1] and queue.jobs[1].state == BURIED
+
+
+def test_torn_file_is_truncated_and_appending_continues(tmp_path):
+    async def work(queue: Queue, journal: Journal) -> None:
+        c = queue.connect()
+        for _ in range(3):
+            queue.put(c, 1, 0, 60, b"abc", NOW)
+
+    asyncio.run(_session(str(tmp_path), work))
+    path = tmp_path / JOURNAL
+    with open(path, "ab") as f:
+        f.write(encode_put(make_job(4))[:-3])  # a write cut short by the crash
+    queue = restart(str(tmp_path))
+    assert sorted(queue.jobs) == [1, 2, 3]
+
+    async def more(queue: Queue, journal: Journal) -> None:
+        queue.put(queue.connect(), 1, 0, 60, b"after", NOW)
+
+    asyncio.run(_session(str(tmp_path), more))
+    assert sorted(restart(str(tmp_path)).jobs) == [1, 2, 3, 4]
+
+
+def test_second_server_on_the_same_directory_is_refused(tmp_path):
+    first = Journal(str(tmp_path))
+    first.open(Queue(), NOW)
+    with pytest.raises(SystemExit):
+        Journal(str(tmp_path)).open(Queue(), NOW)
+    os.close(first._fd)
+    os.close(first._lock_fd)
