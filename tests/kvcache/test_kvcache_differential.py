@@ -80,8 +80,10 @@ COMMAND = st.one_of(
 def test_same_replies_as_redis(kvcache_port: int, redis_port: int, connect, commands) -> None:
     ours, theirs = connect(kvcache_port), connect(redis_port)
     try:
-        ours.call("FLUSHALL")
-        theirs.call("FLUSHALL")
+        for c in (ours, theirs):
+            c.call("FLUSHALL")
+            c.call("CONFIG", "SET", "maxmemory", "0")
+            c.call("CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
         got = ours.pipeline(commands)
         want = theirs.pipeline(commands)
         for command, a, b in zip(commands, got, want, strict=True):
