@@ -223,3 +223,46 @@ def test_redis_benchmark_ping_set_get(ours):
     for test in ("PING_INLINE", "PING_MBULK", "SET", "GET"):
         assert f"{test}: " in out and "requests per second" in out, out
     assert time.monotonic() - started < TOOL_TIMEOUT
+
+
+def test_interactive_redis_cli_uses_our_command_docs(ours):
+    """redis-cli in a terminal asks COMMAND DOCS for its hints and `help`; drive it via a pty."""
+    cli = need("redis-cli")
+    import os
+    import pty
+    import re
+    import select
+
+    host, port = ours
+    pid, fd = pty.fork()
+    if pid == 0:  # the child becomes redis-cli on the pty
+        os.execv(cli, [cli, "-h", host, "-p", str(port)])
+    seen = b""
+
+    def read_until(marker: bytes, timeout: float = 15.0, count: int = 1) -> str:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                data = os.read(fd, 65536)
+                seen += data
+                for _ in range(data.count(b"\x1b[6n")):  # linenoise asks for the cursor
+                    os.write(fd, b"\x1b[1;1R")
+            plain = re.sub(rb"\x1b\[[0-9;]*[A-Za-z]", b"", seen)
+            if plain.count(marker) >= count and plain.rstrip(b" ").endswith(prompt.strip()):
+                return plain.decode(errors="replace")
+        raise AssertionError(f"redis-cli never printed {marker!r}; got {seen[-500:]!r}")
+
+    prompt = f"{host}:{port}> ".encode()
+    try:
+        read_until(prompt)
+        os.write(fd, b"ping\r")
+        read_until(b"PONG")
+        os.write(fd, b"help get\r")
+        assert "summary: Get the value of a key." in read_until(b"group: generic")
+        os.write(fd, b"quit\r")
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        os.close(fd)
