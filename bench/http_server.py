@@ -34,6 +34,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,25 +70,32 @@ def serve_ours(port: int, use_app: bool) -> None:
 
 
 def serve_streams(port: int) -> None:
-    """The same parse/answer logic on asyncio streams (for the Protocol-vs-streams note)."""
+    """Our codec and handler shape on asyncio streams (for the Protocol-vs-streams note).
+
+    One task per connection reads, parses, awaits the handler inline (no task per request)
+    and writes; responses are serialized with the same helpers as the Protocol server.
+    """
     from minisys.http.codec import RequestParser
     from minisys.http.head import HttpError
+    from minisys.http.message import Request, Response
+    from minisys.http.serialize import serialize_response
+    from minisys.http.server import http_date
 
-    answer = (
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
-        % (
-            len(BODY),
-            BODY,
-        )
-    )
+    async def handler(request):
+        return Response(200, [("Content-Type", "application/json")], BODY)
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         parser = RequestParser()
+        peer = writer.get_extra_info("peername")
         try:
             while data := await reader.read(65536):
                 parser.feed(data)
-                while parser.next_message() is not None:
-                    writer.write(answer)
+                while (message := parser.next_message()) is not None:
+                    head, body = message
+                    request = Request(head.method, head.target, head.headers, body, peer=peer)
+                    response = await handler(request)
+                    headers = [*response.headers, ("Date", http_date(time.time()))]
+                    writer.write(serialize_response(response.status, headers, response.body))
                 await writer.drain()
         except (HttpError, ConnectionError):
             pass
