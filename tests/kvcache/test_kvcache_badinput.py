@@ -20,7 +20,8 @@ def protocol_error(connect, port: int, data: bytes, text: str) -> None:
     assert bad.closed_by_server()
     bad.close()
     assert bystander.call("PING") == PONG
-    assert connect(port).call("PING") == PONG
+    with connect(port) as fresh:
+        assert fresh.call("PING") == PONG
     bystander.close()
 
 
@@ -50,7 +51,8 @@ def test_binary_garbage_then_server_still_serves(connect, server: int) -> None:
     reply = c.read()
     assert isinstance(reply, RespError)
     c.close()
-    assert connect(server).call("PING") == PONG
+    with connect(server) as fresh:
+        assert fresh.call("PING") == PONG
 
 
 def test_inline_commands(client) -> None:
