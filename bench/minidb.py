@@ -167,8 +167,10 @@ def bench_embedded(n: int, n_sync: int, tmp: Path) -> None:
             best[name + "_puts"] = max(best.get(name + "_puts", 0), value[0])
             best[name + "_gets"] = max(best.get(name + "_gets", 0), value[1])
     sync_keys = keys[:n_sync]
-    o_sync = ours_puts("always", sync_keys, "osync")[0]
-    s_sync = sqlite_puts("FULL", sync_keys, "ssync.db")[0]
+    o_sync = s_sync = 0.0
+    for r in range(2):  # alternate: the disk is shared and its fsync latency drifts
+        o_sync = max(o_sync, ours_puts("always", sync_keys, f"osync{r}")[0])
+        s_sync = max(s_sync, sqlite_puts("FULL", sync_keys, f"ssync{r}.db")[0])
 
     small = keys[: min(n, 20_000)]  # dbm.dumb rewrites its index often: keep it bounded
     with dbm.dumb.open(str(tmp / "dumb"), "c") as dumb:
@@ -253,7 +255,7 @@ def main() -> None:
     scale = 0.05 if args.quick else 1.0
     with tempfile.TemporaryDirectory(prefix="bench-minidb-") as tmp:
         bench_server(int(args.requests * scale) or 1000, 1 if args.quick else args.rounds)
-        bench_embedded(int(100_000 * scale), int(3_000 * scale), Path(tmp))
+        bench_embedded(int(100_000 * scale), int(1_500 * scale), Path(tmp))
         bench_open(1_000_000 if args.big else int(200_000 * scale), Path(tmp))
         bench_compaction(int(100_000 * scale), Path(tmp))
 

@@ -23,6 +23,7 @@ import fcntl
 import os
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,10 @@ LOCK_NAME = "LOCK"
 # Whether a merge is due is checked after this many appended bytes, not on every write
 # (summing file sizes per write would cost more than the write).
 MERGE_CHECK_BYTES = 1024 * 1024
+
+_unpack_header = record.HEADER.unpack_from
+_crc32 = zlib.crc32
+_HEADER_SIZE = record.HEADER_SIZE
 
 # An operation: (key, value) puts, (key, None) deletes, (None, None) forgets every key.
 Op = tuple[bytes | None, bytes | None]
@@ -259,16 +264,22 @@ class DB:
     # ----------------------------------------------------------------- reads
 
     def get(self, key: bytes) -> bytes | None:
+        """The value of `key` or None: one keydir lookup, one pread, one CRC check.
+
+        The lock is held across the pread because a merge closes old files under it; a
+        descriptor closed mid-read could otherwise be reused by the kernel for another file.
+        """
         with self._lock:
             entry = self.keydir.entries.get(key)
             if entry is None:
                 return None
             file_id, offset, size, _ts = entry
-            data = self.files[file_id].pread(size, offset)
-        ok = record.check(data, 0) if len(data) == size else "short read"
-        if isinstance(ok, str):
+            data = os.pread(self.files[file_id].fd, size, offset)
+        crc, _flags, _ts, klen, _vlen = _unpack_header(data)
+        if len(data) != size or _crc32(memoryview(data)[4:]) != crc:
+            ok = record.check(data, 0) if len(data) == size else "short read"
             raise CorruptionError(f"record of {key!r} at {file_id}:{offset} is bad: {ok}")
-        return data[record.HEADER_SIZE + ok[2] :]
+        return data[_HEADER_SIZE + klen :]
 
     def __contains__(self, key: bytes) -> bool:
         return key in self.keydir.entries
