@@ -148,6 +148,13 @@ def gateway_toml(stubs: tuple[int, int, int], dead: int, extra: str = "") -> str
         client_limit = {{ quota = 2, window = 60 }}
 
         [[routes]]
+        name = "authsvc"
+        path = "/authsvc"
+        strip_prefix = true
+        upstream = "main"
+        auth = true
+
+        [[routes]]
         name = "flaky"
         path = "/flaky"
         upstream = "flaky"
@@ -165,6 +172,10 @@ def gateway_toml(stubs: tuple[int, int, int], dead: int, extra: str = "") -> str
 
         [consumers.bob]
         keys = ["bob-key-00001"]
+
+        [consumers.erin]
+        keys = ["erin-key-00001"]
+        max_concurrency = 1
 
         [consumers.carol]
         keys = ["carol-key-0001"]

@@ -279,3 +279,49 @@ def test_upstream_status_passes_through(gateway, h):
     assert r.status == 418 and r.headers["X-Stub"] == "1"
     assert h.request(gateway.port, "HEAD", "/svc/status/200").status == 200
     assert h.request(gateway.port, "POST", "/nowhere").status == 404
+
+
+def test_concurrency_limit_per_consumer(gateway, h):
+    import threading
+
+    key = {"X-API-Key": "erin-key-00001"}
+    slow: list = []
+    thread = threading.Thread(
+        target=lambda: slow.append(h.request(gateway.port, "GET", "/authsvc/slow?ms=400", key))
+    )
+    thread.start()
+    from minisys.testing import wait_until
+
+    def busy():
+        consumers = h.request(gateway.admin, "GET", "/consumers").json()
+        return consumers["in_flight"].get("erin") == 1
+
+    wait_until(busy, timeout=10)
+    r = h.request(gateway.port, "GET", "/authsvc/x", key)
+    assert r.status == 429
+    assert r.json()["detail"] == "too many concurrent requests"
+    assert r.headers["Retry-After"] == "1"
+    thread.join(10)
+    assert slow[0].status == 200
+    assert h.request(gateway.port, "GET", "/authsvc/x", key).status == 200
+
+
+def test_proxy_line_split_across_packets(gateway, h):
+    import socket
+
+    data = (
+        b"PROXY TCP4 203.0.113.9 127.0.0.1 40000 8081\r\n"
+        b"GET /public/split HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n"
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.2", 0))
+        sock.settimeout(5)
+        sock.connect(("127.0.0.1", gateway.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(0, len(data), 7):
+            sock.sendall(data[i : i + 7])
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200")
+    assert b'"X-Forwarded-For", "203.0.113.9"' in reply
