@@ -1,9 +1,17 @@
 """The cache and the database over RESP: kvcache and minidb, or a real Redis for either.
 
 Both stores speak the same protocol, so one small class does the talking (`_RespStore`)
-and two thin ones give it the shape the shop expects. Every command goes through a
-`minisys.resp.client.RespPool`; a transaction borrows one connection for itself, because
-WATCH and MULTI are per-connection state:
+and two thin ones give it the shape the shop expects.
+
+Plain commands from every concurrent request share **one multiplexed connection**: each
+command is written at once and the replies come back in order (RESP guarantees it), so
+thirty requests in flight are thirty pipelined commands on one socket. The server then
+reads many commands per wakeup and answers them in one write — far fewer system calls
+on both sides than one connection per request, which matters most when the server is
+Python (kvcache, minidb). StackExchange.Redis and Lettuce work this way; redis-py does not.
+
+A transaction cannot share: WATCH and MULTI are per-connection state. It borrows a
+connection of its own from a small `RespPool`:
 
     async with db.transaction() as tx:     borrow a connection from the pool
         await tx.watch(["stock:sku-1"])    WATCH stock:sku-1 + MGET stock:sku-1, pipelined
@@ -22,6 +30,7 @@ health checks; we have the dozen commands the shop uses.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -30,9 +39,9 @@ from appserver.stores import Op, StoreError, StoreUnavailable
 from minisys.resp.client import RespClient, RespConnectionError, RespPool
 from minisys.resp.values import RespError
 
-# Connections per store. Each request holds one only for a command's round trip (or for a
-# transaction), so a few dozen serve hundreds of concurrent requests.
-POOL_SIZE = 32
+# Connections for transactions. Each is held for one WATCH … EXEC (two round trips), so a
+# couple of dozen serve hundreds of concurrent orders.
+POOL_SIZE = 24
 # SCAN's COUNT hint: keys examined per call; bigger means fewer round trips per listing.
 SCAN_COUNT = 1000
 # A SCAN walk stops after this many keys, so one listing is bounded work.
@@ -46,19 +55,45 @@ class _RespStore:
         self, host: str, port: int, db: int, *, timeout: float, pool_size: int = POOL_SIZE
     ) -> None:
         self.address = f"{host}:{port}"
+        self.url = f"redis://{host}:{port}/{db}"
+        self.timeout = timeout
         self.pool = RespPool(
-            f"redis://{host}:{port}/{db}",
-            size=pool_size,
-            connect_timeout=timeout,
-            read_timeout=timeout,
+            self.url, size=pool_size, connect_timeout=timeout, read_timeout=timeout
         )
+        self._shared: RespClient | None = None
+        self._connecting: asyncio.Future[RespClient] | None = None
 
     def _unavailable(self, exc: Exception) -> StoreUnavailable:
         return StoreUnavailable(self.name, f"{self.address}: {exc}")
 
+    async def _connection(self) -> tuple[RespClient, bool]:
+        """The shared connection, and whether it was opened just now for this call."""
+        shared = self._shared
+        if shared is not None and not shared.closed:
+            return shared, False
+        # Everyone who finds it missing waits for the same connect.
+        if self._connecting is None or self._connecting.done():
+            self._connecting = asyncio.ensure_future(
+                RespClient.from_url(
+                    self.url, connect_timeout=self.timeout, read_timeout=self.timeout
+                )
+            )
+        self._shared = await asyncio.shield(self._connecting)
+        return self._shared, True
+
     async def _execute(self, *args: str | bytes | int) -> object:
         try:
-            return await self.pool.execute(*args)
+            client, fresh = await self._connection()
+            try:
+                return await client.execute(*args)
+            except RespConnectionError:
+                # An idle connection the server closed (idle timeout, restart) fails on
+                # first use. Retry once on a new one, unless the command is not safe to
+                # repeat (INCRBY may have run) or the connection was new anyway.
+                if fresh or args[0] == "INCRBY":
+                    raise
+            client, _ = await self._connection()
+            return await client.execute(*args)
         except RespError as exc:
             raise StoreError(f"{self.name} {args[0]}: {exc}") from None
         except (RespConnectionError, OSError) as exc:
@@ -76,6 +111,8 @@ class _RespStore:
         await self._execute("PING")
 
     async def close(self) -> None:
+        if self._shared is not None:
+            await self._shared.close()
         await self.pool.close()
 
 
