@@ -85,22 +85,28 @@ async def mq_numbers(host: str, port: int) -> str:
     )
 
 
-def request_total(metrics_text: str) -> float:
-    return sum(
-        value
-        for (name, _), value in parse_text(metrics_text).items()
-        if name.endswith("requests_total")
-    )
+def metric_total(metrics_text: str, name: str) -> float:
+    """The sum of one metric over all its label sets."""
+    return sum(v for (n, _), v in parse_text(metrics_text).items() if n == name)
 
 
-async def http_rate(http: HttpClient, host: str, port: int) -> str:
+async def http_rate(http: HttpClient, host: str, port: int, metric: str, unit: str) -> str:
     url = f"http://{host}:{port}/metrics"
-    first = request_total((await http.get(url)).text())
+    first = metric_total((await http.get(url)).text(), metric)
     await asyncio.sleep(RATE_WINDOW)
-    second = request_total((await http.get(url)).text())
-    # Our own /metrics request counts once per sample; do not report it as traffic.
-    rate = max(0.0, (second - first - 1) / RATE_WINDOW)
-    return f"requests={int(second)} req/s={rate:.1f}"
+    second = metric_total((await http.get(url)).text(), metric)
+    # An appserver counts our own /metrics request; do not report it as traffic.
+    own = 1 if metric == "http_requests_total" else 0
+    rate = max(0.0, (second - first - own) / RATE_WINDOW)
+    return f"{unit}={int(second)} {unit}/s={rate:.1f}"
+
+
+# Where each HTTP-speaking component keeps its traffic counter: (listener, metric, unit).
+TRAFFIC = {
+    "appserver": ("appserver", "http_requests_total", "requests"),
+    "gateway": ("gateway-admin", "gateway_requests_total", "requests"),
+    "lb": ("lb-admin", "lb_connections_accepted_total", "connections"),
+}
 
 
 async def component_line(http: HttpClient, host: str, comp: dict[str, Any]) -> tuple[bool, str]:
@@ -117,10 +123,9 @@ async def component_line(http: HttpClient, host: str, comp: dict[str, Any]) -> t
                 numbers = await resp_numbers(host, port, kind)
             elif kind == "mq":
                 numbers = await mq_numbers(host, port)
-            elif kind in ("appserver", "gateway"):
-                numbers = await http_rate(http, host, port)
-            elif kind == "lb":
-                numbers = await http_rate(http, host, listeners["lb-admin"])
+            elif kind in TRAFFIC:
+                listener, metric, unit = TRAFFIC[kind]
+                numbers = await http_rate(http, host, listeners[listener], metric, unit)
         except (OSError, TimeoutError, ValueError) as exc:
             numbers = f"? ({type(exc).__name__})"
     state = "up" if up else "DOWN"
