@@ -60,8 +60,7 @@ async def main(opts: MqOptions) -> None:
         )
         app = MqApp(max_job_size=opts.max_job_size, journal=journal, queue=app.queue)
     if opts.unix_path:
-        server = UnixServer(opts.unix_path, "mq", opts.server, lambda: None)
-        server.protocol_factory = app.make_server(opts.server).protocol_factory
+        server = UnixServer(opts.unix_path, "mq", opts.server, app.connection)
         app.server = server
     else:
         server = app.make_server(opts.server)

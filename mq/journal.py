@@ -95,11 +95,9 @@ def encode_put(job: Job) -> bytes:
 
 
 def encode_state(job: Job) -> bytes:
+    state = STATE_CODES[job.state]
     return _frame(
-        _STATE.pack(
-            STATE, job.id, job.pri, job.delay, job.deadline, STATE_CODES[job.state],
-            *job.counters(),
-        )  # fmt: skip
+        _STATE.pack(STATE, job.id, job.pri, job.delay, job.deadline, state, *job.counters())
     )
 
 

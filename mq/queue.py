@@ -204,9 +204,7 @@ class Queue:
         """A put that failed after its id was allocated (EXPECTED_CRLF, DRAINING)."""
         self.next_id += 1
 
-    def put(
-        self, client: Client, pri: int, delay: int, ttr: int, body: bytes, now: float
-    ) -> Job:
+    def put(self, client: Client, pri: int, delay: int, ttr: int, body: bytes, now: float) -> Job:
         client.producer = True
         job = Job(self.next_id, client.use, pri, delay, max(ttr, 1), body, now)
         self.next_id += 1
@@ -327,7 +325,9 @@ class Queue:
             for tube in candidates:
                 if tube.waiting and tube.ready_count and not tube.paused(now):
                     job = tube.peek_ready()
-                    if job is not None and (best is None or (job.pri, job.id) < (best.pri, best.id)):
+                    if job is None:
+                        continue
+                    if best is None or (job.pri, job.id) < (best.pri, best.id):
                         best, best_tube = job, tube
             if best is None:
                 return

@@ -74,8 +74,12 @@ class MqApp:
             self.queue.on_change = journal.record
             journal.on_durable = self._durable
 
+    def connection(self) -> BeanstalkConnection:
+        """Protocol factory: one BeanstalkConnection per accepted socket."""
+        return BeanstalkConnection(self)
+
     def make_server(self, config: ServerConfig, name: str = "mq") -> Server:
-        self.server = Server(name, config, lambda: BeanstalkConnection(self))
+        self.server = Server(name, config, self.connection)
         return self.server
 
     # --- after every batch: hand out deliveries, reschedule the timer -----------------

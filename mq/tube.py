@@ -96,9 +96,7 @@ class Tube:
         job.gen += 1
         self.delayed_count -= 1
         if len(self.delayed) > 2 * self.delayed_count + STALE_SLACK:
-            self.delayed = [
-                e for e in self.delayed if e[3].gen == e[2] and e[3].state == DELAYED
-            ]
+            self.delayed = [e for e in self.delayed if e[3].gen == e[2] and e[3].state == DELAYED]
             heapq.heapify(self.delayed)
 
     # --- buried list ------------------------------------------------------------------

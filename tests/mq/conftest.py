@@ -7,16 +7,20 @@ and, where `beanstalkd` is installed, against the real one too, so a test failin
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
 from minisys.beanstalk.codec import Reply, ReplyParser
-from minisys.testing import ServerProcess, wait_until
+from minisys.testing import wait_until
 
 # A reply slower than this means the server hung: fail rather than wait forever.
 CLIENT_TIMEOUT = 10.0
@@ -81,9 +85,42 @@ class Target:
     kind: str  # "mq" or "beanstalkd"
     port: int
     pid: int
+    app: object = None  # the in-process MqApp, for mq
 
     def client(self) -> RawClient:
         return RawClient(self.port)
+
+    def drain(self) -> None:
+        """Enter drain mode: SIGUSR1 for beanstalkd, the same call the handler makes for mq."""
+        if self.app is None:
+            os.kill(self.pid, signal.SIGUSR1)
+        else:
+            loop = self.app.server.loop
+            loop.call_soon_threadsafe(self.app.enter_drain_mode)
+
+
+class InProcessMq:
+    """mq's server on its own event loop in a thread: starts in milliseconds, so every
+    protocol test gets a fresh server (process start-up is tested in test_mq_process.py)."""
+
+    def __init__(self) -> None:
+        from minisys.server import ServerConfig
+        from mq.server import MqApp
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.app = MqApp()
+        self.server = self.app.make_server(ServerConfig(port=0, idle_timeout=0))
+        self.server.loop = self.loop
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+        self.port = self.server.address[1]
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.drain_and_close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
 
 
 def free_port() -> int:
@@ -119,8 +156,11 @@ def start_beanstalkd(*args: str) -> tuple[subprocess.Popen, int]:
 )
 def server(request) -> Iterator[Target]:
     if request.param == "mq":
-        with ServerProcess("mq") as proc:
-            yield Target("mq", proc.port, proc.pid)
+        mq = InProcessMq()
+        try:
+            yield Target("mq", mq.port, os.getpid(), mq.app)
+        finally:
+            mq.close()
     else:
         proc, port = start_beanstalkd()
         try:

@@ -275,9 +275,7 @@ class QueueMachine(RuleBasedStateMachine):
         tube = self.m.clients[c].use
         mine = [j for j in self.m.jobs.values() if j.tube == tube]
         buried = sorted((j for j in mine if j.state == BURIED), key=lambda j: j.bury_seq)
-        delayed = sorted(
-            (j for j in mine if j.state == DELAYED), key=lambda j: (j.deadline, j.id)
-        )
+        delayed = sorted((j for j in mine if j.state == DELAYED), key=lambda j: (j.deadline, j.id))
         chosen = (buried or delayed)[:bound]
         assert self.q.kick(self.clients[c], bound, self.m.now) == len(chosen)
         for job in chosen:
@@ -364,5 +362,5 @@ class QueueMachine(RuleBasedStateMachine):
             assert (got.id if got else None) == (best.id if best else None)
 
 
-QueueMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40)
+QueueMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40)
 test_queue_against_model = QueueMachine.TestCase
