@@ -25,7 +25,7 @@ class DBvsDict(RuleBasedStateMachine):
         self.db = self._open()
 
     def _open(self):
-        return open_db(self.dir, fsync="no", auto_merge=False, max_file_size=200)
+        return open_db(self.dir, fsync="no", auto_merge=False, max_file_size=400)
 
     @rule(key=KEYS, value=VALUES)
     def put(self, key, value):
@@ -83,5 +83,5 @@ class DBvsDict(RuleBasedStateMachine):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-DBvsDict.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
+DBvsDict.TestCase.settings = settings(max_examples=30, stateful_step_count=30, deadline=None)
 TestDBvsDict = DBvsDict.TestCase
