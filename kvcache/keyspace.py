@@ -131,26 +131,30 @@ def glob_matcher(pattern: bytes) -> Callable[[bytes], bool]:
 
 
 def _char_class(pattern: bytes, i: int) -> tuple[int, bytes]:
-    """Translate `[...]` starting after the bracket; returns (index of `]`, regex)."""
+    """Translate `[...]` starting after the bracket, following stringmatchlen's loop
+    step by step; returns (index where the class ends, regex)."""
+    n = len(pattern)
     negate = pattern[i : i + 1] == b"^"
     if negate:
         i += 1
     items = []
-    n = len(pattern)
-    while i < n and pattern[i : i + 1] != b"]":
-        c = pattern[i : i + 1]
-        if c == b"\\" and i + 1 < n:
+    while True:
+        if i < n - 1 and pattern[i] == 0x5C:  # backslash: the next byte is literal
             i += 1
             items.append(re.escape(pattern[i : i + 1]))
-        elif pattern[i + 1 : i + 2] == b"-" and i + 2 < n and pattern[i + 2 : i + 3] != b"]":
+        elif i < n and pattern[i] == 0x5D:  # "]" closes the class
+            break
+        elif i >= n:  # Redis lets an unclosed class run to the end of the pattern
+            i -= 1
+            break
+        elif n - i >= 3 and pattern[i + 1] == 0x2D:  # "a-z", where even "]" may end it
             lo, hi = sorted((pattern[i], pattern[i + 2]))
             items.append(re.escape(bytes([lo])) + b"-" + re.escape(bytes([hi])))
             i += 2
         else:
-            items.append(re.escape(c))
+            items.append(re.escape(pattern[i : i + 1]))
         i += 1
-    # Redis treats an unclosed class as running to the end of the pattern.
     body = b"".join(items)
     if not body:
-        return i, b"(?!)" if not negate else b"."
+        return i, b"." if negate else b"(?!)"
     return i, b"[" + (b"^" if negate else b"") + body + b"]"

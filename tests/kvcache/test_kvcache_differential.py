@@ -91,3 +91,18 @@ def test_same_replies_as_redis(kvcache_port: int, redis_port: int, connect, comm
     finally:
         ours.close()
         theirs.close()
+
+
+KEYS_SET = [b"a", b"ab", b"abc", b"b", b"ba", b"a*b", b"a?", b"[a]", b"a\\b", b"^", b"-", b""]
+PATTERN = st.text(alphabet="ab*?[]^-\\", min_size=0, max_size=6).map(str.encode)
+
+
+@settings(max_examples=60)
+@given(pattern=PATTERN)
+def test_keys_glob_matches_redis(kvcache_port: int, redis_port: int, connect, pattern) -> None:
+    with connect(kvcache_port) as ours, connect(redis_port) as theirs:
+        for c in (ours, theirs):
+            c.call("FLUSHALL")
+            c.call("MSET", *[x for k in KEYS_SET if k for x in (k, b"1")])
+        got, want = ours.call("KEYS", pattern), theirs.call("KEYS", pattern)
+        assert sorted(got) == sorted(want), f"KEYS {pattern!r}: kvcache {got}, Redis {want}"
