@@ -18,7 +18,7 @@ Simpler than the real thing: the body is read whole before the handler runs (bou
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -122,12 +122,14 @@ class Response:
     def __init__(
         self,
         status: int = 200,
-        headers: Iterable[tuple[str, str]] | Headers | None = None,
+        headers: Iterable[tuple[str, str]] | Mapping[str, str] | Headers | None = None,
         body: bytes | AsyncIterable[bytes] = b"",
         *,
         reason: str | None = None,
     ) -> None:
         self.status = status
+        if isinstance(headers, Mapping):
+            headers = headers.items()
         self.headers = headers if isinstance(headers, Headers) else Headers(headers)
         self.body = body
         self.reason = reason

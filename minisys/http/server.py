@@ -124,6 +124,15 @@ def error_response(err: HttpError) -> Response:
     )
 
 
+def check_response(response: object) -> None:
+    """Refuse what the handler should not have returned, so it becomes a clean 500."""
+    if not isinstance(response, Response):
+        raise TypeError(f"handler returned {type(response).__name__}, not Response")
+    body = response.body
+    if not isinstance(body, bytes | bytearray | memoryview | AsyncIterable):
+        raise TypeError(f"response body is {type(body).__name__}, not bytes or async iterable")
+
+
 class HttpConnection(Connection):
     """One client connection: parse, queue, handle one at a time, answer in order."""
 
@@ -254,8 +263,7 @@ class HttpConnection(Connection):
         try:
             try:
                 response = await self.handler(request)
-                if not isinstance(response, Response):
-                    raise TypeError(f"handler returned {type(response).__name__}, not Response")
+                check_response(response)
             except HttpError as err:
                 response = error_response(err)
             except asyncio.CancelledError:
@@ -268,7 +276,7 @@ class HttpConnection(Connection):
                 log.exception("handler failed for %s %s", request.method, request.target)
                 response = error_response(HttpError(500, "the handler failed"))
             body = response.body
-            if isinstance(body, bytes | bytearray | memoryview):
+            if type(body) is bytes or isinstance(body, bytearray | memoryview):
                 self._write_response(request, response)
             else:
                 await self._stream_response(request, response)
@@ -315,15 +323,15 @@ class HttpConnection(Connection):
         return encode_head(parts, count + 2), keep
 
     def _write_response(self, request: Request | None, response: Response) -> None:
-        body = bytes(response.body)
+        body = response.body if type(response.body) is bytes else bytes(response.body)
         try:
             head, keep = self._head_bytes(request, response, len(body), False)
         except ValueError as exc:
+            # A header value with CR/LF (or a bad status): never send it, send a 500.
             log.error("bad response from handler: %s", exc)
-            head, keep = self._head_bytes(
-                request, error_response(HttpError(500, "bad response")), None, False
-            )
-            body = b""
+            response = error_response(HttpError(500, "the handler built an invalid response"))
+            body = response.body  # type: ignore[assignment]
+            head, keep = self._head_bytes(request, response, len(body), False)
         status = response.status
         head_only = request is not None and request.method == "HEAD"
         if head_only or status < 200 or status == 204 or status == 304:
@@ -338,7 +346,12 @@ class HttpConnection(Connection):
         body = response.body
         assert isinstance(body, AsyncIterable)
         chunked = request.version == "1.1"
-        head, keep = self._head_bytes(request, response, None, chunked)
+        try:
+            head, keep = self._head_bytes(request, response, None, chunked)
+        except ValueError as exc:
+            log.error("bad response from handler: %s", exc)
+            self._write_response(request, error_response(HttpError(500, "bad response")))
+            return
         self.write(head)
         try:
             if request.method != "HEAD":

@@ -31,6 +31,14 @@ async def handler(request: Request) -> Response:
         await asyncio.sleep(3600)
     elif path == "/crash":
         raise RuntimeError("boom")
+    elif path == "/bad-body":
+        return Response(200, [], "a str is not bytes")
+    elif path == "/bad-header":
+        return Response(200, [("X-A", "a\r\nSet-Cookie: evil=1")], b"")
+    elif path == "/not-a-response":
+        return {"oops": True}
+    elif path == "/dict-headers":
+        return Response(200, {"X-A": "1"}, b"ok")
     elif path == "/empty":
         return Response(204, [("X-A", "1")], b"ignored")
     elif path == "/not-modified":
@@ -282,3 +290,18 @@ def test_graceful_drain_finishes_in_flight_request_with_connection_close():
             srv.server = None
     finally:
         srv.stop()
+
+
+def test_handler_mistakes_become_500_and_the_connection_survives(srv):
+    with connect(srv.port) as s:
+        s.sendall(GET % b"bad-body" + GET % b"bad-header" + GET % b"not-a-response" + GET % b"x")
+        responses, closed, raw = read_responses(s, 4)
+    assert [r[0] for r in responses] == [500, 500, 500, 200] and not closed
+    assert b"evil" not in raw
+
+
+def test_dict_headers_are_accepted(srv):
+    with connect(srv.port) as s:
+        s.sendall(GET % b"dict-headers")
+        (resp,), _, raw = read_responses(s, 1)
+    assert resp == (200, b"ok") and b"X-A: 1\r\n" in raw
