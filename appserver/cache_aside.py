@@ -30,6 +30,7 @@ above with them).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -138,10 +139,12 @@ class GuardedCache:
         missing = [n for n, value in enumerate(values) if value is None]
         if missing:
             loaded = await load([keys[n] for n in missing])
+            fills = []
             for n, value in zip(missing, loaded, strict=True):
                 values[n] = value
                 if value is not None:
-                    await self.set(keys[n], value, ttls[n])
+                    fills.append(self.set(keys[n], value, ttls[n]))
+            await asyncio.gather(*fills)  # sent together: pipelined on one connection
         return values
 
     async def reachable(self) -> bool:

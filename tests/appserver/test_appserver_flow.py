@@ -270,7 +270,7 @@ def test_cache_down_orders_still_succeed(stack):
     wait_until(lambda: wanted <= set(stack.message_ids()), timeout=EVENTUALLY)
 
 
-def test_db_down_is_503_problem(stack):
+def test_db_down_is_503_problem_and_recovers(stack):
     ours_only(stack)
     with ServerProcess("minidb", "--data-dir", str(stack.tmp / "doomed-db")) as db:
         side = Stack(stack.tmp, stack.cache, f"redis://127.0.0.1:{db.port}", stack.queue)
@@ -282,6 +282,17 @@ def test_db_down_is_503_problem(stack):
             assert headers["Content-Type"] == "application/problem+json"
             assert doc["type"].endswith("store-unavailable") and doc["store"] == "db"
             assert side.request("GET", "/readyz")[0] == 503
+            # The db comes back on the same port: the next requests simply work again.
+            with ServerProcess(
+                "minidb",
+                "--port",
+                str(db.port),
+                "--data-dir",
+                str(stack.tmp / "doomed-db"),
+                port_flag=False,
+            ):
+                assert side.request("GET", "/readyz")[0] == 200
+                assert side.request("POST", "/place-order", order_body("sku-1"))[0] == 201
         finally:
             side.close()
 
