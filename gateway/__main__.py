@@ -104,6 +104,8 @@ async def main(args: argparse.Namespace, server_config: ServerConfig) -> None:
             return
         if args.cache and not new.store:
             new.store = args.cache
+        if new.store != cfg.store:
+            log.warning("ratelimit.store changed: the new store is used after a restart")
         gateway.apply(new)
         admin.reloaded()
         log.info(

@@ -119,6 +119,7 @@ class Gateway:
         self.metrics = GatewayMetrics(registry or Registry())
         self.wall = wall
         self.pools: dict[str, UpstreamPool] = {}
+        self._closing: set[asyncio.Future] = set()
         self.in_flight: dict[str, int] = {}
         self.config = config
         self.apply(config)
@@ -132,7 +133,15 @@ class Gateway:
                 pools[name] = old
             else:
                 pools[name] = UpstreamPool(settings, self.transport_factory(settings))
+        retired = [p for p in self.pools.values() if p not in pools.values()]
         self.pools = pools
+        for pool in retired:
+            # Requests in flight on a retired pool finish; its idle connections close now.
+            close = getattr(pool.transport, "close", None)
+            if close is not None:
+                task = asyncio.ensure_future(close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
         self.routes = RouteTable(config.routes)
         self.auth = Authenticator(config.consumers)
         self.config = config

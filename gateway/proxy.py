@@ -25,7 +25,7 @@ On the request's journey this is the gateway's edge, at both ends:
   stripping. Credentials (`Authorization`, `X-API-Key`) are stripped on authenticated
   routes: the upstream trusts `X-Consumer-ID` instead and never sees a key.
 
-      X-Forwarded-For: <client>            (appended to the lb's list when it is trusted)
+      X-Forwarded-For: <client>            (appended to a trusted HTTP proxy's list)
       X-Forwarded-Proto: http
       X-Forwarded-Host: <the Host the client asked for>
       Via: 1.1 minisys-gateway             (appended to any Via already present)
@@ -208,8 +208,10 @@ PROXY_REFUSAL = (
 class GatewayConnection(HttpConnection):
     """The HTTP server connection, plus an optional PROXY v1 line from trusted peers.
 
-    `trusted_hop` tells the handler whether this connection came through a trusted proxy
-    (so its `X-Forwarded-For` may be kept and extended). The handler reads the real client
+    `trusted_hop` tells the handler whether the peer is a trusted *HTTP* proxy (nginx,
+    HAProxy in http mode) whose `X-Forwarded-For` may be kept and extended. A connection
+    that starts with a PROXY line comes from an L4 proxy, which never adds that header, so
+    there the client's own copy is dropped like anyone else's. The handler reads the real client
     address from `peer`, which the PROXY line replaces. The gateway's handler takes the
     connection as a second argument to see both.
     """
@@ -251,6 +253,9 @@ class GatewayConnection(HttpConnection):
             self._proxy_buffer = buffer if len(buffer) < MAX_V1_LENGTH else None
             return
         self._proxy_buffer = None
+        # An L4 proxy never writes HTTP headers, so any X-Forwarded-For on this connection
+        # came from the client itself: no longer a trusted hop.
+        self.trusted_hop = False
         if header.source is not None:
             self.peer = header.source
         rest = buffer[consumed:]

@@ -80,8 +80,13 @@ def normalize_path(raw: str) -> str:
     return path
 
 
+_NEEDS_NO_QUOTING = re.compile(r"[A-Za-z0-9/:@!$&'()*+,;=\-._~]*")
+
+
 def encode_path(path: str) -> str:
     """Re-encode a canonical path for the request line sent upstream."""
+    if _NEEDS_NO_QUOTING.fullmatch(path):  # the common case, and a cheap check
+        return path
     return quote(path, safe=PATH_SAFE)
 
 

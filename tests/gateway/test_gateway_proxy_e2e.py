@@ -145,8 +145,8 @@ def test_proxy_v1_from_trusted_lb_sets_the_client_address(gateway, h):
     import json
 
     seen = {n.lower(): v for n, v in json.loads(body)["headers"]}
-    # From a trusted hop the incoming X-Forwarded-For is kept and the client appended.
-    assert seen["x-forwarded-for"] == "10.9.9.9, 198.51.100.7"
+    # The lb is an L4 proxy: the X-Forwarded-For on this connection is the client's own.
+    assert seen["x-forwarded-for"] == "198.51.100.7"
     # Each proxied client address gets its own anonymous bucket.
     for ip in ("198.51.100.8", "198.51.100.9"):
         line = f"PROXY TCP4 {ip} 127.0.0.1 40000 8081\r\n".encode()
@@ -325,3 +325,9 @@ def test_proxy_line_split_across_packets(gateway, h):
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 200")
     assert b'"X-Forwarded-For", "203.0.113.9"' in reply
+
+
+def test_trusted_http_proxy_keeps_and_extends_x_forwarded_for(gateway, h):
+    req = b"GET /public/p HTTP/1.1\r\nHost: shop\r\nX-Forwarded-For: 10.9.9.9\r\n"
+    reply = h.raw(gateway.port, req + b"Connection: close\r\n\r\n", source="127.0.0.2")
+    assert b'"X-Forwarded-For", "10.9.9.9, 127.0.0.2"' in reply
