@@ -168,6 +168,11 @@ class LRUCache:
         deadlines = self._deadlines
         return [k for k in self._data if not (k in deadlines and now > deadlines[k])]
 
+    def key_snapshot(self) -> list[Any]:
+        """A fast (C-speed) copy of every stored key, expired ones not reclaimed included;
+        for iterations that re-check each key later (SCAN)."""
+        return list(self._data)
+
     def random_key(self) -> Any:
         """A random live key, or None when the cache is empty."""
         while self._data:

@@ -32,6 +32,8 @@ from minisys.resp.values import CommandError
 
 # Live SCAN iterations remembered at once; an older one restarts from a fresh snapshot.
 MAX_SCAN_SNAPSHOTS = 64
+# Keys held by all snapshots together (8 bytes each): oldest snapshots go first past it.
+MAX_SNAPSHOT_KEYS = 4_000_000
 # The offset takes the cursor's low 32 bits, the snapshot id the bits above.
 _OFFSET_BITS = 32
 _OFFSET_MASK = (1 << _OFFSET_BITS) - 1
@@ -47,6 +49,7 @@ class Keyspace:
         self.clock = clock
         self._snapshots: OrderedDict[int, list[bytes]] = OrderedDict()
         self._next_snapshot = 1
+        self._snapshot_keys = 0
 
     # --- time in Redis's unit ---------------------------------------------------------
 
@@ -89,17 +92,21 @@ class Keyspace:
         snapshot_id, offset = cursor >> _OFFSET_BITS, cursor & _OFFSET_MASK
         keys = self._snapshots.get(snapshot_id) if cursor else None
         if keys is None:
-            keys = self.cache.keys()
+            keys = self.cache.key_snapshot()
             snapshot_id = self._next_snapshot
             self._next_snapshot += 1
-            if len(self._snapshots) >= MAX_SCAN_SNAPSHOTS:
-                self._snapshots.popitem(last=False)
+            self._snapshot_keys += len(keys)
+            while self._snapshots and (
+                len(self._snapshots) >= MAX_SCAN_SNAPSHOTS
+                or self._snapshot_keys > MAX_SNAPSHOT_KEYS
+            ):
+                self._snapshot_keys -= len(self._snapshots.popitem(last=False)[1])
         self._snapshots[snapshot_id] = keys
         self._snapshots.move_to_end(snapshot_id)
         batch = [k for k in keys[offset : offset + count] if k in self.cache]
         offset += count
         if offset >= len(keys) or offset > _OFFSET_MASK:
-            del self._snapshots[snapshot_id]
+            self._snapshot_keys -= len(self._snapshots.pop(snapshot_id))
             return 0, batch
         return (snapshot_id << _OFFSET_BITS) | offset, batch
 
