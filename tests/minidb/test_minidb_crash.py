@@ -189,3 +189,50 @@ def test_a_merge_killed_at_any_step_reopens_with_all_data(tmp_path):
         assert contents(db) == {**model, b"after": b"crash"}, (name, occurrence)
         db.close()
         shutil.rmtree(work)
+
+
+class _WriteDuringMerge(Faults):
+    """Faults that also write to the db in the middle of the merge's copying phase."""
+
+    def __init__(self, model: dict[bytes, bytes], **kw) -> None:
+        super().__init__(**kw)
+        self.db = None
+        self.model = model
+        self.wrote = False
+
+    def point(self, name: str) -> None:
+        if name == "merge.read_file" and not self.wrote:
+            self.wrote = True
+            self.db.put(b"k2", b"during merge")  # live in an input file: CAS must keep this
+            self.db.delete(b"k4")
+            self.db.write_batch([(b"b1", None), (b"new", b"during")])
+            self.model[b"k2"] = b"during merge"
+            del self.model[b"k4"]
+            del self.model[b"b1"]
+            self.model[b"new"] = b"during"
+        super().point(name)
+
+
+def test_writes_during_a_merge_survive_a_crash_at_any_later_step(tmp_path):
+    src = tmp_path / "src"
+    base = _merge_fixture(src)
+    points = _merge_points(tmp_path, src)
+    crashes = 0
+    for i, (name, occurrence) in enumerate(points):
+        model = dict(base)
+        work = copy_dir(src, tmp_path / f"w{i}")
+        faults = _WriteDuringMerge(model, crash_at=name, occurrence=occurrence)
+        db = open_db(work, fsync="no", auto_merge=False, max_file_size=150, faults=faults)
+        faults.db = db
+        try:
+            db.merge()  # the writes may shrink the merge so that this point never comes
+        except SimulatedCrash:
+            crashes += 1
+        if faults.wrote:
+            assert contents(db) == model, (name, occurrence)
+        db.abandon()
+        db = open_db(work, fsync="no", auto_merge=False, max_file_size=150)
+        assert contents(db) == model, (name, occurrence)
+        db.close()
+        shutil.rmtree(work)
+    assert crashes >= len(points) // 2  # the writes leave fewer merged files to crash in
