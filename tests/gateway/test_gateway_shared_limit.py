@@ -95,3 +95,24 @@ def test_store_down_fails_open_or_closed(stubs, h, tmp_path, on_error, expected)
         assert r.status == expected
         metrics = h.request(g.ports["gateway-admin"], "GET", "/metrics").body.decode()
         assert "gateway_ratelimit_store_errors_total 1" in metrics
+
+
+def test_behind_our_lb_with_proxy_protocol(stubs, h, tmp_path):
+    """client → lb (--send-proxy, round robin) → two gateways → stub: one shared budget."""
+    with ServerProcess("kvcache", ready=["kvcache"]) as kv:
+        path = tmp_path / "gw.toml"
+        text = config(stubs[0], f"redis://127.0.0.1:{kv.port}/0")
+        path.write_text('[gateway]\ntrusted_proxies = ["127.0.0.1"]\n' + text)
+        with gateway(path) as g1, gateway(path) as g2:
+            backends = []
+            for g in (g1, g2):
+                backends += ["--backend", f"127.0.0.1:{g.ports['gateway']}"]
+            with ServerProcess(
+                "lb", *backends, "--send-proxy", "--algorithm", "roundrobin",
+                "--admin-port", "0", ready=["lb", "lb-admin"],
+            ) as lb:  # fmt: skip
+                key = {"X-API-Key": "dave-key-0001", "X-Forwarded-For": "6.6.6.6"}
+                replies = [h.request(lb.ports["lb"], "GET", "/x", key) for _ in range(6)]
+                assert [r.status for r in replies] == [200] * 4 + [429] * 2
+                # The address came from the PROXY line; the client's own XFF was dropped.
+                assert replies[0].upstream_headers()["x-forwarded-for"] == "127.0.0.1"
