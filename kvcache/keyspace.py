@@ -87,6 +87,11 @@ class Keyspace:
 
     # --- SCAN ---------------------------------------------------------------------------
 
+    @property
+    def open_scans(self) -> int:
+        """SCAN iterations started and not finished (each holds a key snapshot)."""
+        return len(self._snapshots)
+
     def scan(self, cursor: int, count: int) -> tuple[int, list[bytes]]:
         """Up to `count` keys from the iteration `cursor` names, and the next cursor."""
         snapshot_id, offset = cursor >> _OFFSET_BITS, cursor & _OFFSET_MASK

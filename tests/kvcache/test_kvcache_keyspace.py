@@ -62,7 +62,7 @@ def test_abandoned_scans_are_bounded() -> None:
         cache.set(b"k%d" % i, b"v")
     ks = Keyspace(cache, Clock())
     cursors = [ks.scan(0, 10)[0] for _ in range(MAX_SCAN_SNAPSHOTS * 3)]
-    assert len(ks._snapshots) <= MAX_SCAN_SNAPSHOTS
+    assert ks.open_scans <= MAX_SCAN_SNAPSHOTS
     # A forgotten cursor still answers: it restarts from a fresh snapshot.
     _, batch = ks.scan(cursors[0], 10)
     assert len(batch) == 10
