@@ -291,14 +291,17 @@ class Journal:
         upto = self.seq
         self.records_written += count
         self.file_bytes += len(data)
-        if self.fsync == "always":
+        if self.fsync == "always" and self.need_seq > self.durable_seq:
             self._inflight = True
             loop = asyncio.get_running_loop()
             fut = loop.run_in_executor(None, _write_and_sync, self._fd, data)
             fut.add_done_callback(lambda f: self._written(f, upto))
             return
+        # Nothing here needs an fsync before a reply (a reserve, a TTR timeout): write it
+        # now; the next fsync, whoever triggers it, covers it too.
         _write_all(self._fd, data)
-        self.durable_seq = upto
+        if self.fsync != "always":
+            self.durable_seq = upto
         if self.fsync == "interval":
             self._maybe_sync()
         self._maybe_compact()

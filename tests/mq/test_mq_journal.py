@@ -65,6 +65,12 @@ def test_flipped_bit_stops_replay_at_the_damaged_record():
         assert sorted(replay.jobs) == [1], i
 
 
+async def settle(journal: Journal) -> None:
+    """Wait (polling, no fixed sleep) until every record needing an fsync has had one."""
+    while journal.durable_seq < journal.need_seq or journal._inflight:
+        await asyncio.sleep(0.001)
+
+
 async def _session(directory: str, fn, **kwargs) -> tuple[Queue, Journal]:
     queue = Queue()
     journal = Journal(directory, **kwargs)
@@ -137,8 +143,7 @@ def test_group_commit_shares_one_fsync_among_many_puts(tmp_path):
         for i in range(100):
             queue.put(clients[i % 10], 1, 0, 60, b"x", NOW)
         assert journal.need_seq == 100 and journal.durable_seq == 0
-        while journal.durable_seq < journal.need_seq:
-            await asyncio.sleep(0.001)
+        await settle(journal)
         assert journal.syncs == 1
 
     asyncio.run(_session(str(tmp_path), work, fsync="always"))
@@ -151,7 +156,7 @@ def test_compaction_while_changes_keep_coming(tmp_path):
         for _ in range(400):
             job = queue.put(c, 1, 0, 60, b"y" * 200, NOW)
             queue.delete(c, job.id)
-        await asyncio.sleep(0.01)
+        await settle(journal)
         before = os.path.getsize(tmp_path / JOURNAL)
         compaction = asyncio.ensure_future(journal.compact())
         await asyncio.sleep(0)
@@ -161,7 +166,7 @@ def test_compaction_while_changes_keep_coming(tmp_path):
         queue.reserve(c, NOW)
         queue.bury(c, keep[1], 5)
         await compaction
-        await asyncio.sleep(0.01)
+        await settle(journal)
         assert os.path.getsize(tmp_path / JOURNAL) < before / 4
         assert journal.generation == 2
         assert late.id == 421
