@@ -55,3 +55,27 @@ def test_data_survives_a_graceful_restart(tmp_path):
         assert c.call("DBSIZE") == 101
         assert c.call("MGET", "k0", "k5", "k99", "a", "b") == [b"v0", None, b"v99", b"1", b"2"]
         c.close()
+
+
+def test_exec_and_mset_are_one_batch_in_the_log(tmp_path):
+    from minidb import record
+
+    with ServerProcess("minidb", "--data-dir", str(tmp_path), "--fsync", "always") as proc:
+        c = RawClient(proc.port)
+        c.call("SET", "solo", "1")
+        c.call("MULTI")
+        c.call("SET", "a", "1")
+        c.call("INCR", "a")
+        c.call("SET", "b", "x")
+        assert c.call("EXEC") == ["OK", 2, "OK"]
+        c.call("MSET", "m1", "1", "m2", "2")
+        c.close()
+        assert proc.terminate() == 0
+    data = b"".join(p.read_bytes() for p in sorted(tmp_path.glob("*.data")))
+    flags = [(f, key) for _, f, _, key, _ in record.RecordScanner(data)]
+    batch, commit = record.FLAG_BATCH, record.FLAG_BATCH | record.FLAG_COMMIT
+    assert flags == [
+        (0, b"solo"),
+        (batch, b"a"), (batch, b"a"), (commit, b"b"),
+        (batch, b"m1"), (commit, b"m2"),
+    ]  # fmt: skip
