@@ -44,7 +44,7 @@ from .config import GatewayConfig, Upstream
 from .proxy import client_headers, pick_request_id, upstream_headers
 from .ratelimit import Check, Outcome, RateLimiter
 from .ratelimit import headers as ratelimit_headers
-from .routes import NoRoute, PathError, RouteTable, encode_path, normalize_path
+from .routes import NoRoute, PathError, Route, RouteTable, encode_path, normalize_path
 from .upstream import (
     ConnectFailed,
     NoMember,
@@ -282,7 +282,15 @@ class Gateway:
         return outcomes
 
     async def _forward(
-        self, request, route, path, rid, client_ip, consumer, record, extra
+        self,
+        request: Request,
+        route: Route,
+        path: str,
+        rid: str,
+        client_ip: str,
+        consumer: Consumer | None,
+        record: AccessRecord,
+        extra: list[tuple[str, str]],
     ) -> Response:
         pool = self.pools[route.upstream]
         target = encode_path(route.upstream_path(path))
