@@ -11,8 +11,8 @@ collector; in human format it is one short line:
 
 The `reason` column is a termination reason in the spirit of HAProxy's termination state:
 `-` for a normal answer, else what ended the request early — `no_route`, `auth`,
-`forbidden`, `rate_limited`, `concurrency`, `circuit_open`, `connect`, `reset`, `timeout`,
-`bad_request`.
+`forbidden`, `rate_limited`, `concurrency`, `circuit_open`, `connect`, `connect_timeout`,
+`reset`, `timeout`, `bad_request`.
 
 Simpler than the real thing: HAProxy splits the timings five ways (Tq/Tw/Tc/Tr/Tt) and
 nginx's log format is configurable; we log total and upstream time with a fixed field set.

@@ -321,6 +321,8 @@ class Gateway:
             record.upstream = attempts[-1].member if attempts else "-"
             if isinstance(exc, UpstreamTimeout):
                 raise _Refusal(504, "upstream timed out", "timeout") from None
+            if isinstance(exc, ConnectFailed) and exc.timed_out:
+                raise _Refusal(504, "upstream connect timed out", "connect_timeout") from None
             kind = "connect" if isinstance(exc, ConnectFailed) else "reset"
             raise _Refusal(502, f"upstream unavailable ({kind})", kind) from None
         finally:

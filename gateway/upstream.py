@@ -16,6 +16,7 @@ Retrying (the `retries` setting bounds how many extra attempts):
     failure                               retried?
     ------------------------------------  --------------------------------------------
     connect refused / connect timeout     yes, any method: nothing reached the upstream
+                                          (if all fail: 502, or 504 when the last timed out)
     connection dropped before a response  only idempotent methods (GET, HEAD, PUT, …):
                                           the upstream may have acted on a POST already
     response timeout                      no: the upstream is slow, more load won't help
@@ -53,7 +54,15 @@ BREAKER_STATUSES = frozenset({502, 503, 504})
 
 
 class ConnectFailed(Exception):
-    """Could not open a connection to the member (refused, unreachable, timed out)."""
+    """Could not open a connection to the member (refused, unreachable, timed out).
+
+    `timed_out` tells a silent member (504, as nginx answers a connect timeout) from one
+    that refused at once (502).
+    """
+
+    def __init__(self, message: str, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 class UpstreamReset(Exception):
@@ -120,7 +129,9 @@ class HttpTransport:
                 method, (host, port, target), headers, body, timeout=timeout
             )
         except ConnectError as exc:
-            raise ConnectFailed(str(exc)) from None
+            # The client raises ConnectError from inside `except TimeoutError` on a connect
+            # timeout, so the timeout is still its __context__.
+            raise ConnectFailed(str(exc), isinstance(exc.__context__, TimeoutError)) from None
         except ClientTimeout as exc:
             raise UpstreamTimeout(str(exc)) from None
         except (BadResponse, ClientError) as exc:
