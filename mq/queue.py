@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections.abc import Callable
 
 from mq.job import BURIED, DELAYED, READY, RESERVED, Job
@@ -41,6 +42,11 @@ DEFAULT_TUBE = "default"
 SAFETY_MARGIN = 1.0
 # A pause-tube of 0 seconds still pauses, for the shortest time (beanstalkd: 1 ns).
 MIN_PAUSE = 1e-9
+
+# Lazy heaps (timers, a client's TTR deadlines) are rebuilt without their stale entries
+# once they hold this many more entries than twice the live ones: bounded memory, and the
+# O(n) rebuild is paid at most once per STALE_SLACK pushes.
+STALE_SLACK = 4096
 
 # Delivery words for waiting reserves that end without a job.
 TIMED_OUT = "TIMED_OUT"
@@ -95,12 +101,28 @@ class Queue:
         # timeouts "w", waiter deadline-soon "s", pauses "p". Stale entries are skipped.
         self._timers: list[tuple[float, int, str, object, int]] = []
         self._seq = itertools.count()
+        self._pushes = 0
+        # The earliest timer added since the server last looked (it re-arms only if needed).
+        self.soonest_new = math.inf
         self._deliveries: list[Delivery] = []
 
     # --- helpers ----------------------------------------------------------------------
 
     def _timer(self, when: float, kind: str, obj: object, gen: int) -> None:
         heapq.heappush(self._timers, (when, next(self._seq), kind, obj, gen))
+        if when < self.soonest_new:
+            self.soonest_new = when
+        self._pushes += 1
+        if self._pushes >= STALE_SLACK:
+            self._pushes = 0
+            self._sweep_timers()
+
+    def _sweep_timers(self) -> None:
+        live = sum(t.reserved_count + t.delayed_count + 1 for t in self.tubes.values())
+        live += 2 * len(self.clients)
+        if len(self._timers) > 2 * live + STALE_SLACK:
+            self._timers = [e for e in self._timers if _timer_live(e)]
+            heapq.heapify(self._timers)
 
     def _changed(self, job: Job, kind: str, must_sync: bool) -> None:
         if self.on_change is not None:
@@ -269,7 +291,11 @@ class Queue:
         job.gen += 1
         client.reserved[job.id] = job
         self.tubes[job.tube].reserved_count += 1
-        heapq.heappush(client.deadlines, (job.deadline, job.id, job.gen, job))
+        deadlines = client.deadlines
+        if len(deadlines) > 2 * len(client.reserved) + STALE_SLACK:
+            deadlines[:] = [e for e in deadlines if e[3].gen == e[2] and e[3].reserver is client]
+            heapq.heapify(deadlines)
+        heapq.heappush(deadlines, (job.deadline, job.id, job.gen, job))
         self._timer(job.deadline, "r", job, job.gen)
         self._changed(job, "state", False)
 
@@ -507,16 +533,19 @@ class Queue:
         """When `tick` next has something to do (None: nothing scheduled)."""
         timers = self._timers
         while timers:
-            _, _, kind, obj, gen = timers[0]
-            if kind == "d":
-                live = obj.gen == gen and obj.state == DELAYED  # type: ignore[union-attr]
-            elif kind == "r":
-                live = obj.gen == gen and obj.state == RESERVED  # type: ignore[union-attr]
-            elif kind == "p":
-                live = bool(obj.unpause_at)  # type: ignore[union-attr]
-            else:
-                live = obj.waiting and obj.wait_gen == gen  # type: ignore[union-attr]
-            if live:
+            if _timer_live(timers[0]):
                 return timers[0][0]
             heapq.heappop(timers)
         return None
+
+
+def _timer_live(entry: tuple[float, int, str, object, int]) -> bool:
+    """Whether a timer entry still means something (see Queue._timers)."""
+    _, _, kind, obj, gen = entry
+    if kind == "d":
+        return obj.gen == gen and obj.state == DELAYED  # type: ignore[attr-defined]
+    if kind == "r":
+        return obj.gen == gen and obj.state == RESERVED  # type: ignore[attr-defined]
+    if kind == "p":
+        return bool(obj.unpause_at)  # type: ignore[attr-defined]
+    return obj.waiting and obj.wait_gen == gen  # type: ignore[attr-defined]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import os
 import time
 from typing import TYPE_CHECKING
@@ -103,13 +104,16 @@ class MqApp:
             self._pumping = False
         self._schedule()
 
-    def _schedule(self) -> None:
-        wake = self.queue.next_wakeup()
-        if wake is None:
+    def _schedule(self, force: bool = False) -> None:
+        queue = self.queue
+        armed_at = self._timer_at if self._timer is not None else math.inf
+        if not force and queue.soonest_new >= armed_at:
+            return  # nothing new comes due before the timer that is already set
+        queue.soonest_new = math.inf
+        wake = queue.next_wakeup()
+        if wake is None or wake >= armed_at:
             return
         if self._timer is not None:
-            if self._timer_at <= wake:
-                return
             self._timer.cancel()
         loop = asyncio.get_running_loop()
         self._timer_at = wake
@@ -120,6 +124,7 @@ class MqApp:
         self._timer = None
         self.queue.tick(time.time())
         self.pump()
+        self._schedule(force=True)
 
     def _durable(self, seq: int) -> None:
         for conn in list(self.conns.values()):
