@@ -10,7 +10,9 @@ Map of the package, in reading order:
 - `expiry.py`    — active expiry: the time-budgeted sweep over random keys with a TTL.
 - `eviction.py`  — the eviction policies (`allkeys-lru`, `volatile-lru`, `allkeys-random`,
                    `volatile-ttl`, `noeviction`).
+- `keyspace.py`  — the cache as commands see it: Unix ms, `-OOM`, SCAN cursors, globs.
 - `commands_strings.py` — GET, SET and the rest of Redis's string family.
+- `long_double.py` — INCRBYFLOAT's 80-bit arithmetic, so its digits match Redis's.
 - `commands_keys.py`    — DEL, EXISTS, EXPIRE, TTL, SCAN… (the generic-key family).
 - `commands_server.py`  — INFO, CONFIG GET/SET, DBSIZE, FLUSHDB and the keyspace state.
 - `server.py`    — wires the commands onto the shared RESP engine (`minisys.resp`).
