@@ -200,7 +200,8 @@ class LRUCache:
         """Store `value` until the absolute `deadline` (None: never), or keep the old one.
 
         Like Redis's SET, a write without a deadline clears any TTL the key had unless
-        `keep_ttl`. Raises OutOfMemory, changing nothing, when it cannot fit.
+        `keep_ttl`. Raises OutOfMemory when it cannot fit (see `_make_room` for what
+        may have been evicted by then).
         """
         data = self._data
         size = _sizeof(key) + _sizeof(value) + ENTRY_OVERHEAD
