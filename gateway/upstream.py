@@ -203,16 +203,26 @@ class UpstreamPool:
         self._next = 0
 
     def pick(self, now: float, exclude: set[int]) -> int | None:
-        """Index of the next member by round robin, skipping `exclude` and unusable ones."""
-        n = len(self.members)
-        candidates = [i for i in range(n) if i not in exclude]
-        if not candidates:
-            return None
-        usable = [i for i in candidates if self.members[i].usable(now)] or candidates
-        start = self._next % n
-        choice = min(usable, key=lambda i: (i - start) % n)
-        self._next = choice + 1
-        return choice
+        """Index of the next member by round robin, skipping `exclude` and unusable ones.
+
+        Walks the ring once from where the last pick left off; the first usable member
+        wins. If none is usable, the first not-yet-tried one does (the fail-open rule).
+        """
+        members = self.members
+        n = len(members)
+        fallback = None
+        for step in range(n):
+            i = (self._next + step) % n
+            if i in exclude:
+                continue
+            if members[i].usable(now):
+                self._next = i + 1
+                return i
+            if fallback is None:
+                fallback = i
+        if fallback is not None:
+            self._next = fallback + 1
+        return fallback
 
     async def forward(self, method: str, target: str, headers: list, body: bytes) -> Forwarded:
         """Send the request, retrying as the table in the module docstring says.
