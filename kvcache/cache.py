@@ -398,9 +398,17 @@ class LRUCache:
         """
         if self._policy == NOEVICTION or size > self._byte_limit:
             raise OutOfMemory(key)
-        old = 0 if new_key else self._data[key][1]
-        while self._over_bounds(int(new_key), size - old):
-            victim = self._victim(key)
+        data = self._data
+        new_keys = 1 if new_key else 0
+        grow = size if new_key else size - data[key][1]
+        while len(data) + new_keys > self._key_limit or self.used_bytes + grow > self._byte_limit:
+            if self._policy == ALLKEYS_LRU:
+                # The common case, without the policy dispatch: the oldest key goes.
+                victim = next(iter(data))
+                if victim == key:
+                    victim = self._victim(key)
+            else:
+                victim = self._victim(key)
             if victim is None:
                 raise OutOfMemory(key)
             self._evict(victim)
@@ -417,8 +425,10 @@ class LRUCache:
         )
 
     def _evict(self, key: Any) -> None:
-        # An already-expired victim was dead anyway: count it as an expiration.
-        if self._expired(key):
+        deadline = self._deadlines.get(key)
+        if deadline is not None and self._clock() > deadline:
+            # An already-expired victim was dead anyway: count it as an expiration.
+            self._expire(key)
             return
         value = self._remove(key)
         self.evictions += 1
