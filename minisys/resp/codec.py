@@ -48,6 +48,9 @@ MAX_QUERY = 1024 * 1024 * 1024
 MAX_UNAUTH_MULTIBULK = 10
 MAX_UNAUTH_BULK = 16 * 1024
 
+# b"$0\r\n" … b"$99\r\n" → 0 … 99: the bulk headers of short arguments, parsed once.
+_SHORT_HEADERS = {b"$%d\r\n" % n: n for n in range(100)}
+
 _STAR = 42  # ord("*")
 _DOLLAR = 36  # ord("$")
 
@@ -113,7 +116,7 @@ class RespParser:
                 self._parked.clear()
                 self._parked_len = 0
         elif unread == 0:
-            self._buf = bytes(data)
+            self._buf = data if data.__class__ is bytes else bytes(data)
             self._pos = 0
         else:
             self._buf = self._buf[self._pos :] + data
@@ -158,7 +161,8 @@ class RespParser:
                         raise ProtocolError("Protocol error: too big mbulk count string")
                     self._incomplete()
                     return None
-                count = strict_int(buf[pos + 1 : nl])
+                s = buf[pos + 1 : nl]
+                count = int(s) if s.isdigit() and s[0] != 48 else strict_int(s)
                 if count is None or count > self.max_multibulk:
                     raise ProtocolError("Protocol error: invalid multibulk length")
                 if count > MAX_UNAUTH_MULTIBULK and not self.authenticated:
@@ -174,19 +178,29 @@ class RespParser:
             find = buf.find
             append = args.append
             need = 0
-            # The hot loop: one find, one slice, one int() and one slice per argument.
+            # The hot loop, once per argument. Most arguments are shorter than 100 bytes,
+            # so their "$n\r\n" header is looked up whole in a table; longer ones cost a
+            # find, a slice and an int().
             for _ in range(self._count - len(args)):
-                nl = find(b"\r\n", pos)
-                if nl < 0:
-                    if end - pos > self.max_inline:
-                        raise ProtocolError("Protocol error: too big bulk count string")
-                    break
-                if buf[pos] != _DOLLAR:
-                    got = chr(buf[pos]) if buf[pos] not in (10, 13) else " "
-                    raise ProtocolError(f"Protocol error: expected '$', got '{got}'")
-                s = buf[pos + 1 : nl]
-                # Plain digits without a leading zero (Redis's string2ll, and ll >= 0).
-                n = int(s) if s.isdigit() and (s[0] != 48 or len(s) == 1) else -1
+                n = _SHORT_HEADERS.get(buf[pos : pos + 4])
+                if n is not None:
+                    nl = pos + 2
+                else:
+                    n = _SHORT_HEADERS.get(buf[pos : pos + 5])
+                    if n is not None:
+                        nl = pos + 3
+                    else:
+                        nl = find(b"\r\n", pos)
+                        if nl < 0:
+                            if end - pos > self.max_inline:
+                                raise ProtocolError("Protocol error: too big bulk count string")
+                            break
+                        if buf[pos] != _DOLLAR:
+                            got = chr(buf[pos]) if buf[pos] not in (10, 13) else " "
+                            raise ProtocolError(f"Protocol error: expected '$', got '{got}'")
+                        s = buf[pos + 1 : nl]
+                        # Plain digits, no leading zero (Redis's string2ll, and ll >= 0).
+                        n = int(s) if s.isdigit() and (s[0] != 48 or len(s) == 1) else -1
                 if n < 0 or n > max_bulk:
                     raise self._bulk_length_error(n)
                 stop = nl + 2 + n

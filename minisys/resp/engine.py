@@ -221,6 +221,7 @@ class Engine:
         connection_commands: bool = True,
     ) -> None:
         self.table = table
+        self._fast = table._by_name  # name as sent → Command, for execute's fast path
         self.state = state
         self.requirepass = requirepass
         self.databases = databases
@@ -272,9 +273,13 @@ class Engine:
 
     def execute(self, session: Session, argv: list[bytes]) -> object:
         """Run one command. Returns a reply value or an awaitable of one; never raises."""
-        cmd = self.resolve(argv)
-        if cmd.__class__ is RespError:
-            return cmd
+        cmd = self._fast.get(argv[0])
+        n = len(argv)
+        # The common case (a known plain command, right arity) skips resolve()'s calls.
+        if cmd is None or cmd.subcommands or (cmd.arity != n and not 0 > cmd.arity >= -n):
+            cmd = self.resolve(argv)
+            if cmd.__class__ is RespError:
+                return cmd
         if not session.authenticated and "no-auth" not in cmd.flags:
             return RespError(ERR_NOAUTH)
         self.total_commands += 1

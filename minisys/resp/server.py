@@ -85,9 +85,12 @@ class RespConnection(Connection):
         session = self.session
         execute = self.engine.execute
         queue = self._queue
+        if self._stopped or self._write_paused or len(queue) >= MAX_PENDING_REPLIES:
+            return
+        authenticated = parser.authenticated
         out: list[bytes] = []
         size = 0
-        while not (self._stopped or self._write_paused) and len(queue) < MAX_PENDING_REPLIES:
+        while True:
             try:
                 argv = parser.next_command()
             except ProtocolError as exc:
@@ -112,6 +115,8 @@ class RespConnection(Connection):
                         self._emit(b"".join(out))
                         out = []
                         size = 0
+                        if self._write_paused:
+                            break
             else:
                 if out:
                     self._emit(b"".join(out))
@@ -121,15 +126,17 @@ class RespConnection(Connection):
                 if self._flusher is None:
                     self.set_busy(True)
                     self._flusher = asyncio.ensure_future(self._flush_queue())
+                if len(queue) >= MAX_PENDING_REPLIES:
+                    self._paused = True
+                    self.transport.pause_reading()
+                    break
             if session.closing:
                 self._stopped = True
-            elif parser.authenticated is not session.authenticated:
-                parser.authenticated = session.authenticated
+                break
+            if not authenticated and session.authenticated:  # AUTH lifts the small limits
+                parser.authenticated = authenticated = True
         if out:
             self._emit(b"".join(out))
-        if len(queue) >= MAX_PENDING_REPLIES and self.transport is not None:
-            self._paused = True
-            self.transport.pause_reading()
         if self._stopped and not queue:
             self.close()
 
