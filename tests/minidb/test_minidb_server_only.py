@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from minidb import record
 from minisys.resp import RespError
 from minisys.testing import ServerProcess
 
@@ -58,8 +59,6 @@ def test_data_survives_a_graceful_restart(tmp_path):
 
 
 def test_exec_and_mset_are_one_batch_in_the_log(tmp_path):
-    from minidb import record
-
     with ServerProcess("minidb", "--data-dir", str(tmp_path), "--fsync", "always") as proc:
         c = RawClient(proc.port)
         c.call("SET", "solo", "1")
