@@ -13,73 +13,38 @@ The job lifecycle table lives in `job.py`; the per-tube heaps in `tube.py`. A co
 is a `Client` here: the tube it uses, the tubes it watches, the jobs it holds reserved,
 and whether it is waiting in a reserve.
 
-Waiters are served in arrival order: each tube keeps its waiting clients in an ordered
-dict, and when a job becomes ready in that tube the longest-waiting client gets the best
-job among *its* watched tubes (priority first, then id).
+Waiters are served as beanstalkd serves them, but strictly in arrival order: when jobs
+become ready, the best one (priority, then id) among the tubes that have waiters goes to
+the longest-waiting client of its tube. Timers (delays, TTRs, waits, pauses) live in
+`timers.py`.
 
 Persistence is a listener: `on_change(job, kind, must_sync)` is called after each change
 worth journaling (see journal.py); the queue itself never touches a disk.
 
-Simpler than the real thing: beanstalkd serves waiters by scanning tubes for the best job
-and giving it to that tube's first waiter; we start from the waiter. The outcome is the
-same for waiters on one tube. We keep each client's reservations in a heap, so a client
-holding 20k reserved jobs does not pay beanstalkd's linear rescan on every delete.
+Simpler than the real thing: no out-of-memory paths (beanstalkd buries a job when its
+heap cannot grow). And one thing better: each client's reservations are kept in a heap,
+so a client holding 20k reserved jobs does not pay beanstalkd's linear rescan per delete.
 """
 
 from __future__ import annotations
 
 import heapq
-import itertools
-import math
 from collections.abc import Callable
 
 from mq.job import BURIED, DELAYED, READY, RESERVED, Job
+from mq.session import DEFAULT_TUBE, STALE_SLACK, Client
+from mq.timers import Timers
 from mq.tube import Tube
 
-DEFAULT_TUBE = "default"
 # The last second of a reservation is a safety margin: a worker that asks for another job
 # while one of its jobs is that close to timing out is told DEADLINE_SOON instead.
 SAFETY_MARGIN = 1.0
 # A pause-tube of 0 seconds still pauses, for the shortest time (beanstalkd: 1 ns).
 MIN_PAUSE = 1e-9
 
-# Lazy heaps (timers, a client's TTR deadlines) are rebuilt without their stale entries
-# once they hold this many more entries than twice the live ones: bounded memory, and the
-# O(n) rebuild is paid at most once per STALE_SLACK pushes.
-STALE_SLACK = 4096
-
 # Delivery words for waiting reserves that end without a job.
 TIMED_OUT = "TIMED_OUT"
 DEADLINE_SOON = "DEADLINE_SOON"
-
-
-class Client:
-    """One connection's view of the queue."""
-
-    _ids = itertools.count(1)
-
-    def __init__(self) -> None:
-        self.id = next(Client._ids)
-        self.use = DEFAULT_TUBE
-        self.watching: dict[str, None] = {DEFAULT_TUBE: None}
-        self.reserved: dict[int, Job] = {}
-        self.deadlines: list[tuple[float, int, int, Job]] = []  # lazy heap of TTR deadlines
-        self.waiting = False
-        self.wait_gen = 0
-        self.producer = False
-        self.worker = False
-
-    def soonest_deadline(self) -> float | None:
-        heap = self.deadlines
-        while heap:
-            deadline, _, gen, job = heap[0]
-            if job.gen == gen and job.reserver is self and job.state == RESERVED:
-                return deadline
-            heapq.heappop(heap)
-        return None
-
-    def __repr__(self) -> str:
-        return f"Client({self.id})"
 
 
 Delivery = tuple[Client, "Job | str"]
@@ -97,32 +62,17 @@ class Queue:
         self.job_timeouts = 0
         self.total_jobs = 0
         self.on_change: ChangeListener | None = None
-        # (when, seq, kind, obj, gen): delayed jobs "d", reservations "r", waiter
-        # timeouts "w", waiter deadline-soon "s", pauses "p". Stale entries are skipped.
-        self._timers: list[tuple[float, int, str, object, int]] = []
-        self._seq = itertools.count()
-        self._pushes = 0
-        # The earliest timer added since the server last looked (it re-arms only if needed).
-        self.soonest_new = math.inf
+        self.timers = Timers(self._pending_timers)
         self._deliveries: list[Delivery] = []
 
     # --- helpers ----------------------------------------------------------------------
 
     def _timer(self, when: float, kind: str, obj: object, gen: int) -> None:
-        heapq.heappush(self._timers, (when, next(self._seq), kind, obj, gen))
-        if when < self.soonest_new:
-            self.soonest_new = when
-        self._pushes += 1
-        if self._pushes >= STALE_SLACK:
-            self._pushes = 0
-            self._sweep_timers()
+        self.timers.push(when, kind, obj, gen)
 
-    def _sweep_timers(self) -> None:
-        live = sum(t.reserved_count + t.delayed_count + 1 for t in self.tubes.values())
-        live += 2 * len(self.clients)
-        if len(self._timers) > 2 * live + STALE_SLACK:
-            self._timers = [e for e in self._timers if _timer_live(e)]
-            heapq.heapify(self._timers)
+    def _pending_timers(self) -> int:
+        pending = sum(t.reserved_count + t.delayed_count + 1 for t in self.tubes.values())
+        return pending + 2 * len(self.clients)
 
     def _changed(self, job: Job, kind: str, must_sync: bool) -> None:
         if self.on_change is not None:
@@ -491,10 +441,8 @@ class Queue:
         """Do everything that is due at `now`, in beanstalkd's order: delayed jobs become
         ready, expired reservations come back, paused tubes resume, waiting reserves time
         out (or get DEADLINE_SOON); only then are waiters served."""
-        timers = self._timers
         affected: dict[Tube, None] = {}
-        while timers and timers[0][0] <= now:
-            _, _, kind, obj, gen = heapq.heappop(timers)
+        for kind, obj, gen in self.timers.pop_due(now):
             if kind == "d":
                 job = obj
                 assert isinstance(job, Job)
@@ -531,21 +479,4 @@ class Queue:
 
     def next_wakeup(self) -> float | None:
         """When `tick` next has something to do (None: nothing scheduled)."""
-        timers = self._timers
-        while timers:
-            if _timer_live(timers[0]):
-                return timers[0][0]
-            heapq.heappop(timers)
-        return None
-
-
-def _timer_live(entry: tuple[float, int, str, object, int]) -> bool:
-    """Whether a timer entry still means something (see Queue._timers)."""
-    _, _, kind, obj, gen = entry
-    if kind == "d":
-        return obj.gen == gen and obj.state == DELAYED  # type: ignore[attr-defined]
-    if kind == "r":
-        return obj.gen == gen and obj.state == RESERVED  # type: ignore[attr-defined]
-    if kind == "p":
-        return bool(obj.unpause_at)  # type: ignore[attr-defined]
-    return obj.waiting and obj.wait_gen == gen  # type: ignore[attr-defined]
+        return self.timers.next_wakeup()

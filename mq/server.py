@@ -107,9 +107,9 @@ class MqApp:
     def _schedule(self, force: bool = False) -> None:
         queue = self.queue
         armed_at = self._timer_at if self._timer is not None else math.inf
-        if not force and queue.soonest_new >= armed_at:
+        if not force and queue.timers.soonest_new >= armed_at:
             return  # nothing new comes due before the timer that is already set
-        queue.soonest_new = math.inf
+        queue.timers.soonest_new = math.inf
         wake = queue.next_wakeup()
         if wake is None or wake >= armed_at:
             return

@@ -1,0 +1,51 @@
+"""A connection as the queue sees it: its tubes, its reservations, whether it waits.
+
+On the request's journey: the worker's connection `watch`es `emails` and holds the job it
+reserved until it deletes it. `Queue` keeps one `Client` per connection; the server keeps
+the socket. When the connection closes, `Queue.disconnect` returns the client's reserved
+jobs to ready.
+
+Simpler than the real thing: beanstalkd's `Conn` mixes socket state and queue state in one
+struct; here the queue's half is on its own, so the sans-I/O core never sees a socket.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+
+from mq.job import RESERVED, Job
+
+DEFAULT_TUBE = "default"
+# A client's heap of TTR deadlines is rebuilt without stale entries once it holds this many
+# more than twice its live reservations (bounded memory, rebuild cost amortised).
+STALE_SLACK = 4096
+
+
+class Client:
+    """One connection's view of the queue."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self) -> None:
+        self.id = next(Client._ids)
+        self.use = DEFAULT_TUBE
+        self.watching: dict[str, None] = {DEFAULT_TUBE: None}
+        self.reserved: dict[int, Job] = {}
+        self.deadlines: list[tuple[float, int, int, Job]] = []  # lazy heap of TTR deadlines
+        self.waiting = False
+        self.wait_gen = 0
+        self.producer = False
+        self.worker = False
+
+    def soonest_deadline(self) -> float | None:
+        heap = self.deadlines
+        while heap:
+            deadline, _, gen, job = heap[0]
+            if job.gen == gen and job.reserver is self and job.state == RESERVED:
+                return deadline
+            heapq.heappop(heap)
+        return None
+
+    def __repr__(self) -> str:
+        return f"Client({self.id})"
