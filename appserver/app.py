@@ -97,7 +97,8 @@ def build_app(shop: Shop) -> App:
     @app.get("/users/{id}")
     async def get_user(request: Request) -> Response:
         user_id = validation.path_id(request.params["id"], "user")
-        return json_response(await shop.users.get(user_id))
+        user, cache = await shop.users.get(user_id)
+        return json_response(user, headers=[("X-Cache", cache)])
 
     @app.patch("/users/{id}")
     async def patch_user(request: Request) -> Response:
@@ -127,7 +128,8 @@ def build_app(shop: Shop) -> App:
     @app.get("/products/{sku}")
     async def get_product(request: Request) -> Response:
         sku = validation.path_sku(request.params["sku"])
-        return json_response(await shop.products.get(sku))
+        product, cache = await shop.products.get(sku)
+        return json_response(product, headers=[("X-Cache", cache)])
 
     @app.patch("/products/{sku}/stock")
     async def set_stock(request: Request) -> Response:

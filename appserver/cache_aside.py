@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import NamedTuple
 
 from appserver.stores import Cache, StoreError, StoreUnavailable
 from minisys.logs import get_logger
@@ -43,6 +44,15 @@ from minisys.metrics import Registry
 CACHE_COOLDOWN = 1.0
 
 log = get_logger("appserver.cache")
+
+
+class CacheRead(NamedTuple):
+    """Values (None where neither cache nor db has the key) and where they came from:
+    "HIT" all from the cache, "MISS" some from the db, "BYPASS" the cache is skipped
+    (degraded). The routes send it as the `X-Cache` header, as CDNs and proxies do."""
+
+    values: list[bytes | None]
+    status: str
 
 
 class GuardedCache:
@@ -93,9 +103,6 @@ class GuardedCache:
         self._requests.inc(len(keys) - hits, result="miss")
         return values
 
-    async def get(self, key: str) -> bytes | None:
-        return (await self.mget([key]))[0]
-
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         if self.degraded:
             return
@@ -113,28 +120,15 @@ class GuardedCache:
         except (StoreUnavailable, StoreError) as exc:
             self._failed("invalidate", exc)
 
-    async def read_through(
-        self,
-        key: str,
-        ttl: float,
-        load: Callable[[], Awaitable[bytes | None]],
-    ) -> bytes | None:
-        """The cache-aside read: the cached value, else `load()` and fill the cache."""
-        value = await self.get(key)
-        if value is None:
-            value = await load()
-            if value is not None:
-                await self.set(key, value, ttl)
-        return value
-
     async def read_through_many(
         self,
         keys: Sequence[str],
         ttls: Sequence[float],
         load: Callable[[Sequence[str]], Awaitable[list[bytes | None]]],
-    ) -> list[bytes | None]:
-        """Cache-aside for several keys in one round trip each way: MGET the cache, load
-        only the misses from the db (one MGET), fill the cache with what was found."""
+    ) -> CacheRead:
+        """The cache-aside read, for several keys in one round trip each way: MGET the
+        cache, load only the misses from the db (one MGET), fill the cache with them."""
+        status = "BYPASS" if self.degraded else "HIT"
         values = await self.mget(keys)
         missing = [n for n, value in enumerate(values) if value is None]
         if missing:
@@ -145,7 +139,9 @@ class GuardedCache:
                 if value is not None:
                     fills.append(self.set(keys[n], value, ttls[n]))
             await asyncio.gather(*fills)  # sent together: pipelined on one connection
-        return values
+            if status == "HIT":
+                status = "MISS"
+        return CacheRead(values, status)
 
     async def reachable(self) -> bool:
         """Ping the cache now (readiness), ignoring the cool-down."""

@@ -150,7 +150,7 @@ class Orders:
         n = len(skus)
         keys = [user_key(request.user_id), *map(product_key, skus), *map(stock_key, skus)]
         ttls = [USER_TTL, *[PRODUCT_TTL] * n, *[STOCK_TTL] * n]
-        raws = await self.cache.read_through_many(keys, ttls, self.db.mget)
+        raws, _ = await self.cache.read_through_many(keys, ttls, self.db.mget)
         if raws[0] is None:
             raise ProblemError(
                 422, "Unknown user", f"no user with id {request.user_id}", type="unknown-user"

@@ -77,15 +77,16 @@ class Products:
         await self.cache.invalidate(product_key(sku), stock_key(sku))
         return {**info, "stock": fields["stock"]}
 
-    async def get(self, sku: str) -> dict[str, Any]:
-        """One product with its stock: a single cache MGET when both are cached."""
+    async def get(self, sku: str) -> tuple[dict[str, Any], str]:
+        """One product with its stock (a single cache MGET when both are cached), and
+        the cache status (HIT, MISS, BYPASS)."""
         keys = [product_key(sku), stock_key(sku)]
-        info, stock = await self.cache.read_through_many(
+        (info, stock), status = await self.cache.read_through_many(
             keys, [PRODUCT_TTL, STOCK_TTL], self.db.mget
         )
         if info is None:
             raise _not_found(sku)
-        return {**json.loads(info), "stock": int(stock or 0)}
+        return {**json.loads(info), "stock": int(stock or 0)}, status
 
     async def page(self, limit: int, after: str | None) -> dict[str, Any]:
         """`limit` products with sku > `after`, in sku order, straight from the db."""

@@ -47,16 +47,14 @@ class Users:
         await self.db.set(user_key(user_id), json.dumps(user).encode())
         return user
 
-    async def find(self, user_id: int) -> dict[str, Any] | None:
-        key = user_key(user_id)
-        raw = await self.cache.read_through(key, USER_TTL, lambda: self.db.get(key))
-        return None if raw is None else json.loads(raw)
-
-    async def get(self, user_id: int) -> dict[str, Any]:
-        user = await self.find(user_id)
-        if user is None:
+    async def get(self, user_id: int) -> tuple[dict[str, Any], str]:
+        """The profile (cache-aside) and the cache status (HIT, MISS, BYPASS)."""
+        (raw,), status = await self.cache.read_through_many(
+            [user_key(user_id)], [USER_TTL], self.db.mget
+        )
+        if raw is None:
             raise _not_found(user_id)
-        return user
+        return json.loads(raw), status
 
     async def update(self, user_id: int, changes: dict[str, str]) -> dict[str, Any]:
         key = user_key(user_id)

@@ -122,8 +122,10 @@ def test_any_json_gets_201_or_a_4xx_problem(app, value):
 def test_users_crud_and_cache_invalidation(app, shop):
     status, headers, user = call(app, "POST", "/users", {"name": "Barbara", "email": "b@x.org"})
     assert status == 201 and user["id"] == 4 and headers["Location"] == "/users/4"
-    assert call(app, "GET", "/users/4")[2] == user
+    status, headers, doc = call(app, "GET", "/users/4")
+    assert doc == user and headers["X-Cache"] == "MISS"
     assert "user:4" in shop.stores.cache.data
+    assert call(app, "GET", "/users/4")[1]["X-Cache"] == "HIT"
     status, _, patched = call(app, "PATCH", "/users/4", {"name": "Barbara Liskov"})
     assert status == 200 and patched == {**user, "name": "Barbara Liskov"}
     assert "user:4" not in shop.stores.cache.data
@@ -166,6 +168,8 @@ def test_db_down_is_503_problem_with_retry_after(app, shop):
 def test_readyz_reports_degraded_stores(app, shop):
     assert call(app, "GET", "/readyz")[2]["status"] == "ready"
     shop.stores.cache.down = True
+    assert call(app, "GET", "/products/sku-1")[1]["X-Cache"] == "MISS"  # the failing read
+    assert call(app, "GET", "/products/sku-1")[1]["X-Cache"] == "BYPASS"  # cooling down
     status, _, doc = call(app, "GET", "/readyz")
     assert status == 200 and doc == {
         "status": "degraded",
