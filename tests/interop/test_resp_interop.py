@@ -100,6 +100,13 @@ PROTOCOL_ERRORS = [
     (b"*1\r\n$600000000\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
     (b'SET k "abc\r\n', b"-ERR Protocol error: unbalanced quotes in request\r\n"),
     (b"PING\r\n*x\r\n", b"+PONG\r\n-ERR Protocol error: invalid multibulk length\r\n"),
+    (b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$-5\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (b"*1\r\n$04\r\nPING\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    (
+        b"*1\r\n$4\r\nPING\r\n*1\r\nfoo\r\n",
+        b"+PONG\r\n-ERR Protocol error: expected '$', got 'f'\r\n",
+    ),
+    (b"QUIT x\r\nPING\r\n", b"+OK\r\n"),
 ]
 
 
@@ -124,6 +131,33 @@ REPLIES = [
     (b"CONFIG GET save\r\n", b"*2\r\n$4\r\nsave\r\n$0\r\n\r\n"),
     (b"CONFIG GET appendonly\r\n", b"*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"),
     (b"CLIENT GETNAME\r\nCLIENT SETNAME x\r\nCLIENT GETNAME\r\n", b"$-1\r\n+OK\r\n$1\r\nx\r\n"),
+    (b"ECHO\r\n", b"-ERR wrong number of arguments for 'echo' command\r\n"),
+    (b"CLIENT\r\n", b"-ERR wrong number of arguments for 'client' command\r\n"),
+    (b"CLIENT SETNAME\r\n", b"-ERR wrong number of arguments for 'client|setname' command\r\n"),
+    (b"CONFIG GET\r\n", b"-ERR wrong number of arguments for 'config|get' command\r\n"),
+    (b"COMMAND COUNT x\r\n", b"-ERR wrong number of arguments for 'command|count' command\r\n"),
+    (
+        b'HELLO 3 SETNAME "a b"\r\n',
+        b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n",
+    ),
+    (b"HELLO 3 SETNAME\r\n", b"-ERR Syntax error in HELLO option 'SETNAME'\r\n"),
+    (b"AUTH a b c\r\n", b"-ERR syntax error\r\n"),
+    (b"SELECT 99999999999999999999\r\n", b"-ERR value is not an integer or out of range\r\n"),
+    (b"TIME x\r\n", b"-ERR wrong number of arguments for 'time' command\r\n"),
+    (
+        b"CONFIG SET foo bar\r\n",
+        b"-ERR Unknown option or number of arguments for CONFIG SET - 'foo'\r\n",
+    ),
+    (
+        b"CONFIG GET save appendonly\r\n",
+        b"*4\r\n$4\r\nsave\r\n$0\r\n\r\n$10\r\nappendonly\r\n$2\r\nno\r\n",
+    ),
+    (b"INFO keyspace\r\n", b"$12\r\n# Keyspace\r\n\r\n"),
+    (b"COMMAND INFO nosuch\r\n", b"*1\r\n$-1\r\n"),
+    (
+        b"FOO " + b"x" * 200 + b" y\r\n",
+        b"-ERR unknown command 'FOO', with args beginning with: '" + b"x" * 128 + b"' \r\n",
+    ),
     (b"HELLO 3\r\nGET nosuchkey\r\n", None),  # checked below: map then "_"
     (b"AUTH x\r\n", None),
     (b"QUIT\r\n", b"+OK\r\n"),
