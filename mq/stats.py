@@ -17,9 +17,6 @@ file (its generation number and record counts) rather than beanstalkd's numbered
 from __future__ import annotations
 
 import os
-import platform
-import resource
-import socket
 
 from mq.job import BURIED, DELAYED, READY, RESERVED, Job
 from mq.queue import Queue
@@ -112,6 +109,11 @@ def server_stats(
     instance_id: str,
     binlog: dict[str, int],
 ) -> bytes:
+    # Imported here, not at the top: only `stats` needs them, and start-up time matters.
+    import platform
+    import resource
+    import socket
+
     counts = _job_counts(queue)
     clients = queue.clients.values()
     usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -335,3 +335,11 @@ def test_draining(server, client):
     server.drain()  # SIGUSR1 for beanstalkd; see test_mq_process.py for mq's signal
     wait_until(lambda: yaml(client, b"stats\r\n")["draining"] == "true", timeout=5)
     assert client.call(b"put 1 0 1 1\r\nx\r\n") == b"DRAINING\r\n"
+
+
+def test_waiting_reserve_gets_deadline_soon(client):
+    job = put(client, b"held", ttr=2)
+    assert client.call(b"reserve\r\n").startswith(b"RESERVED %d " % job)
+    # Nothing else is ready: this reserve waits, until the held job enters its last second.
+    assert client.call(b"reserve\r\n") == b"DEADLINE_SOON\r\n"
+    assert yaml(client, b"stats-job %d\r\n" % job)["state"] == "reserved"
