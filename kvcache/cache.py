@@ -212,7 +212,11 @@ class LRUCache:
             if len(data) >= self._key_limit or self.used_bytes + size > self._byte_limit:
                 self._make_room(key, size, new_key=True)
             data[key] = (value, size)
-            self._all_keys.add(key, data)
+            # KeyBag.add, inlined: this line runs for every new key.
+            bag = self._all_keys
+            bag.keys.append(key)
+            if len(bag.keys) > bag.limit:
+                bag.rebuild(data)
             self.used_bytes += size
         else:
             grow = size - old[1]
@@ -228,12 +232,12 @@ class LRUCache:
         elif deadline is None:
             if deadlines:
                 deadlines.pop(key, None)
-        else:
-            fresh = key not in deadlines
+        elif key in deadlines:
             deadlines[key] = deadline
             deadlines.move_to_end(key)
-            if fresh:
-                self._volatile_keys.add(key, deadlines)
+        else:
+            deadlines[key] = deadline
+            self._volatile_keys.add(key, deadlines)
 
     def delete(self, key: Hashable) -> bool:
         """Remove `key`; True if it was there (and not expired)."""
