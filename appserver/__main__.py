@@ -100,6 +100,7 @@ async def main_async(args: argparse.Namespace) -> None:
     async def on_stop() -> None:
         drainer_stop.set()
         await drainer
+        await shop.outbox.flush()  # forget the outbox entries of jobs already on mq
         await stores.close()
 
     await serve(server, stop=stop, on_stop=on_stop)
