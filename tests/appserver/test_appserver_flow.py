@@ -210,7 +210,7 @@ def test_bad_input_is_4xx_problem_json_and_writes_nothing(stack, body):
 
 def test_a_worker_killed_mid_job_does_not_lose_or_repeat_the_email(stack):
     sku = new_product(stack, stock=3)
-    stack.worker.terminate()
+    assert stack.worker.terminate() == 0  # SIGTERM: a clean, prompt exit
     slow = stack.start_worker("--stall", "60")
     status, _, order = stack.request("POST", "/place-order", order_body(sku))
     assert status == 201
@@ -238,6 +238,27 @@ def test_a_frozen_worker_loses_its_job_after_ttr_and_the_email_is_sent_once(stac
     assert stack.message_ids().count(mid(order["id"])) == 1
     # (A frozen worker that wakes up and sends late is refused by the mbox: see
     # test_two_processes_sharing_the_mbox_dedupe_through_the_file.)
+
+
+def test_sigterm_stops_the_appserver_cleanly(stack):
+    ours_only(stack)
+    with ServerProcess(
+        "appserver", "--cache", stack.cache, "--db", stack.db, "--queue", stack.queue
+    ) as app:
+        side = f"http://127.0.0.1:{app.port}"
+        status, _, _ = stack.request("GET", "/healthz")
+        assert status == 200
+        assert asyncio.run(_get(side + "/readyz")) == 200
+        assert app.terminate() == 0
+        assert "appserver stopped" in app.output_tail()
+
+
+async def _get(url: str) -> int:
+    client = HttpClient()
+    try:
+        return (await client.request("GET", url)).status
+    finally:
+        await client.close()
 
 
 def test_cache_down_orders_still_succeed(stack):
