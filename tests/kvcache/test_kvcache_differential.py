@@ -87,6 +87,10 @@ def test_same_replies_as_redis(kvcache_port: int, redis_port: int, connect, comm
         got = ours.pipeline(commands)
         want = theirs.pipeline(commands)
         for command, a, b in zip(commands, got, want, strict=True):
+            if command[0] == b"TTL" and isinstance(a, int) and isinstance(b, int) and a >= 0:
+                # A stall on a loaded machine may tick one server's clock past a second.
+                assert abs(a - b) <= 1, f"{command!r}: kvcache {a!r}, Redis {b!r}"
+                continue
             assert a == b and type(a) is type(b), f"{command!r}: kvcache {a!r}, Redis {b!r}"
     finally:
         ours.close()

@@ -28,7 +28,7 @@ def test_redis_py_strings_and_expiry(redis_py) -> None:
     r = redis_py
     assert r.set("greeting", b"hello", ex=100) is True
     assert r.get("greeting") == b"hello"
-    assert r.ttl("greeting") == 100
+    assert r.ttl("greeting") in (99, 100)
     assert r.set("greeting", "x", nx=True) is None
     assert r.incr("n") == 1
     assert r.incrby("n", 41) == 42
