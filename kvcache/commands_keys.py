@@ -22,6 +22,8 @@ order keeps no per-key access clock) or OBJECT FREQ (no LFU).
 
 from __future__ import annotations
 
+import re
+
 from kvcache.commands_strings import INT64_MAX, INT64_MIN, OK
 from kvcache.keyspace import Keyspace, glob_matcher
 from minisys.resp.codec import strict_int
@@ -30,6 +32,8 @@ from minisys.resp.values import CommandError, SimpleString
 
 table = CommandTable()
 
+_CURSOR = re.compile(rb"([+-]?)(\d*)")
+_U64_MAX = 2**64 - 1
 # OBJECT ENCODING: Redis stores short strings inline ("embstr") up to this many bytes.
 EMBSTR_LIMIT = 44
 
@@ -78,12 +82,22 @@ def keys(session: Session, argv: list[bytes]) -> object:
     return [key for key in _ks(session).cache if match(key)]
 
 
+def parse_cursor(raw: bytes) -> int:
+    """A SCAN cursor as Redis reads it: C's strtoul (sign allowed, a negative one wraps
+    around 2**64, "" is 0), but no leading space, nothing after, nothing past 2**64 - 1."""
+    m = _CURSOR.fullmatch(raw)
+    if m is None or (m.group(1) and not m.group(2)):
+        raise CommandError("ERR invalid cursor")
+    value = int(m.group(2) or b"0")
+    if value > _U64_MAX:
+        raise CommandError("ERR invalid cursor")
+    return (-value) % (_U64_MAX + 1) if m.group(1) == b"-" else value
+
+
 @table.command("scan", -2, ("readonly",))
 def scan(session: Session, argv: list[bytes]) -> object:
     """Incrementally iterate the keys space."""
-    cursor = strict_int(argv[1]) if argv[1].isdigit() else None
-    if cursor is None or cursor > 2**64 - 1:
-        raise CommandError("ERR invalid cursor")
+    cursor = parse_cursor(argv[1])
     count, match, type_filter = 10, None, None
     j = 2
     while j < len(argv):

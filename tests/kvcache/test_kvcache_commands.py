@@ -327,6 +327,13 @@ SCENARIOS: dict[str, list[tuple[tuple, object]]] = {
     ],
     "scan_errors": [
         (("SCAN", "abc"), E("ERR invalid cursor")),
+        (("SCAN", " 1"), E("ERR invalid cursor")),
+        (("SCAN", "1 "), E("ERR invalid cursor")),
+        (("SCAN", "+"), E("ERR invalid cursor")),
+        (("SCAN", "18446744073709551616"), E("ERR invalid cursor")),
+        (("SCAN", ""), [b"0", []]),
+        (("SCAN", "+0"), [b"0", []]),
+        (("SCAN", "00"), [b"0", []]),
         (("SCAN", "0", "COUNT", "0"), SYNTAX),
         (("SCAN", "0", "FOO", "bar"), SYNTAX),
         (("SCAN", "0", "MATCH"), SYNTAX),
