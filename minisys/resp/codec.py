@@ -33,7 +33,7 @@ rather than read into a preallocated buffer.
 from __future__ import annotations
 
 from minisys.resp.inline import UnbalancedQuotes, split_inline
-from minisys.resp.reply_parser import INCOMPLETE, parse_reply
+from minisys.resp.reply_parser import INCOMPLETE, ReplyParser
 from minisys.resp.values import ProtocolError
 
 # Redis's PROTO_INLINE_MAX_SIZE: the longest inline request or count line without CRLF.
@@ -91,8 +91,7 @@ class RespParser:
         self.max_query = max_query
         # Set False by the server while a password is required and not yet given.
         self.authenticated = True
-        # Attributes (RESP3 `|`) that came with the last reply, if any.
-        self.attributes: dict | None = None
+        self._replies = ReplyParser(max_bulk)
         self._buf = b""
         self._pos = 0
         self._parked: list[bytes] = []  # reads waiting until _need bytes are there
@@ -100,7 +99,7 @@ class RespParser:
         self._need = 0  # unread bytes needed before parsing can make progress
         self._args: list[bytes] | None = None  # a half-read multibulk command
         self._count = 0  # how many arguments the half-read command announced
-        self._args_size = 0  # bytes held in _args (for the query buffer limit)
+        self._args_size = 0  # bytes held in _args or a cut reply (for the query buffer limit)
 
     def feed(self, data: bytes) -> None:
         """Append bytes from the peer; call next_command/next_reply until they say 'no'."""
@@ -246,16 +245,22 @@ class RespParser:
 
         Raises ProtocolError if the bytes are not RESP; the connection is then unusable.
         """
-        buf = self._buf
         pos = self._pos
-        if pos >= len(buf):
+        if pos >= len(self._buf):
             self._need = 0
             return INCOMPLETE
-        value, new_pos, attributes, need = parse_reply(buf, pos, self.max_bulk)
+        value, new_pos, need = self._replies.parse(self._buf, pos)
+        # Even a cut reply made progress: its finished elements are on the parser's stack.
+        self._pos = new_pos
         if value is INCOMPLETE:
+            self._args_size += new_pos - pos
             self._incomplete(need)
             return INCOMPLETE
-        self._pos = new_pos
+        self._args_size = 0
         self._need = 0
-        self.attributes = attributes
         return value
+
+    @property
+    def attributes(self) -> dict | None:
+        """RESP3 attributes (`|`) that came with the last reply, if any."""
+        return self._replies.attributes

@@ -1,18 +1,26 @@
-"""Parse one RESP2/RESP3 reply value out of a buffer (the client side of `codec.py`).
+"""Parse RESP2/RESP3 replies out of a buffer, resumably (the client side of `codec.py`).
 
 On the request's journey this is where an appserver's or gateway's `RespClient` turns a
-kvcache/minidb answer back into Python values (see `values.py` for the mapping). Every
-type is one line of header, so the parser is a table from the first byte to a small
-function; aggregates recurse with a depth bound so garbage like `*1 *1 *1 …` cannot blow
-the Python stack.
+kvcache/minidb answer back into Python values (see `values.py` for the mapping).
 
-An incomplete reply is simply parsed again from its start once more bytes arrived —
-replies in this project are small. The one big case, a large bulk, reports how many bytes
-it needs so `RespParser.feed` can wait for them without re-parsing.
+Every RESP element starts with one header line: a type byte and a number or a short text.
+Scalars (`+ - : _ # , (`) are that line; blobs (`$ ! =`) add `length` bytes of data;
+aggregates (`* % ~ > |`) announce how many elements follow. So the parser is a loop over
+elements with a **stack of half-built aggregates**, like hiredis's:
 
-Simpler than the real thing: hiredis keeps a resumable stack of half-built aggregates;
-we re-parse. Streamed strings and aggregates (`$?`, `*?`), which Redis never sends, are
-accepted.
+    *2\\r\\n          push [array, 2 to go]
+    :1\\r\\n          append 1                → [array, 1 to go, [1]]
+    *1\\r\\n          push [array, 1 to go]
+    $1\\r\\na\\r\\n     append b"a"             → inner complete: pop, append [b"a"] to outer
+                                           → outer complete: pop, the reply is [1, [b"a"]]
+
+When the buffer ends in the middle of a reply, the stack stays as it is and parsing later
+resumes at the element that was cut, so a 100,000-element reply arriving in 40 reads is
+parsed once, not 40 times. A cut blob also says how many bytes it needs, so `feed` can
+wait for them without any parsing at all.
+
+Simpler than the real thing: streamed strings (`$?`), which Redis never sends, are
+re-read from their start when cut; attributes (`|`) are kept aside in `attributes`.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ import re
 
 from minisys.resp.values import ProtocolError, Push, RespError, SimpleString, Verbatim
 
-# Nesting deeper than this is garbage, not data (Redis never nests more than a few).
+# Nesting deeper than this is garbage, not data (Redis never nests more than a few levels).
 MAX_DEPTH = 64
 # Largest aggregate a client accepts (Redis's own multibulk bound, INT_MAX).
 MAX_AGGREGATE = 2**31 - 1
@@ -29,25 +37,29 @@ MAX_AGGREGATE = 2**31 - 1
 INCOMPLETE = type("Incomplete", (), {"__repr__": lambda self: "INCOMPLETE"})()
 
 _DOUBLE = re.compile(rb"[-+]?(?:inf|nan|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)")
+_STREAMED = -1  # "remaining" of an aggregate announced as `*?`: ends at a `.` element
+_AGGREGATES = {42: b"*", 37: b"%", 126: b"~", 62: b">", 124: b"|"}
 
 
-class _Incomplete(Exception):
-    """Raised inside the recursion when the buffer ends too early."""
+class _Cut(Exception):
+    """The buffer ends inside the current element; `need` bytes from its start, if known."""
 
     def __init__(self, need: int = 0) -> None:
         self.need = need
 
 
-def parse_reply(buf: bytes, pos: int, max_bulk: int) -> tuple[object, int, dict | None, int]:
-    """Return (value, new_pos, attributes, 0) or (INCOMPLETE, pos, None, bytes_needed)."""
-    parser = _ReplyParser(buf, max_bulk)
-    try:
-        value, new_pos = parser.value(pos, 0)
-    except _Incomplete as e:
-        return INCOMPLETE, pos, None, (e.need - pos if e.need else 0)
-    except RecursionError:
-        raise ProtocolError("Protocol error: reply nested too deep") from None
-    return value, new_pos, parser.attributes, 0
+class _Open:
+    """An aggregate header was read: `count` elements (or _STREAMED) follow."""
+
+    __slots__ = ("count", "kind")
+
+    def __init__(self, kind: bytes, count: int) -> None:
+        self.kind = kind
+        self.count = count
+
+
+_END = object()  # the `.` that closes a streamed aggregate
+_SKIP = object()  # a finished attribute: nothing to hand upwards
 
 
 def _int(s: bytes) -> int:
@@ -67,127 +79,160 @@ def _hashable(value: object) -> object:
     return value
 
 
-class _ReplyParser:
-    def __init__(self, buf: bytes, max_bulk: int) -> None:
-        self.buf = buf
+class ReplyParser:
+    """One connection's reply parser; keeps the half-built aggregates between calls."""
+
+    def __init__(self, max_bulk: int) -> None:
         self.max_bulk = max_bulk
-        self.attributes: dict | None = None
+        self.attributes: dict | None = None  # those of the last complete reply
+        self._attributes: dict | None = None  # those seen in the reply being parsed
+        # Each frame: [kind, elements still to come (or _STREAMED), elements so far].
+        self._stack: list[list] = []
 
-    def line(self, pos: int) -> tuple[bytes, int]:
-        nl = self.buf.find(b"\r\n", pos)
-        if nl < 0:
-            raise _Incomplete
-        return self.buf[pos:nl], nl + 2
+    def parse(self, buf: bytes, pos: int) -> tuple[object, int, int]:
+        """Return (value, new_pos, 0), or (INCOMPLETE, resume_pos, bytes_needed_from_there).
 
-    def blob(self, length: bytes, pos: int) -> tuple[bytes, int]:
-        n = _int(length)
-        if n < 0 or n > self.max_bulk:
-            raise ProtocolError("Protocol error: invalid bulk length")
-        stop = pos + n
-        if stop + 2 > len(self.buf):
-            raise _Incomplete(stop + 2)
-        if self.buf[stop : stop + 2] != b"\r\n":
-            raise ProtocolError("Protocol error: bulk not followed by CRLF")
-        return self.buf[pos:stop], stop + 2
-
-    def count(self, s: bytes) -> int:
-        n = _int(s)
-        if n > MAX_AGGREGATE:
-            raise ProtocolError("Protocol error: invalid multibulk length")
-        return n
-
-    def value(self, pos: int, depth: int) -> tuple[object, int]:
-        if depth > MAX_DEPTH:
-            raise ProtocolError("Protocol error: reply nested too deep")
-        if pos >= len(self.buf):
-            raise _Incomplete
-        kind = self.buf[pos : pos + 1]
-        head, pos = self.line(pos + 1)
-        if kind == b"$":
-            if head == b"-1":
-                return None, pos
-            if head == b"?":
-                return self.streamed_string(pos)
-            return self.blob(head, pos)
-        if kind == b":":
-            return _int(head), pos
-        if kind == b"+":
-            return SimpleString(head.decode("utf-8", "surrogateescape")), pos
-        if kind == b"-":
-            return RespError(head.decode("utf-8", "surrogateescape")), pos
-        if kind in b"*~>%|" and len(kind) == 1:
-            return self.aggregate(kind, head, pos, depth)
-        return self.scalar3(kind, head, pos)
-
-    def scalar3(self, kind: bytes, head: bytes, pos: int) -> tuple[object, int]:
-        if kind == b"_":
-            if head:
-                raise ProtocolError("Protocol error: invalid null")
-            return None, pos
-        if kind == b"#":
-            if head == b"t":
-                return True, pos
-            if head == b"f":
-                return False, pos
-            raise ProtocolError("Protocol error: invalid boolean")
-        if kind == b",":
-            if _DOUBLE.fullmatch(head) is None:
-                raise ProtocolError("Protocol error: invalid double")
-            return float(head), pos
-        if kind == b"(":
-            return _int(head), pos
-        if kind == b"!":
-            data, pos = self.blob(head, pos)
-            return RespError(data.decode("utf-8", "surrogateescape")), pos
-        if kind == b"=":
-            data, pos = self.blob(head, pos)
-            if len(data) < 4 or data[3:4] != b":":
-                raise ProtocolError("Protocol error: invalid verbatim string")
-            return Verbatim(data[:3], data[4:]), pos
-        raise ProtocolError(f"Protocol error: unknown reply type {kind!r}")
-
-    def streamed_string(self, pos: int) -> tuple[bytes, int]:
-        parts = []
+        On INCOMPLETE the caller may drop buf[:resume_pos]: it is already in the stack.
+        """
+        stack = self._stack
         while True:
-            if pos >= len(self.buf):
-                raise _Incomplete
-            if self.buf[pos : pos + 1] != b";":
-                raise ProtocolError("Protocol error: expected ';' in streamed string")
-            head, pos = self.line(pos + 1)
-            if head == b"0":
-                return b"".join(parts), pos
-            part, pos = self.blob(head, pos)
-            parts.append(part)
+            try:
+                value, end = self._element(buf, pos)
+            except _Cut as cut:
+                return INCOMPLETE, pos, cut.need
+            pos = end
+            if value.__class__ is _Open:
+                if value.count != 0:
+                    if len(stack) >= MAX_DEPTH:
+                        raise ProtocolError("Protocol error: reply nested too deep")
+                    stack.append([value.kind, value.count, []])
+                    continue
+                value = self._build(value.kind, [])
+            elif value is _END:
+                if not stack or stack[-1][1] != _STREAMED:
+                    raise ProtocolError("Protocol error: unexpected end of aggregate")
+                kind, _, items = stack.pop()
+                value = self._build(kind, items)
+            # Hand the finished value to its parent; finished parents go up in turn.
+            while value is not _SKIP:
+                if not stack:
+                    self.attributes, self._attributes = self._attributes, None
+                    return value, pos, 0
+                frame = stack[-1]
+                frame[2].append(value)
+                if frame[1] == _STREAMED:
+                    break
+                frame[1] -= 1
+                if frame[1]:
+                    break
+                stack.pop()
+                value = self._build(frame[0], frame[2])
 
-    def aggregate(self, kind: bytes, head: bytes, pos: int, depth: int) -> tuple[object, int]:
-        streamed = head == b"?"
-        n = -1 if streamed else self.count(head)
-        if n < 0 and not streamed:
-            if kind == b"*":
-                return None, pos  # *-1, the RESP2 null array
-            raise ProtocolError("Protocol error: invalid aggregate length")
-        pairs = kind in b"%|"
-        items: list = []
-        want = n * 2 if pairs else n
-        while streamed or len(items) < want:
-            if streamed and self.buf[pos : pos + 3] == b".\r\n":
-                pos += 3
-                break
-            if streamed and pos + 3 > len(self.buf):
-                raise _Incomplete
-            item, pos = self.value(pos, depth + 1)
-            items.append(item)
+    def _build(self, kind: bytes, items: list) -> object:
         if kind == b"*":
-            return items, pos
+            return items
         if kind == b">":
-            return Push(items), pos
+            return Push(items)
         if kind == b"~":
-            return {_hashable(v) for v in items}, pos
+            return {_hashable(v) for v in items}
         if len(items) % 2:
             raise ProtocolError("Protocol error: map with an odd number of elements")
         mapping = {_hashable(items[i]): items[i + 1] for i in range(0, len(items), 2)}
         if kind == b"%":
-            return mapping, pos
-        # An attribute describes the value that follows it; keep it aside, return the value.
-        self.attributes = mapping
-        return self.value(pos, depth + 1)
+            return mapping
+        # An attribute describes the value that follows it: keep it aside.
+        self._attributes = mapping
+        return _SKIP
+
+    def _element(self, buf: bytes, pos: int) -> tuple[object, int]:
+        """One element at pos: a scalar value, an _Open header, or _END."""
+        nl = buf.find(b"\r\n", pos)
+        if nl < 0:
+            raise _Cut
+        kind = buf[pos]
+        head = buf[pos + 1 : nl]
+        end = nl + 2
+        if kind == 36:  # $ bulk string: the most common reply, so checked inline
+            if head.isdigit() and (n := int(head)) <= self.max_bulk:
+                stop = end + n
+                if stop + 2 <= len(buf) and buf[stop : stop + 2] == b"\r\n":
+                    return buf[end:stop], stop + 2
+            if head == b"-1":
+                return None, end
+            if head == b"?":
+                return self._streamed_string(buf, end, pos)
+            return self._blob(buf, head, end, pos)
+        if kind == 43:  # + simple string
+            return SimpleString(head.decode("utf-8", "surrogateescape")), end
+        if kind == 58:  # : integer
+            return _int(head), end
+        if kind in _AGGREGATES:
+            if head == b"?":
+                return _Open(_AGGREGATES[kind], _STREAMED), end
+            count = _int(head)
+            if count < 0:
+                if kind == 42:  # *-1, the RESP2 null array
+                    return None, end
+                raise ProtocolError("Protocol error: invalid aggregate length")
+            if count > MAX_AGGREGATE:
+                raise ProtocolError("Protocol error: invalid multibulk length")
+            return _Open(_AGGREGATES[kind], count * 2 if kind in (37, 124) else count), end
+        if kind == 45:  # - error
+            return RespError(head.decode("utf-8", "surrogateescape")), end
+        return self._resp3_scalar(buf, kind, head, end, pos)
+
+    def _resp3_scalar(
+        self, buf: bytes, kind: int, head: bytes, end: int, start: int
+    ) -> tuple[object, int]:
+        if kind == 95:  # _ null
+            if head:
+                raise ProtocolError("Protocol error: invalid null")
+            return None, end
+        if kind == 35:  # # boolean
+            if head in (b"t", b"f"):
+                return head == b"t", end
+            raise ProtocolError("Protocol error: invalid boolean")
+        if kind == 44:  # , double
+            if _DOUBLE.fullmatch(head) is None:
+                raise ProtocolError("Protocol error: invalid double")
+            return float(head), end
+        if kind == 40:  # ( big number
+            return _int(head), end
+        if kind == 33:  # ! blob error
+            data, end = self._blob(buf, head, end, start)
+            return RespError(data.decode("utf-8", "surrogateescape")), end
+        if kind == 61:  # = verbatim string
+            data, end = self._blob(buf, head, end, start)
+            if len(data) < 4 or data[3:4] != b":":
+                raise ProtocolError("Protocol error: invalid verbatim string")
+            return Verbatim(data[:3], data[4:]), end
+        if kind == 46 and not head:  # . closes a streamed aggregate
+            return _END, end
+        raise ProtocolError(f"Protocol error: unknown reply type {bytes([kind])!r}")
+
+    def _blob(self, buf: bytes, head: bytes, pos: int, start: int) -> tuple[bytes, int]:
+        n = _int(head)
+        if n < 0 or n > self.max_bulk:
+            raise ProtocolError("Protocol error: invalid bulk length")
+        stop = pos + n
+        if stop + 2 > len(buf):
+            raise _Cut(stop + 2 - start)
+        if buf[stop : stop + 2] != b"\r\n":
+            raise ProtocolError("Protocol error: bulk not followed by CRLF")
+        return buf[pos:stop], stop + 2
+
+    def _streamed_string(self, buf: bytes, pos: int, start: int) -> tuple[bytes, int]:
+        parts = []
+        while True:
+            if pos >= len(buf):
+                raise _Cut
+            if buf[pos] != 59:  # ;
+                raise ProtocolError("Protocol error: expected ';' in streamed string")
+            nl = buf.find(b"\r\n", pos)
+            if nl < 0:
+                raise _Cut
+            head = buf[pos + 1 : nl]
+            if head == b"0":
+                return b"".join(parts), nl + 2
+            part, pos = self._blob(buf, head, nl + 2, start)
+            parts.append(part)

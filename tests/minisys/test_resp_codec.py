@@ -308,3 +308,15 @@ def test_reply_map_with_aggregate_keys_stays_hashable():
 def test_reply_garbage_is_a_protocol_error(data):
     with pytest.raises(ProtocolError):
         replies(data)
+
+
+def test_big_nested_reply_in_many_pieces():
+    value = [[b"k%d" % i, i, None] for i in range(20_000)]
+    data = encode_reply(value, 3)
+    parser = RespParser()
+    got = []
+    for i in range(0, len(data), 4096):
+        parser.feed(data[i : i + 4096])
+        while (reply := parser.next_reply()) is not INCOMPLETE:
+            got.append(reply)
+    assert got == [value]
