@@ -39,7 +39,6 @@ from minisys.metrics import Registry
 from . import access_log
 from .access_log import AccessRecord
 from .auth import Authenticator, AuthError, Consumer, challenge
-from .breaker import STATE_VALUES
 from .config import GatewayConfig, Upstream
 from .proxy import client_headers, pick_request_id, upstream_headers
 from .ratelimit import Check, Outcome, RateLimiter
@@ -326,7 +325,6 @@ class Gateway:
             kind = "connect" if isinstance(exc, ConnectFailed) else "reset"
             raise _Refusal(502, f"upstream unavailable ({kind})", kind) from None
         finally:
-            self.metrics.breaker.set(STATE_VALUES[pool.breaker.state], upstream=pool.name)
             record.upstream_ms = round((time.perf_counter() - started) * 1000, 3)
         self._count_attempts(pool, result.attempts)
         record.upstream = result.member.name

@@ -93,6 +93,8 @@ def pick_request_id(incoming: str | None) -> str:
 
 
 def _connection_tokens(value: str, into: set[str]) -> None:
+    if value in ("keep-alive", "close", "Keep-Alive", "Close"):
+        return  # what nearly every peer sends: names no other field
     into.update(t.strip().lower() for t in value.split(",") if t.strip())
 
 

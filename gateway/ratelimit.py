@@ -144,29 +144,27 @@ class RateLimiter:
     def check_local(self, checks: list[Check], now_ns: int | None = None) -> list[Outcome]:
         """Apply local limits, two-phase: all must have a token before any is taken."""
         now = self.clock_ns() if now_ns is None else now_ns
+        if len(checks) == 1:  # the common case; one bucket refuses without spending
+            check = checks[0]
+            return [self._outcome(check, self.table(check.name, check.limit), now)]
         tables = [self.table(c.name, c.limit) for c in checks]
-        refused = None
-        if len(checks) > 1:  # one bucket needs no look-ahead: take() refuses without spending
-            refused = next(
-                (i for i, c in enumerate(checks) if tables[i].level(c.key, now) < 1), None
+        for table, check in zip(tables, checks, strict=True):
+            if table.level(check.key, now) < 1:
+                return [self._outcome(check, table, now)]
+        return [self._outcome(c, t, now) for t, c in zip(tables, checks, strict=True)]
+
+    @staticmethod
+    def _outcome(check: Check, table: BucketTable, now: int) -> Outcome:
+        d = table.take(check.key, now)
+        if d.allowed:
+            return Outcome(
+                check.name, check.limit, True, d.remaining, ceil_div(d.full_in_ns, NS_PER_S), 0
             )
-        outcomes = []
-        for i, check in enumerate(checks):
-            if refused is not None and i != refused:
-                continue
-            d = tables[i].take(check.key, now)
-            reset = max(d.full_in_ns, d.retry_after_ns)
-            outcomes.append(
-                Outcome(
-                    check.name,
-                    check.limit,
-                    d.allowed,
-                    d.remaining,
-                    ceil_div(reset, NS_PER_S),
-                    whole_seconds(d.retry_after_ns) if not d.allowed else 0,
-                )
-            )
-        return outcomes
+        reset = max(d.full_in_ns, d.retry_after_ns)
+        return Outcome(
+            check.name, check.limit, False, d.remaining, ceil_div(reset, NS_PER_S),
+            whole_seconds(d.retry_after_ns),
+        )  # fmt: skip
 
     async def check_shared(self, check: Check) -> Outcome:
         """Apply one shared limit through the store (sliding-window counter)."""
@@ -220,9 +218,14 @@ def headers(outcomes: list[Outcome]) -> list[tuple[str, str]]:
     """RateLimit-Policy, RateLimit, the X-RateLimit-* trio and (if refused) Retry-After."""
     if not outcomes:
         return []
-    policy = ", ".join(o.limit.policy_field(o.name) for o in outcomes)
-    state = ", ".join(f'"{o.name}";r={o.remaining};t={o.reset_s}' for o in outcomes)
-    tightest = min(outcomes, key=lambda o: (o.allowed, o.remaining))
+    if len(outcomes) == 1:
+        tightest = outcomes[0]
+        policy = tightest.limit.policy_field(tightest.name)
+        state = f'"{tightest.name}";r={tightest.remaining};t={tightest.reset_s}'
+    else:
+        policy = ", ".join(o.limit.policy_field(o.name) for o in outcomes)
+        state = ", ".join(f'"{o.name}";r={o.remaining};t={o.reset_s}' for o in outcomes)
+        tightest = min(outcomes, key=lambda o: (o.allowed, o.remaining))
     out = [
         ("RateLimit-Policy", policy),
         ("RateLimit", state),
