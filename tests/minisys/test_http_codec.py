@@ -17,7 +17,12 @@ from minisys.http.codec import (
 )
 from minisys.http.framing import LAST_CHUNK, encode_chunk
 from minisys.http.head import Headers, HttpError, Limits
-from minisys.http.serialize import request_head, serialize_request, serialize_response
+from minisys.http.serialize import (
+    request_head,
+    response_head,
+    serialize_request,
+    serialize_response,
+)
 from minisys.http.testkit import VECTORS
 
 
@@ -316,3 +321,59 @@ def test_slow_byte_by_byte_head_costs_linear_time(size):
         parser.feed(head[i : i + 1])
         event = parser.next_event()
     assert isinstance(event, RequestHead)
+
+
+statuses = st.sampled_from([200, 201, 204, 301, 304, 400, 404, 418, 500, 503])
+
+
+@st.composite
+def response_messages(draw):
+    status = draw(statuses)
+    headers = draw(st.lists(st.tuples(names, values), max_size=5))
+    body = b"" if status in (204, 304) else draw(st.binary(max_size=200))
+    if draw(st.booleans()) and body:
+        pieces = [body[i : i + 7] for i in range(0, len(body), 7)]
+        wire = response_head(status, [*headers, ("Transfer-Encoding", "chunked")])
+        wire += b"".join(encode_chunk(p) for p in pieces) + LAST_CHUNK
+    else:
+        wire = serialize_response(status, headers, body)
+    return status, headers, body, wire
+
+
+def summarize_responses(events):
+    out = []
+    for e in events:
+        if type(e) is ResponseHead:
+            hs = [
+                (n, v)
+                for n, v in e.headers
+                if n.lower() not in ("content-length", "transfer-encoding")
+            ]
+            out.append(("head", e.status, hs))
+        elif type(e) is Data:
+            if out and out[-1][0] == "data":
+                out[-1] = ("data", out[-1][1] + e.data)
+            else:
+                out.append(("data", e.data))
+        elif type(e) is EndOfMessage:
+            out.append(("end",))
+        elif isinstance(e, HttpError):
+            out.append(("error", e.status))
+    return out
+
+
+@given(st.lists(response_messages(), min_size=1, max_size=4), st.data())
+def test_responses_round_trip_in_any_split(messages, data):
+    wire = b"".join(m[3] for m in messages)
+    expected = []
+    for status, headers, body, _ in messages:
+        expected.append(("head", status, headers))
+        if body:
+            expected.append(("data", body))
+        expected.append(("end",))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=6)))
+    chunks = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+    parser = ResponseParser()
+    for _ in messages:
+        parser.expect_response("GET")
+    assert summarize_responses(parse_all(parser, chunks)) == expected
