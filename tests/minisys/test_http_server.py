@@ -305,3 +305,26 @@ def test_dict_headers_are_accepted(srv):
         s.sendall(GET % b"dict-headers")
         (resp,), _, raw = read_responses(s, 1)
     assert resp == (200, b"ok") and b"X-A: 1\r\n" in raw
+
+
+def test_body_timeout_is_408_and_close():
+    with start(HttpSettings(body_timeout=0.2)) as srv, connect(srv.port) as s:
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        responses, closed, _ = read_responses(s, None, timeout=5)
+    assert [r[0] for r in responses] == [408] and closed
+
+
+def test_100_continue_waits_for_its_turn_in_a_pipeline(srv):
+    expect = b"POST /e HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+    with connect(srv.port) as s:
+        s.sendall(GET % b"slow" + expect)
+        (first,), _, raw = read_responses(s, 1)
+        # The interim 100 comes after the earlier response, never inside it.
+        assert json.loads(first[1])["path"] == "/slow"
+        rest = raw.split(b"\r\n\r\n", 1)[1][len(first[1]) :]
+        if not rest:
+            rest = s.recv(100)
+        assert rest.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(b"ok")
+        (second,), _, _ = read_responses(s, 1)
+    assert json.loads(second[1])["body"] == "ok"
