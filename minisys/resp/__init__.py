@@ -12,11 +12,19 @@ Map of the package, in the order a request meets it:
                        auth) — sans-I/O, a handler may return an awaitable.
 - `connection_commands.py` — PING ECHO QUIT SELECT CLIENT HELLO COMMAND CONFIG TIME INFO
                        AUTH: what every Redis client sends before its first real command.
+- `config_params.py` — CONFIG GET/SET parameters a layer registers (with set hooks).
+- `info.py`          — INFO sections a layer fills in (keyspace, memory, stats…).
 - `server.py`        — the asyncio Protocol shell: parse all buffered, execute, one write.
 - `client.py`        — asyncio client with pipelining, a small pool, timeouts, reconnect.
 - `url.py`           — `redis://host:port/db` URLs.
+- `demo.py`          — a 60-line GET/SET server: the recipe kvcache and minidb follow
+                       (`python -m minisys.resp --port 6390`).
 
-`PROTOCOL.md` shows the wire format with hex examples (a test parses them).
+`PROTOCOL.md` shows the wire format with hex examples (a test parses them); `README.md`
+says how the pieces fit and how to try them with redis-cli, redis-py and redis-benchmark.
+
+Simpler than the real thing: see each module; in short, Redis 7.0's wire behaviour and
+error texts, without ACLs, pub/sub, cluster or client tracking.
 """
 
 from minisys.resp.codec import RespParser
