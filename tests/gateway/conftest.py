@@ -217,3 +217,68 @@ def h():
         request=request, raw=raw, stub_log=stub_log, free_port=free_port,
         gateway_toml=gateway_toml,
     )  # fmt: skip
+
+
+NGINX_PROXY_CONF = """
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream main {{ server 127.0.0.1:{a}; server 127.0.0.1:{b}; keepalive 8; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://main;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+@pytest.fixture(scope="package")
+def nginx_proxy(stubs, tmp_path_factory):
+    """nginx as the reference reverse proxy in front of the same stubs (or a skip)."""
+    import shutil
+    import subprocess
+
+    from minisys.testing import wait_until
+
+    if shutil.which("nginx") is None:
+        pytest.skip("nginx is not installed")
+    workdir = tmp_path_factory.mktemp("nginx")
+    port = free_port()
+    conf = workdir / "nginx.conf"
+    conf.write_text(NGINX_PROXY_CONF.format(dir=workdir, a=stubs[0], b=stubs[1], port=port))
+    proc = subprocess.Popen(
+        ["nginx", "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+
+        def listening():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return proc.poll() is not None  # exited: stop waiting, fail below
+
+        wait_until(listening, timeout=10)
+        if proc.poll() is not None:
+            pytest.skip(f"nginx did not start: {(workdir / 'error.log').read_text()[-300:]}")
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

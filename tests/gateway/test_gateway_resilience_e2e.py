@@ -36,19 +36,40 @@ VECTORS = {
 }
 
 
-def total_seen(h, stubs):
-    logs = h.stub_log(stubs[0]) + h.stub_log(stubs[1])
-    return len(logs), [line for line in logs if "smuggled" in line]
+def upstream_log(h, stubs):
+    return [h.stub_log(stubs[0]), h.stub_log(stubs[1])]
+
+
+def new_requests(before, after):
+    return [line for old, new in zip(before, after, strict=True) for line in new[len(old) :]]
+
+
+@pytest.fixture(params=["gateway", pytest.param("nginx", marks=pytest.mark.interop)])
+def proxy_port(request):
+    """Our gateway, and nginx as the reference proxy: a vector nginx lets through too would
+    mean the test (not the gateway) is wrong."""
+    if request.param == "gateway":
+        return request.getfixturevalue("gateway").port
+    return request.getfixturevalue("nginx_proxy")
 
 
 @pytest.mark.parametrize("name", sorted(VECTORS))
-def test_smuggling_vectors_never_reach_upstream_as_two_requests(gateway, stubs, h, name):
-    before, _ = total_seen(h, stubs)
-    reply = h.raw(gateway.port, VECTORS[name])
-    after, smuggled = total_seen(h, stubs)
-    assert not smuggled, f"{name}: the hidden request reached the upstream"
-    assert after - before <= 1
-    assert reply.startswith((b"HTTP/1.1 4", b"HTTP/1.1 5")), reply[:60]
+def test_smuggling_vectors_never_reach_upstream_as_two_requests(
+    request, proxy_port, stubs, h, name
+):
+    before = upstream_log(h, stubs)
+    reply = h.raw(proxy_port, VECTORS[name])
+    seen = new_requests(before, upstream_log(h, stubs))
+    answered = reply.count(b"HTTP/1.1 ")
+    # The desync that smuggling needs: the upstream sees more requests than the proxy
+    # parsed (and answered). Never, for any proxy worth the name.
+    assert len(seen) <= answered, f"{name}: upstream saw {seen}, client got {answered} answers"
+    if "gateway" in request.node.callspec.id:
+        # Ours is stricter, like nginx's own parser on most of these: refuse and close,
+        # so the hidden request is never even parsed.
+        assert not any("smuggled" in line for line in seen)
+        assert len(seen) <= 1
+        assert reply.startswith((b"HTTP/1.1 4", b"HTTP/1.1 5")), reply[:60]
 
 
 def test_breaker_opens_answers_503_fast_and_recovers(gateway, stubs, h):
