@@ -7,11 +7,13 @@ it directly in-process (`from kvcache import LRUCache`).
 Three tables, Redis's layout in Python clothes:
 
     data       OrderedDict key -> (value, charged_bytes)   least recently used first
-    deadlines  OrderedDict key -> deadline (clock seconds)  only keys with a TTL, LRU first
+    deadlines  dict key -> deadline (clock seconds)         only keys with a TTL; an
+               OrderedDict in recency order under volatile-lru, which needs that order
     bags       KeyBag of all keys, KeyBag of keys with a TTL (random sampling, expiry.py)
 
 - A read (`get`) checks the deadline (lazy expiry), then moves the key to the end of
-  `data` (and of `deadlines`): "most recently used" is "last". `peek` reads without that.
+  `data` (and of an ordered `deadlines`): "most recently used" is "last". `peek` reads
+  without that.
 - A write (`set`/`store`) charges `sizeof(key) + sizeof(value) + ENTRY_OVERHEAD` bytes
   and, when that would pass `max_keys` or `max_bytes`, evicts victims chosen by the policy
   (`eviction.py`) until it fits, or raises `OutOfMemory` under `noeviction`.
@@ -39,7 +41,7 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from kvcache.eviction import ALLKEYS_LRU, NOEVICTION, check_policy, pick_victim
+from kvcache.eviction import ALLKEYS_LRU, NOEVICTION, VOLATILE_LRU, check_policy, pick_victim
 from kvcache.expiry import DEFAULT_BUDGET, KeyBag, active_expire_cycle
 
 # Bytes charged per entry on top of the key's and value's own sizes: measured with
@@ -106,7 +108,9 @@ class LRUCache:
         self._rng = rng or random.Random()
         self._on_evict = on_evict
         self._data: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
-        self._deadlines: OrderedDict[Any, float] = OrderedDict()
+        self._deadlines: dict[Any, float] = {}
+        self._volatile_order = False  # is `_deadlines` an OrderedDict kept in LRU order?
+        self._order_deadlines()
         self._all_keys = KeyBag()
         self._volatile_keys = KeyBag()
         self.used_bytes = 0
@@ -131,7 +135,8 @@ class LRUCache:
                     self._expire(key)
                     self.misses += 1
                     return default
-                deadlines.move_to_end(key)
+                if self._volatile_order:
+                    deadlines.move_to_end(key)
         self._data.move_to_end(key)
         self.hits += 1
         return entry[0]
@@ -227,14 +232,15 @@ class LRUCache:
             self.used_bytes += grow
         deadlines = self._deadlines
         if keep_ttl and old is not None:
-            if key in deadlines:
+            if self._volatile_order and key in deadlines:
                 deadlines.move_to_end(key)
         elif deadline is None:
             if deadlines:
                 deadlines.pop(key, None)
         elif key in deadlines:
             deadlines[key] = deadline
-            deadlines.move_to_end(key)
+            if self._volatile_order:
+                deadlines.move_to_end(key)
         else:
             deadlines[key] = deadline
             self._volatile_keys.add(key, deadlines)
@@ -272,7 +278,8 @@ class LRUCache:
         else:
             fresh = key not in deadlines
             deadlines[key] = deadline
-            deadlines.move_to_end(key)
+            if self._volatile_order:
+                deadlines.move_to_end(key)
             if fresh:
                 self._volatile_keys.add(key, deadlines)
         # Redis's EXPIRE looks the key up for writing, which counts as a use.
@@ -311,6 +318,7 @@ class LRUCache:
         """Change bounds or policy at run time (CONFIG SET); evicts down to new bounds."""
         if policy is not None:
             self._policy = check_policy(policy)
+            self._order_deadlines()
         if max_keys is not None:
             if max_keys < 0:
                 raise ValueError("max_keys must be >= 0")
@@ -382,6 +390,23 @@ class LRUCache:
             self._deadlines.pop(key, None)
         return value
 
+    def _order_deadlines(self) -> None:
+        """Keep `deadlines` in recency order only while volatile-lru needs it.
+
+        An OrderedDict costs a linked-list node per key and a move per read; the other
+        policies never look at the order, so they get a plain dict. Switching rebuilds
+        the table once, in `data`'s order, which is the recency order of every key.
+        """
+        want = self._policy == VOLATILE_LRU
+        if want == self._volatile_order:
+            return
+        deadlines = self._deadlines
+        if want:
+            self._deadlines = OrderedDict((k, deadlines[k]) for k in self._data if k in deadlines)
+        else:
+            self._deadlines = dict(deadlines)
+        self._volatile_order = want
+
     def _set_limits(self) -> None:
         # The hot path compares against these: "0 = unbounded" becomes infinity once here.
         self._key_limit = self._max_keys or math.inf
@@ -429,11 +454,8 @@ class LRUCache:
         )
 
     def _evict(self, key: Any) -> None:
-        deadline = self._deadlines.get(key)
-        if deadline is not None and self._clock() > deadline:
-            # An already-expired victim was dead anyway: count it as an expiration.
-            self._expire(key)
-            return
+        # Like Redis, a victim whose TTL already ran out (not reclaimed yet) still counts
+        # as an eviction: the policy chose it, nobody looked at its deadline.
         value = self._remove(key)
         self.evictions += 1
         if self._on_evict is not None:

@@ -18,8 +18,9 @@ write fails, which the server turns into Redis's `-OOM …` error.
 Why exact LRU when Redis samples: Redis keeps a 24-bit access clock per object and samples
 5 keys into a 16-slot pool because a linked list per key costs memory in C. Python's
 `OrderedDict` already is a hash table threaded on a linked list, so "least recently used"
-is just its first key, O(1). The deadlines table is an `OrderedDict` in recency order too,
-which makes `volatile-lru` exact and O(1) as well.
+is just its first key, O(1). Under `volatile-lru` the deadlines table is an `OrderedDict`
+in recency order too, which makes that policy exact and O(1) as well (the other policies
+keep deadlines in a plain dict, cheaper per write).
 
 Read next: `cache.py`, which keeps these tables and calls `pick_victim`.
 
@@ -55,7 +56,7 @@ def check_policy(policy: str) -> str:
     return policy
 
 
-def _first_other(table: OrderedDict[Any, Any], exclude: Any) -> Any:
+def _first_other(table: dict[Any, Any], exclude: Any) -> Any:
     # Usually the very first key; the second one when the key being written is the oldest.
     for key in table:
         if key != exclude:
@@ -66,7 +67,7 @@ def _first_other(table: OrderedDict[Any, Any], exclude: Any) -> Any:
 def pick_victim(
     policy: str,
     data: OrderedDict[Any, Any],
-    deadlines: OrderedDict[Any, float],
+    deadlines: dict[Any, float],
     all_keys: KeyBag,
     volatile_keys: KeyBag,
     rng: random.Random,
@@ -74,7 +75,8 @@ def pick_victim(
 ) -> Any:
     """The key to evict under `policy`, never `exclude` (the key being written); None if none.
 
-    `data` and `deadlines` are in recency order, least recently used first.
+    `data` is in recency order, least recently used first; so is `deadlines` under
+    volatile-lru (elsewhere its order only matters as a fallback).
     """
     if policy == ALLKEYS_LRU:
         return _first_other(data, exclude)

@@ -150,3 +150,18 @@ def test_random_key_and_clear() -> None:
     assert all(cache.random_key() in range(40, 50) for _ in range(100))
     cache.clear()
     assert (len(cache), cache.used_bytes, cache.random_key()) == (0, 0, None)
+
+
+def test_switching_to_volatile_lru_keeps_exact_recency() -> None:
+    cache = LRUCache(4, 0, policy="allkeys-lru")
+    cache.set("a", 1, ttl=100)
+    cache.set("b", 2, ttl=100)
+    cache.set("p", 3)
+    cache.get("a")  # recency now: b, p, a
+    cache.configure(policy="volatile-lru")
+    cache.set("c", 4, ttl=100)
+    cache.set("d", 5)  # full: the least recently used key with a TTL is "b"
+    assert sorted(cache.keys()) == ["a", "c", "d", "p"]
+    cache.configure(policy="allkeys-lru")
+    cache.set("e", 6)  # back to all keys: "p" is now the oldest
+    assert sorted(cache.keys()) == ["a", "c", "d", "e"]
