@@ -368,7 +368,10 @@ class ClientSide(Connection):
 
     def on_close(self, exc: Exception | None) -> None:
         self.closed = True
-        self.leave_queue()
+        if self._queue_timer is not None:
+            # Gave up while queued: free the place for someone else.
+            self.leave_queue()
+            self.balancer.queue.remove(self)
         if self.upstream is not None:
             if exc is not None:
                 self.upstream.abort()

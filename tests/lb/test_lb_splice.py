@@ -2,6 +2,7 @@
 
 import asyncio
 import socket
+import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -311,6 +312,34 @@ def test_a_client_never_sees_a_connect_failure_that_could_be_retried(kit, alive,
                 writer.write_eof()
                 assert await kit.read_all(reader) == b"%d" % i
                 writer.close()
+        await echo.stop()
+
+    run(main())
+
+
+def test_a_client_that_leaves_the_queue_frees_its_place(kit):
+    async def main():
+        echo = await kit.EchoBackend().start()
+        backend = Backend("127.0.0.1", echo.port, maxconn=1)
+        async with kit.running_lb([backend], queue_size=1, queue_timeout=30) as (server, lb):
+            first = await asyncio.open_connection(*server.address)
+            first[1].write(b"a")
+            await first[0].readexactly(1)
+            second = await asyncio.open_connection(*server.address)
+            await async_wait_until(_true(lambda: len(lb.queue) == 1), timeout=5)
+            # A reset, not a FIN: a FIN may be a half-close from a client that still waits
+            # for its answer, so it keeps its place until the queue timeout.
+            sock = second[1].get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            second[1].transport.abort()
+            await async_wait_until(_true(lambda: len(lb.queue) == 0), timeout=5)
+            third = await asyncio.open_connection(*server.address)
+            third[1].write(b"c")
+            await async_wait_until(_true(lambda: len(lb.queue) == 1), timeout=5)
+            first[1].close()
+            assert await third[0].readexactly(1) == b"c"
+            third[1].close()
+            assert lb.queue_full == 0
         await echo.stop()
 
     run(main())
