@@ -1,6 +1,6 @@
 """Benchmark the lb against HAProxy `mode tcp`, both in front of the same backend.
 
-    python bench/lb.py [--duration 5] [--rounds 2] [--connections 50] [--profile]
+    python bench/lb.py [--duration 5] [--rounds 3] [--connections 50] [--profile]
 
 One backend (nginx answering a fixed 200, or a small asyncio HTTP server when nginx is
 missing) is measured three ways with wrk, alternating so that machine noise hits all
@@ -217,7 +217,7 @@ def profile(backend: int, tmp: str, duration: float, connections: int) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--connections", type=int, default=50)
     p.add_argument("--profile", action="store_true")
     args = p.parse_args()
