@@ -136,7 +136,10 @@ class RespConnection(Connection):
             if not authenticated and session.authenticated:  # AUTH lifts the small limits
                 parser.authenticated = authenticated = True
         if out:
-            self._emit(b"".join(out))
+            if queue:
+                queue.append(b"".join(out))
+            else:
+                self.write(b"".join(out))
         if self._stopped and not queue:
             self.close()
 

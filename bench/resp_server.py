@@ -1,0 +1,159 @@
+"""Benchmark the RESP server kernel (the demo GET/SET server) against redis-server.
+
+    python bench/resp_server.py [--requests 100000] [--rounds 3] [--clients 50]
+
+Both servers are measured with redis-benchmark `-t set,get`, alternating round by round so
+that noise from other processes on this shared machine hits both alike: once without
+pipelining (one request per round trip: the event-loop path) and once with `-P 16` (a
+batch of 16 per read: the parser/dispatcher path). The demo server is
+`python -m minisys.resp`, i.e. the same codec, engine and Protocol shell kvcache and minidb
+use, with a plain dict behind GET/SET — so this measures the kernel, not a store.
+
+Ends with one line per figure (median over rounds of the SET and GET mean):
+
+    RESULT resp_server_rps: ours=… peer=… ratio=… target=0.75
+    RESULT resp_server_p16_rps: ours=… peer=… ratio=… target=0.25
+
+Targets from DESIGN.md's measurements: a bare asyncio Protocol server reached ≈ 0.8 of
+redis-server without pipelining and ≈ 0.25 with -P 16.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_pong(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16) == b"+PONG\r\n":
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing answered PING on port {port}")
+
+
+def benchmark(port: int, requests: int, clients: int, pipeline: int) -> float:
+    """Mean of SET and GET requests/s as redis-benchmark reports them."""
+    out = subprocess.run(
+        [
+            "redis-benchmark",
+            "-p",
+            str(port),
+            "-t",
+            "set,get",
+            "-n",
+            str(requests),
+            "-c",
+            str(clients),
+            "-P",
+            str(pipeline),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    ).stdout.replace("\r", "\n")
+    rates = [float(m) for m in re.findall(r"^(?:SET|GET): ([\d.]+) requests per second", out, re.M)]
+    if len(rates) != 2:
+        raise SystemExit(f"unexpected redis-benchmark output:\n{out}")
+    return sum(rates) / 2
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=50)
+    args = parser.parse_args()
+    if shutil.which("redis-benchmark") is None:
+        print("redis-benchmark is not installed (apt install redis-tools): nothing to measure")
+        return 1
+    have_peer = shutil.which("redis-server") is not None
+
+    procs = []
+    ours_port = free_port()
+    procs.append(
+        subprocess.Popen(
+            [sys.executable, "-m", "minisys.resp", "--port", str(ours_port), "--idle-timeout", "0"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
+    peer_port = free_port()
+    if have_peer:
+        procs.append(
+            subprocess.Popen(
+                [
+                    "redis-server",
+                    "--port",
+                    str(peer_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+    try:
+        wait_for_pong(ours_port)
+        if have_peer:
+            wait_for_pong(peer_port)
+        results: dict[tuple[str, int], list[float]] = {}
+        for round_no in range(args.rounds):
+            sides = [("ours", ours_port)] + ([("peer", peer_port)] if have_peer else [])
+            if round_no % 2:
+                sides.reverse()
+            for pipeline in (1, 16):
+                for name, port in sides:
+                    rate = benchmark(port, args.requests, args.clients, pipeline)
+                    results.setdefault((name, pipeline), []).append(rate)
+                    print(f"round {round_no + 1} -P {pipeline:<2} {name}: {rate:,.0f} req/s")
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=15)
+
+    for pipeline, figure, target in (
+        (1, "resp_server_rps", 0.75),
+        (16, "resp_server_p16_rps", 0.25),
+    ):
+        ours = statistics.median(results[("ours", pipeline)])
+        if have_peer:
+            peer = statistics.median(results[("peer", pipeline)])
+            print(
+                f"RESULT {figure}: ours={ours:.0f} peer={peer:.0f} ratio={ours / peer:.2f} "
+                f"target={target}"
+            )
+        else:
+            print(f"RESULT {figure}: ours={ours:.0f} peer=n/a ratio=n/a target={target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
