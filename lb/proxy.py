@@ -15,6 +15,7 @@ One client connection moves through these states:
     CONNECTING  no backend at all / tries used CLOSED      close the client
     QUEUED      a backend connection ended     CONNECTING  try again
     QUEUED      queue timeout                  CLOSED      close the client
+    QUEUED      client reset                   CLOSED      free its place in the queue
     SPLICING    EOF from one side              SPLICING    pass the EOF on (half-close)
     SPLICING    EOF seen from both sides       CLOSED      close both, after flushing
     SPLICING    error or reset on one side     CLOSED      abort the other side too
