@@ -46,10 +46,11 @@ from kvcache.expiry import DEFAULT_BUDGET, KeyBag, active_expire_cycle
 
 # Bytes charged per entry on top of the key's and value's own sizes: measured with
 # tracemalloc on CPython 3.11 as ~200 for the data slot (OrderedDict entry and node, the
-# (value, size) tuple, the size int, the bag slot) plus ~130 for a deadlines slot (entry,
-# node, float). Every entry is charged for a deadline slot, used or not, so that EXPIRE
-# never makes an entry bigger: the bounds then hold without evicting on EXPIRE.
-ENTRY_OVERHEAD = 330
+# (value, size) tuple, the size int, the bag slot) plus ~80 for a deadlines slot (dict
+# entry, float; ~130 as an OrderedDict under volatile-lru). Every entry is charged for a
+# deadline slot, used or not, so that EXPIRE never makes an entry bigger: the bounds then
+# hold without evicting on EXPIRE.
+ENTRY_OVERHEAD = 280
 # Defaults for the embedded cache; 0 means "no bound" (Redis's `maxmemory 0`).
 DEFAULT_MAX_KEYS = 100_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
