@@ -38,13 +38,13 @@ import dataclasses
 import time
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable
-from email.utils import formatdate
 
 from minisys.http.codec import RequestHead, RequestParser
 from minisys.http.framing import LAST_CHUNK, encode_chunk
 from minisys.http.head import DEFAULT_LIMITS, HttpError, Limits
-from minisys.http.message import PROBLEM_JSON, Request, Response, problem_body
-from minisys.http.serialize import add_fields, encode_head, reason_phrase
+from minisys.http.message import Request, Response, problem_body
+from minisys.http.respond import check_response, common_fields, error_response, status_line
+from minisys.http.serialize import add_fields, encode_head
 from minisys.logs import get_logger
 from minisys.server import Connection, Server, ServerConfig
 
@@ -74,63 +74,6 @@ class HttpSettings:
     max_pipelined: int = 16
     # The Server header; empty to send none.
     server_header: str = "minisys"
-
-
-_date_cache = [0, ""]
-
-
-def http_date(now: float) -> str:
-    """RFC 9110 IMF-fixdate, computed once per second."""
-    second = int(now)
-    if _date_cache[0] != second:
-        _date_cache[0] = second
-        _date_cache[1] = formatdate(second, usegmt=True)
-    return _date_cache[1]
-
-
-# The Date and Server lines every response carries, rebuilt once per second per server name.
-_common: dict[str, tuple[int, str, int]] = {}
-
-
-def _common_fields(server_header: str) -> tuple[str, int]:
-    now = int(time.time())
-    cached = _common.get(server_header)
-    if cached is None or cached[0] != now:
-        text = f"Date: {http_date(now)}\r\n"
-        if server_header:
-            text += f"Server: {server_header}\r\n"
-        cached = _common[server_header] = (now, text, text.count("\n"))
-    return cached[1], cached[2]
-
-
-_status_lines: dict[tuple[int, str | None], str] = {}
-
-
-def _status_line(status: int, reason: str | None) -> str:
-    line = _status_lines.get((status, reason))
-    if line is None:
-        if not 100 <= status <= 999:
-            raise ValueError(f"invalid status {status}")
-        line = f"HTTP/1.1 {status} {reason or reason_phrase(status)}\r\n"
-        if len(_status_lines) < 256 and reason is None:
-            _status_lines[(status, reason)] = line
-    return line
-
-
-def error_response(err: HttpError) -> Response:
-    """A short problem+json answer to a request we could not parse or accept."""
-    return Response(
-        err.status, [("Content-Type", PROBLEM_JSON)], problem_body(err.status, detail=err.reason)
-    )
-
-
-def check_response(response: object) -> None:
-    """Refuse what the handler should not have returned, so it becomes a clean 500."""
-    if not isinstance(response, Response):
-        raise TypeError(f"handler returned {type(response).__name__}, not Response")
-    body = response.body
-    if not isinstance(body, bytes | bytearray | memoryview | AsyncIterable):
-        raise TypeError(f"response body is {type(body).__name__}, not bytes or async iterable")
 
 
 class HttpConnection(Connection):
@@ -291,7 +234,7 @@ class HttpConnection(Connection):
         self, request: Request | None, response: Response, length: int | None, chunked: bool
     ) -> tuple[bytes, bool]:
         """The response head and whether the connection stays open after it."""
-        parts = [_status_line(response.status, response.reason)]
+        parts = [status_line(response.status, response.reason)]
         count, framed, close = add_fields(parts, response.headers)
         keep = (
             request is not None
@@ -309,7 +252,7 @@ class HttpConnection(Connection):
             elif length is not None:
                 parts += ("Content-Length: ", str(length), "\r\n")
                 count += 1
-        common, lines = _common_fields(self.settings.server_header)
+        common, lines = common_fields(self.settings.server_header)
         parts.append(common)
         count += lines
         if not keep:
