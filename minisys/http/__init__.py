@@ -10,12 +10,14 @@ framework. A map, in the order bytes meet it:
 - `codec.py`      sans-I/O `RequestParser` / `ResponseParser`: bytes in, events out
 - `serialize.py`  messages and chunks back to bytes, refusing header injection
 - `message.py`    `Request`, `Response`, `json_response`, `problem` (RFC 9457)
+- `respond.py`    cached status lines and Date/Server, problem+json error responses
 - `server.py`     the asyncio Protocol server: keep-alive, pipelining, 100-continue,
                   timeouts (header, body, handler), limits, graceful drain
 - `client.py`     `HttpClient`: keep-alive pool per origin, connect/read/total timeouts
 - `web.py`        `App`: router with `{params}`, middleware, errors as problem+json,
                   request ids, access log, `/healthz`, `/metrics`
 - `loadgen.py`    an asyncio load generator (keep-alive connections, latency percentiles)
+- `testkit.py`    for tests: a server in a thread, a raw-socket probe, the smuggling table
 
 `PROTOCOL.md` shows the wire format with hex examples; `README.md` explains the design.
 """
