@@ -48,6 +48,12 @@ MAX_BATCH_BYTES = 256 * 1024
 _PLAIN = frozenset({bytes, int, SimpleString, type(None), list, RespError, dict, str})
 
 
+def _retrieve(future: asyncio.Future) -> None:
+    """Mark a reply's outcome as seen even if its client left before we could send it."""
+    if not future.cancelled():
+        future.exception()
+
+
 class RespConnection(Connection):
     """One client of a RESP server."""
 
@@ -122,7 +128,9 @@ class RespConnection(Connection):
                     self._emit(b"".join(out))
                     out = []
                     size = 0
-                queue.append((asyncio.ensure_future(reply), session.proto))
+                pending = asyncio.ensure_future(reply)
+                pending.add_done_callback(_retrieve)
+                queue.append((pending, session.proto))
                 if self._flusher is None:
                     self.set_busy(True)
                     self._flusher = asyncio.ensure_future(self._flush_queue())
@@ -168,9 +176,15 @@ class RespConnection(Connection):
                 else:
                     pending, proto = item
                     try:
-                        value = await pending
+                        # shield: if this client goes away we stop waiting, but the
+                        # command itself (say, minidb's shared group commit) carries on.
+                        value = await asyncio.shield(pending)
                     except RespError as exc:
                         value = exc
+                    except asyncio.CancelledError:
+                        if not pending.cancelled():
+                            raise  # we were cancelled: the connection closed
+                        value = RespError("ERR command cancelled")
                     except Exception:
                         log.exception("command %s failed", self.session.last_command)
                         value = RespError("ERR internal error (see server log)")

@@ -325,7 +325,7 @@ requests = st.lists(
 )
 
 
-@settings(max_examples=150)
+@settings(max_examples=100)
 @given(requests, st.lists(st.integers(0, 10**6), max_size=10))
 def test_replies_do_not_depend_on_how_the_bytes_were_split(parts, cuts):
     data = b"".join(parts)
@@ -333,3 +333,35 @@ def test_replies_do_not_depend_on_how_the_bytes_were_split(parts, cuts):
     edges = [0, *points, len(data)]
     pieces = [data[a:b] for a, b in itertools.pairwise(edges)]
     assert fed_in_pieces(pieces) == fed_in_pieces([data])
+
+
+def test_a_client_leaving_does_not_cancel_a_shared_awaitable():
+    async def main():
+        shared = asyncio.get_running_loop().create_future()  # e.g. one fsync for many
+        table = CommandTable()
+
+        @table.command("durable", arity=1)
+        def durable(session, argv):
+            return shared
+
+        @table.command("cancelled", arity=1)
+        def cancelled(session, argv):
+            future = asyncio.get_running_loop().create_future()
+            future.cancel()
+            return future
+
+        engine = Engine(table)
+        async with serving(engine) as server:
+            _, w1 = await asyncio.open_connection(*server.address)
+            r2, w2 = await asyncio.open_connection(*server.address)
+            w1.write(b"DURABLE\r\n")
+            w2.write(b"CANCELLED\r\nDURABLE\r\n")
+            await read_exactly(r2, b"-ERR command cancelled\r\n")
+            w1.close()  # the first client leaves while its reply is pending
+            await until(lambda: len(server.connections) == 1)
+            assert not shared.cancelled()
+            shared.set_result(SimpleString("OK"))
+            await read_exactly(r2, b"+OK\r\n")
+            w2.close()
+
+    run(main())
