@@ -342,6 +342,7 @@ class DB:
         """Wait for a running merge, make everything durable, release the directory."""
         if self.closed:
             return
+        self.auto_merge = False  # no new background merge may start while we wait
         self.merge_state.join()
         if self._everysec is not None:
             self._everysec.stop()
