@@ -55,3 +55,28 @@ def test_every_acknowledged_write_survives_sigkill(tmp_path):
                     acked[w][key].split(b"-")[2]
                 ), (key, value, acked[w][key])
         c.close()
+
+
+def test_sigkill_while_a_merge_runs_keeps_every_acknowledged_write(tmp_path):
+    args = ("--data-dir", str(tmp_path), "--fsync", "always", "--max-file-size", "4096")
+    expected: dict[bytes, bytes] = {}
+    with ServerProcess("minidb", *args) as proc:
+        c = RawClient(proc.port)
+        for round_ in range(4):  # overwrite the same keys: lots of dead bytes to merge
+            replies = c.pipeline([("SET", f"k{i}", f"r{round_}-{i}") for i in range(300)])
+            assert replies == ["OK"] * 300
+        expected = {b"k%d" % i: b"r3-%d" % i for i in range(300)}
+        c.call("DEL", "k7")
+        del expected[b"k7"]
+        assert c.call("BGREWRITEAOF") == "Background append only file rewriting started"
+        c.pipeline([("SET", f"late{i}", "x") for i in range(50)])  # racing the merge
+        expected.update({b"late%d" % i: b"x" for i in range(50)})
+        proc.kill()  # somewhere in the middle of (or just after) the merge
+        c.close()
+    with ServerProcess("minidb", *args) as proc:
+        c = RawClient(proc.port)
+        keys = sorted(expected)
+        assert c.call("MGET", *keys) == [expected[k] for k in keys]
+        assert c.call("EXISTS", "k7") == 0
+        assert c.call("DBSIZE") == len(expected)
+        c.close()
