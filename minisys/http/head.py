@@ -235,6 +235,10 @@ def parse_request_line(line: bytes, limits: Limits) -> tuple[str, str, str]:
     method, target, major, minor = m.groups()
     if major != b"1":
         raise HttpError(505, "HTTP version not supported")
+    # origin-form `/path`, absolute-form `http://host/path`, `*` (OPTIONS), or for CONNECT
+    # authority-form `host:port` (RFC 9112 §3.2). Anything else is a 400, as in nginx.
+    if target[:1] != b"/" and target != b"*" and b"://" not in target and method != b"CONNECT":
+        raise HttpError(400, "invalid request target")
     return method.decode("ascii"), target.decode("ascii"), "1.1" if minor != b"0" else "1.0"
 
 

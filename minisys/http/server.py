@@ -128,17 +128,12 @@ class HttpConnection(Connection):
                 break
             try:
                 message = parser.next_message()
-            except HttpError as err:
-                self._stop_reading = True
-                queue.append(err)
-                break
-            if message is None:
-                if parser.closed:
-                    self._stop_reading = True
-                break
-            head, body = message
-            queue.append(
-                Request(
+                if message is None:
+                    if parser.closed:
+                        self._stop_reading = True
+                    break
+                head, body = message
+                request = Request(
                     head.method,
                     head.target,
                     head.headers,
@@ -147,7 +142,11 @@ class HttpConnection(Connection):
                     peer=self.peer,
                     keep_alive=head.keep_alive,
                 )
-            )
+            except HttpError as err:
+                self._stop_reading = True
+                queue.append(err)
+                break
+            queue.append(request)
             self._reading_since = 0.0
             if not head.keep_alive:
                 self._stop_reading = True

@@ -200,6 +200,7 @@ VECTORS: list[tuple[str, bytes, int, int | None]] = [
     ("lowercase method", b"get / HTTP/1.1\r\nHost: x\r\n\r\n", 400, 400),
     ("HTTP/2.0 request line", b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505, 505),
     ("HTTP/1.10", b"GET / HTTP/1.10\r\nHost: x\r\n\r\n", 400, None),
+    ("target without a slash", b"GET foo HTTP/1.1\r\nHost: x\r\n\r\n", 400, 400),
     ("10 KB URI", b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, 414),
     ("20 KB header block", _H + b"X-A: " + b"a" * 20000 + b"\r\n\r\n", 431, 400),
     ("200 header fields", _H + b"X-A: 1\r\n" * 200 + b"\r\n", 431, None),

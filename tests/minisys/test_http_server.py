@@ -328,3 +328,19 @@ def test_100_continue_waits_for_its_turn_in_a_pipeline(srv):
         s.sendall(b"ok")
         (second,), _, _ = read_responses(s, 1)
     assert json.loads(second[1])["body"] == "ok"
+
+
+def test_half_closed_client_still_gets_its_answers(srv):
+    with connect(srv.port) as s:
+        s.sendall(GET % b"slow" + GET % b"x")
+        s.shutdown(socket.SHUT_WR)
+        responses, closed, _ = read_responses(s, None)
+    assert [r[0] for r in responses] == [200, 200] and closed
+
+
+def test_absolute_form_and_asterisk_targets(srv):
+    data = b"GET http://x/abs?q=1 HTTP/1.1\r\nHost: x\r\n\r\nOPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"
+    with connect(srv.port) as s:
+        s.sendall(data)
+        responses, _, _ = read_responses(s, 2)
+    assert [json.loads(b)["path"] for _, b in responses] == ["/abs", "*"]
