@@ -329,3 +329,26 @@ def test_resolve_checks_without_running(engine):
     assert engine.resolve([b"GET"]) == RespError("ERR wrong number of arguments for 'get' command")
     assert engine.resolve([b"NOPE"]).message.startswith("ERR unknown command 'NOPE'")
     assert engine.total_commands == 0
+
+
+def test_codec_and_engine_stay_sans_io():
+    """Everything but server.py and client.py must work without an event loop."""
+    import subprocess
+    import sys
+
+    modules = [
+        "codec",
+        "encoder",
+        "inline",
+        "reply_parser",
+        "values",
+        "engine",
+        "connection_commands",
+        "config_params",
+        "info",
+        "url",
+    ]
+    code = "; ".join(f"import minisys.resp.{m}" for m in modules)
+    code += "; import sys; print('asyncio' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
