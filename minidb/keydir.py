@@ -8,7 +8,8 @@ An entry is a plain tuple `(file_id, offset, size, timestamp_ms)`: the whole rec
 (header + key + value) is `size` bytes at `offset` of `file_id`, so a read is exactly one
 `pread(size, offset)` followed by a CRC check. Tuples, not objects, because a million keys
 times a few dozen bytes of per-object overhead is real memory (Bitcask's C keydir costs
-about 70 bytes per key plus the key; ours is roughly twice that).
+about 70 bytes per key plus the key; ours measured ~250 bytes per key with a 14-byte
+key, peak, while loading a million keys).
 
 SCAN needs a cursor that never skips a key that exists for the whole iteration even while
 other clients add and delete keys. A Python dict has no stable order under deletes, so
