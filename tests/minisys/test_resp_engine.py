@@ -6,6 +6,8 @@ commands against a real redis-server where one is installed.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from minisys.resp import NULL_ARRAY, RespError, SimpleString, Verbatim, encode_reply
@@ -350,5 +352,8 @@ def test_codec_and_engine_stay_sans_io():
     ]
     code = "; ".join(f"import minisys.resp.{m}" for m in modules)
     code += "; import sys; print('asyncio' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
     assert done.stdout.strip() == "False"
