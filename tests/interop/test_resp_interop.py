@@ -269,8 +269,11 @@ def test_interactive_redis_cli_uses_our_command_docs(ours):
 
     host, port = ours
     pid, fd = pty.fork()
-    if pid == 0:  # the child becomes redis-cli on the pty
-        os.execv(cli, [cli, "-h", host, "-p", str(port)])
+    if pid == 0:  # the child becomes redis-cli on the pty (and never runs pytest code)
+        try:
+            os.execv(cli, [cli, "-h", host, "-p", str(port)])
+        finally:
+            os._exit(127)
     seen = b""
 
     def read_until(marker: bytes, timeout: float = 15.0, count: int = 1) -> str:
