@@ -66,7 +66,7 @@ class Request:
         self.version = version
         self.peer = peer
         self.keep_alive = keep_alive
-        path, _, query = origin_path(target).partition("?")
+        path, _, query = (target if target[:1] == "/" else origin_path(target)).partition("?")
         self.path = path
         self.query = query
         self.params: dict[str, str] = {}  # filled by the router from `/users/{id}`

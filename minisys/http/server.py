@@ -150,6 +150,8 @@ class HttpConnection(Connection):
             self._reading_since = 0.0
             if not head.keep_alive:
                 self._stop_reading = True
+            if not parser.buffered:
+                break  # the usual case: one whole request per read, nothing left to look at
         current = parser.current
         if current is None and not parser.buffered:
             self._reading_since = 0.0
@@ -205,7 +207,8 @@ class HttpConnection(Connection):
         try:
             try:
                 response = await self.handler(request)
-                check_response(response)
+                if type(response) is not Response or type(response.body) is not bytes:
+                    check_response(response)
             except HttpError as err:
                 response = error_response(err)
             except asyncio.CancelledError:
