@@ -65,6 +65,8 @@ async def probe(
             line = await reader.readline()
     except TimeoutError:
         return False, "timeout"
+    except ValueError:
+        return False, "status line too long"
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
         return False, reason.lower()
@@ -123,9 +125,13 @@ class HealthChecker:
         # Start at a random point of the first interval so that checks spread out.
         await asyncio.sleep(self.rng.random() * health.settings.interval)
         while True:
-            ok, detail = await probe(
-                backend, self.kind, self.path, health.settings.timeout, self.send_proxy
-            )
+            try:
+                ok, detail = await probe(
+                    backend, self.kind, self.path, health.settings.timeout, self.send_proxy
+                )
+            except Exception as exc:  # a bug in a probe must not stop this backend's checks
+                log.exception("health check of %s crashed", backend.name)
+                ok, detail = False, f"check error: {type(exc).__name__}"
             if health.record_check(ok, loop.time(), detail):
                 log.warning("backend %s is now %s (%s)", backend.name, health.label(), detail)
             await asyncio.sleep(health.next_check_in(self.rng))

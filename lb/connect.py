@@ -6,10 +6,13 @@ error). It is the second half of "the accept + connect path", the part of an L4 
 that costs the most per connection.
 
 Why not `await loop.create_connection(...)`: that is a coroutine, so each call needs a
-Task, a resolver step, a future for the connect, another for the transport, and (for
-the timeout) an `asyncio.timeout` context. Measured here (bench/lb.py, `Connection: close`
-through the lb) that machinery cost about a third of the lb's CPU per connection. The
-connect itself is simple enough to do by hand, the way HAProxy and nginx do it:
+Task, a resolver step, a future for the connect, another for the transport, and an
+`asyncio.timeout` context; and cancelling such a task when the client leaves can lose a
+transport that connected in the same instant. A callback fits the connection's state
+table better: the attempt ends exactly once, in `done`. (Speed was the first motive,
+but measured here, bench/lb.py with `Connection: close`, the gain was within the noise:
+most of the per-connection cost is asyncio's transports themselves; see lb/README.md.)
+The connect is simple enough to do by hand, the way HAProxy and nginx do it:
 
     socket(), setblocking(False), connect_ex()
         0            connected already (rare, but loopback can do it) → done
