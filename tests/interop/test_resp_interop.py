@@ -148,10 +148,6 @@ REPLIES = [
         b"CONFIG SET foo bar\r\n",
         b"-ERR Unknown option or number of arguments for CONFIG SET - 'foo'\r\n",
     ),
-    (
-        b"CONFIG GET save appendonly\r\n",
-        b"*4\r\n$4\r\nsave\r\n$0\r\n\r\n$10\r\nappendonly\r\n$2\r\nno\r\n",
-    ),
     (b"INFO keyspace\r\n", b"$12\r\n# Keyspace\r\n\r\n"),
     (b"COMMAND INFO nosuch\r\n", b"*1\r\n$-1\r\n"),
     (
