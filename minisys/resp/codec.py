@@ -6,7 +6,8 @@ It is sans-I/O: `feed(data)` appends bytes, `next_command()` / `next_reply()` re
 complete value or "not yet"; no sockets, no asyncio, no clocks.
 
 How it stays fast in Python: the unread bytes live in one `bytes` object plus a read
-offset, and every step is `bytes.find(b"\\r\\n")` + slicing + `int()`, never a loop over
+offset, and every step is `bytes.find(b"\\r\\n")` + slicing + `int()` (or, for the
+`$3\\r\\n`-style headers of arguments under 100 bytes, one dict lookup), never a loop over
 single bytes. A server calls `next_command()` until it returns None, so one `data_received`
 with a 16-command pipeline costs one `feed` and sixteen short calls.
 
