@@ -353,8 +353,13 @@ class DB:
         self._release_files()
 
     def abandon(self) -> None:
-        """Drop everything without syncing, as if the process had died (crash tests)."""
+        """Drop everything without syncing, as if the process had died (crash tests).
+
+        A background merge is let finish first: a real crash would kill its thread, but a
+        thread of this process would otherwise race the db that the test opens next.
+        """
         self.closed = True
+        self.merge_state.join()
         if self._everysec is not None:
             self._everysec.stop()
         self._release_files()

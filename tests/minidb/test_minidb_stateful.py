@@ -54,9 +54,15 @@ class DBvsDict(RuleBasedStateMachine):
 
     @rule()
     def merge(self):
+        self.db.merge_state.join()  # a background merge may still be running
         assert self.db.merge()
         stats = self.db.stats()
         assert stats.dead_bytes <= stats.data_bytes
+
+    @rule()
+    def background_merge(self):
+        # Runs beside the following rules; the invariant must hold at every step anyway.
+        self.db.merge(wait=False)
 
     @rule()
     def reopen(self):
