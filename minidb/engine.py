@@ -19,6 +19,7 @@ timestamps-based conflict resolution, and the whole keydir lives in RAM as Pytho
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import threading
@@ -86,6 +87,19 @@ class Stats:
     files_from_hints: int
     truncated_bytes: int
     corrupt_files: tuple[str, ...]
+
+
+class Batch:
+    """Operations collected by `DB.batch()`, written as one atomic unit at the end."""
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.ops.append((key, value))
+
+    def delete(self, key: bytes) -> None:
+        self.ops.append((key, None))
 
 
 class DB:
@@ -253,6 +267,17 @@ class DB:
     def write_batch(self, ops: Iterable[Op]) -> None:
         """Apply puts `(k, v)`, deletes `(k, None)` and FLUSH atomically."""
         self.wait_durable(self.apply(list(ops)))
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[Batch]:
+        """`with db.batch() as b: b.put(k, v); b.delete(j)` - applied atomically on exit.
+
+        Nothing is written if the block raises.
+        """
+        batch = Batch()
+        yield batch
+        if batch.ops:
+            self.write_batch(batch.ops)
 
     def flush_all(self) -> None:
         self.wait_durable(self.apply((FLUSH,)))

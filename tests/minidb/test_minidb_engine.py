@@ -100,3 +100,17 @@ def test_scan_on_the_engine_returns_every_key_once_without_writes(db_dir, opener
         if cursor == 0:
             break
     assert sorted(seen) == sorted(b"k%d" % i for i in range(100))
+
+
+def test_batch_context_manager_is_all_or_nothing(db_dir, opener):
+    db = opener()
+    with db.batch() as b:
+        b.put(b"a", b"1")
+        b.put(b"b", b"2")
+        b.delete(b"a")
+    assert contents(db) == {b"b": b"2"}
+    with pytest.raises(RuntimeError), db.batch() as b:
+        b.put(b"c", b"3")
+        raise RuntimeError("abandon the batch")
+    assert contents(db) == {b"b": b"2"}
+    assert db.stats().writes == 1
