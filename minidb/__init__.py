@@ -7,6 +7,8 @@ A map of the package, in the order a request meets it:
 - `__main__.py` / `server.py`  the RESP server on the shared engine (`minisys.resp`)
 - `commands.py`                 GET/SET/INCR/SCAN/... with Redis's exact replies
 - `transactions.py`             MULTI/EXEC/WATCH: a transaction is one atomic batch
+- `writeset.py`                 a command's reads and buffered writes, committed as one batch
+- `glob.py`                     Redis glob patterns for KEYS and SCAN MATCH
 - `engine.py`                   open, put/get/delete/batch, stats
 - `recovery.py`                 rebuild the keydir on open; torn tails vs corruption
 - `sync.py`                     fsync policies and group commit
@@ -20,12 +22,13 @@ A map of the package, in the order a request meets it:
 Read README.md for the big picture and FORMAT.md for the bytes on disk.
 """
 
-from .engine import DB, CorruptionError, DatabaseClosed, DatabaseLocked, Stats, open_db
+from .engine import DB, Batch, CorruptionError, DatabaseClosed, DatabaseLocked, Stats, open_db
 from .faults import Faults, SimulatedCrash
 from .sync import SyncFailed
 
 __all__ = [
     "DB",
+    "Batch",
     "CorruptionError",
     "DatabaseClosed",
     "DatabaseLocked",
