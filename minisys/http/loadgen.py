@@ -35,6 +35,9 @@ from minisys.http.serialize import serialize_request
 
 # Latency samples kept for percentiles; beyond this, reservoir sampling keeps it fair.
 MAX_SAMPLES = 1_000_000
+# A request still unanswered this long after the run ends counts as an error and is cut,
+# so a hung server cannot hang the load generator.
+GRACE_SECONDS = 10.0
 
 
 @dataclass
@@ -84,6 +87,7 @@ class _Recorder:
         self.errors = 0
         self.latencies: list[float] = []
         self.statuses: Counter[int] = Counter()
+        self.live: set[_LoadConnection] = set()
         self._rng = random.Random(1)
 
     def record(self, latency: float, status: int) -> None:
@@ -112,6 +116,7 @@ class _LoadConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.rec.live.add(self)
         self._send()
 
     def _send(self) -> None:
@@ -140,6 +145,7 @@ class _LoadConnection(asyncio.Protocol):
             self._finish(reconnect=True)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.rec.live.discard(self)
         if not self.done.done():
             self.rec.errors += 1
             self.done.set_result(True)
@@ -185,8 +191,19 @@ async def run_load(
     request = serialize_request(method, path, items, body)
     start = time.perf_counter()
     rec = _Recorder(start + duration)
-    await asyncio.gather(*(_worker(host, port, request, method, rec) for _ in range(connections)))
-    elapsed = time.perf_counter() - start
+    workers = [
+        asyncio.create_task(_worker(host, port, request, method, rec)) for _ in range(connections)
+    ]
+    _, stuck = await asyncio.wait(workers, timeout=duration + GRACE_SECONDS)
+    for conn in list(rec.live):
+        if not conn.done.done():
+            conn.done.set_result(False)  # counted below, not again in connection_lost
+        if conn.transport is not None:
+            conn.transport.abort()
+    for task in stuck:
+        task.cancel()
+    rec.errors += len(stuck)
+    elapsed = min(time.perf_counter() - start, duration + GRACE_SECONDS)
     return LoadResult(rec.requests, rec.errors, elapsed, rec.latencies, dict(rec.statuses))
 
 
