@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--health", default="tcp", help="tcp, none or http:/path (default tcp)")
     h.add_argument("--check-interval", type=float, default=2.0)
     h.add_argument("--check-timeout", type=float, default=1.0)
+    h.add_argument("--down-interval", type=float, help="check interval while DOWN")
     h.add_argument("--rise", type=int, default=2)
     h.add_argument("--fall", type=int, default=3)
     h.add_argument("--eject-after", type=int, default=3, help="connect failures; 0 = never")
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = HealthSettings(
             interval=args.check_interval,
             timeout=args.check_timeout,
+            down_interval=args.down_interval,
             rise=args.rise,
             fall=args.fall,
             eject_after=args.eject_after,

@@ -32,10 +32,10 @@ with a healthy fleet should use all of it at once.
 
 Time is a parameter (`now`) everywhere; nothing here sleeps or imports asyncio.
 
-Simpler than the real thing: no `fastinter`/`downinter` distinction beyond one
-`down_interval`, no agent checks, no max-ejection-percent or panic threshold (if every
-backend is unhealthy, the lb refuses rather than fails open), and slow start ramps the
-weight only, not the per-backend connection limit.
+Simpler than the real thing: no `fastinter` (faster checks while transitioning), no
+agent checks, no max-ejection-percent or panic threshold (if every backend is unhealthy,
+the lb refuses rather than fails open), and slow start ramps the weight only, not the
+per-backend connection limit.
 """
 
 from __future__ import annotations
