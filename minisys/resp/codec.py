@@ -51,6 +51,9 @@ MAX_UNAUTH_BULK = 16 * 1024
 
 # b"$0\r\n" … b"$99\r\n" → 0 … 99: the bulk headers of short arguments, parsed once.
 _SHORT_HEADERS = {b"$%d\r\n" % n: n for n in range(100)}
+# b"*1\r\n" … b"*9\r\n": most commands have fewer than ten arguments (and pass the
+# unauthenticated limit of ten).
+_SHORT_COUNTS = {b"*%d\r\n" % n: n for n in range(1, 10)}
 
 _STAR = 42  # ord("*")
 _DOLLAR = 36  # ord("$")
@@ -155,24 +158,21 @@ class RespParser:
                     if line_args:
                         return line_args
                     continue  # empty line: Redis ignores it
-                nl = buf.find(b"\r\n", pos)
-                if nl < 0:
-                    if end - pos > self.max_inline:
-                        raise ProtocolError("Protocol error: too big mbulk count string")
-                    self._incomplete()
-                    return None
-                s = buf[pos + 1 : nl]
-                count = int(s) if s.isdigit() and s[0] != 48 else strict_int(s)
-                if count is None or count > self.max_multibulk:
-                    raise ProtocolError("Protocol error: invalid multibulk length")
-                if count > MAX_UNAUTH_MULTIBULK and not self.authenticated:
-                    raise ProtocolError("Protocol error: unauthenticated multibulk length")
-                pos = nl + 2
-                if count <= 0:  # "*0" and "*-1" are silently skipped, as in Redis
-                    self._pos = pos
-                    continue
+                count = _SHORT_COUNTS.get(buf[pos : pos + 4])  # "*1\r\n" … "*9\r\n"
+                if count is not None:
+                    pos += 4
+                else:
+                    count, pos = self._multibulk_count(buf, pos, end)
+                    if count is None:
+                        return None
+                    if count <= 0:  # "*0" and "*-1" are silently skipped, as in Redis
+                        self._pos = pos
+                        continue
                 args = []
                 self._count = count
+                resumed = False
+            else:
+                resumed = True
             start = pos
             max_bulk = self.max_bulk if self.authenticated else MAX_UNAUTH_BULK
             find = buf.find
@@ -217,10 +217,26 @@ class RespParser:
                 self._args_size += pos - start
                 self._incomplete(need)
                 return None
-            self._args = None
-            self._args_size = 0
-            self._need = 0
+            if resumed:
+                self._args = None
+                self._args_size = 0
+                self._need = 0
             return args
+
+    def _multibulk_count(self, buf: bytes, pos: int, end: int) -> tuple[int | None, int]:
+        """The count of "*<count>\\r\\n" at pos and where its line ends; (None, pos) if cut."""
+        nl = buf.find(b"\r\n", pos)
+        if nl < 0:
+            if end - pos > self.max_inline:
+                raise ProtocolError("Protocol error: too big mbulk count string")
+            self._incomplete()
+            return None, pos
+        count = strict_int(buf[pos + 1 : nl])
+        if count is None or count > self.max_multibulk:
+            raise ProtocolError("Protocol error: invalid multibulk length")
+        if count > MAX_UNAUTH_MULTIBULK and not self.authenticated:
+            raise ProtocolError("Protocol error: unauthenticated multibulk length")
+        return count, nl + 2
 
     def _bulk_length_error(self, n: int) -> ProtocolError:
         if n < 0 or n > self.max_bulk:
