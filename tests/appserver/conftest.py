@@ -158,21 +158,31 @@ def free_port() -> int:
 
 
 class RealServer:
-    """A third-party server (redis-server, beanstalkd) on a free port; skip if absent."""
+    """A third-party server (redis-server, beanstalkd) on a free port; skip if absent.
 
-    def __init__(self, binary: str, *args: str) -> None:
+    The port is picked by binding port 0 and closing it, so another process may grab it
+    before the server binds: the server then exits, and we try again with a new port.
+    Readiness is a protocol exchange, not a bare connect, so we never mistake someone
+    else's listener for ours."""
+
+    ATTEMPTS = 3
+
+    def __init__(self, binary: str, *args: str, probe: bytes, answer: bytes) -> None:
         path = shutil.which(binary)
         if path is None:
             pytest.skip(f"{binary} is not installed (bash .ci/run installs it where apt exists)")
-        self.port = free_port()
-        argv = [path, *(a.replace("{port}", str(self.port)) for a in args)]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def listening() -> bool:
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", self.port)) == 0
-
-        wait_until(listening, timeout=10, message=f"{binary} did not start")
+        for _ in range(self.ATTEMPTS):
+            self.port = free_port()
+            argv = [path, *(a.replace("{port}", str(self.port)) for a in args)]
+            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            started = wait_until(
+                lambda: self.proc.poll() is not None or _answers(self.port, probe, answer),
+                timeout=15,
+                message=f"{binary} did not start",
+            )
+            if started and self.proc.poll() is None:
+                return
+        raise RuntimeError(f"{binary} failed to start {self.ATTEMPTS} times")
 
     def __enter__(self) -> RealServer:
         return self
@@ -180,6 +190,15 @@ class RealServer:
     def __exit__(self, *exc: object) -> None:
         self.proc.kill()
         self.proc.wait()
+
+
+def _answers(port: int, probe: bytes, answer: bytes) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(probe)
+            return s.recv(64).startswith(answer)
+    except OSError:
+        return False
 
 
 def real_redis() -> RealServer:
@@ -193,11 +212,21 @@ def real_redis() -> RealServer:
         "",
         "--appendonly",
         "no",
+        probe=b"PING\r\n",
+        answer=b"+PONG",
     )
 
 
 def real_beanstalkd() -> RealServer:
-    return RealServer("beanstalkd", "-l", "127.0.0.1", "-p", "{port}")
+    return RealServer(
+        "beanstalkd",
+        "-l",
+        "127.0.0.1",
+        "-p",
+        "{port}",
+        probe=b"list-tube-used\r\n",
+        answer=b"USING",
+    )
 
 
 @pytest.fixture(scope="session")
