@@ -29,8 +29,10 @@ follow each other: after EndOfMessage the parser is back in HEAD and parses the 
     any         a protocol error               ERROR         (every later call re-raises)
 
 Finding the head is the hot path: one `bytes.find` for the blank line over what is
-buffered (remembering how far it already looked, so a slowloris byte-by-byte head costs
-linear time), one `split` into lines, and one compiled regex per line. No per-byte loops.
+buffered (remembering how far it already looked, so a head arriving byte by byte is not
+searched again from its start each time), one `split` into lines, and one compiled regex
+per line. No per-byte loops. (A head that trickles in is still re-joined per read; the
+header limits bound that copying to a few tens of kilobytes per read.)
 
 Simpler than the real thing: no HTTP/0.9, no `Upgrade` or `CONNECT` tunnelling on the
 server side, and the parser never stalls itself; the caller bounds how much it feeds.
