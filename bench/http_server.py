@@ -78,8 +78,8 @@ def serve_streams(port: int) -> None:
     from minisys.http.codec import RequestParser
     from minisys.http.head import HttpError
     from minisys.http.message import Request, Response
-    from minisys.http.serialize import serialize_response
     from minisys.http.respond import http_date
+    from minisys.http.serialize import serialize_response
 
     async def handler(request):
         return Response(200, [("Content-Type", "application/json")], BODY)
