@@ -8,6 +8,8 @@ import socket
 import threading
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from minisys.http.head import Limits
 from minisys.http.message import Request, Response
@@ -344,3 +346,42 @@ def test_absolute_form_and_asterisk_targets(srv):
         s.sendall(data)
         responses, _, _ = read_responses(s, 2)
     assert [json.loads(b)["path"] for _, b in responses] == ["/abs", "*"]
+
+
+@st.composite
+def pipelines(draw):
+    requests, expected = [], []
+    for i in range(draw(st.integers(1, 6))):
+        body = draw(st.binary(max_size=200))
+        path = f"/p{i}"
+        if body and draw(st.booleans()):
+            pieces = [body[j : j + 13] for j in range(0, len(body), 13)]
+            head = (
+                b"POST %b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" % path.encode()
+            )
+            wire = head + b"".join(b"%x\r\n%b\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+        else:
+            wire = b"POST %b HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%b" % (
+                path.encode(),
+                len(body),
+                body,
+            )
+        requests.append(wire)
+        expected.append((path, body.decode("latin-1")))
+    stream = b"".join(requests)
+    cuts = sorted(set(draw(st.lists(st.integers(1, max(1, len(stream) - 1)), max_size=5))))
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    return chunks, expected
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pipelines())
+def test_pipelined_requests_in_any_split_are_answered_in_order(srv, case):
+    chunks, expected = case
+    with connect(srv.port) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for chunk in chunks:
+            s.sendall(chunk)
+        responses, closed, _ = read_responses(s, len(expected))
+    got = [(json.loads(b)["path"], json.loads(b)["body"]) for _, b in responses]
+    assert got == expected and not closed
