@@ -51,6 +51,7 @@ MERGE_CHECK_BYTES = 1024 * 1024
 _unpack_header = record.HEADER.unpack_from
 _crc32 = zlib.crc32
 _HEADER_SIZE = record.HEADER_SIZE
+_COPY_LIMIT = 4096
 
 # An operation: (key, value) puts, (key, None) deletes, (None, None) forgets every key.
 Op = tuple[bytes | None, bytes | None]
@@ -133,6 +134,7 @@ class DB:
         self.faults = faults
         self._lock = threading.Lock()
         self.keydir = KeyDir()
+        self._entries = self.keydir.entries  # the same dict for the db's life (get's hot path)
         self.files: dict[int, DataFile] = {}
         self.live_bytes = 0
         self.appended_bytes = 0  # since the last "is a merge due?" check
@@ -184,6 +186,14 @@ class DB:
         if self.commit.error is not None:
             raise DatabaseClosed(f"an fsync failed, refusing writes: {self.commit.error}")
         ts = int(self.clock() * 1000)
+        if len(ops) == 1 and ops[0][0] is not None and ops[0][1] is not None:
+            # A plain put, the hot path: the same steps as below without the loops.
+            key, value = ops[0]
+            rec = record.encode(key, value, 0, ts)
+            offset = self._append(rec)
+            old = self.keydir.put(key, (self.active.id, offset, len(rec), ts))
+            self.live_bytes += len(rec) - (old[2] if old is not None else 0)
+            return self._after_append()
         last = len(ops) - 1
         encoded = []
         for i, (key, value) in enumerate(ops):
@@ -194,12 +204,8 @@ class DB:
                 encoded.append(record.encode(key, b"", flags | record.FLAG_TOMBSTONE, ts))
             else:
                 encoded.append(record.encode(key, value, flags, ts))
-        payload = b"".join(encoded) if last else encoded[0]
-        active = self.active
-        if active.size and active.size + len(payload) > self.max_file_size:
-            active = self._rotate(active.id + 1)
-        offset = active.append(payload)
-        self.appended_bytes += len(payload)
+        offset = self._append(b"".join(encoded) if last else encoded[0])
+        file_id = self.active.id
         keydir = self.keydir
         for (key, value), rec in zip(ops, encoded, strict=True):
             size = len(rec)
@@ -211,9 +217,21 @@ class DB:
                 if old is not None:
                     self.live_bytes -= old[2]
             else:
-                old = keydir.put(key, (active.id, offset, size, ts))
+                old = keydir.put(key, (file_id, offset, size, ts))
                 self.live_bytes += size - (old[2] if old is not None else 0)
             offset += size
+        return self._after_append()
+
+    def _append(self, payload: bytes) -> int:
+        """Append to the active file (rotating first if it would grow past the limit)."""
+        active = self.active
+        if active.size and active.size + len(payload) > self.max_file_size:
+            active = self._rotate(active.id + 1)
+        self.appended_bytes += len(payload)
+        return active.append(payload)
+
+    def _after_append(self) -> int:
+        """Number the write, and now and then check whether a merge is due."""
         lsn = self.commit.note_write()
         if (
             self.auto_merge
@@ -295,13 +313,15 @@ class DB:
         descriptor closed mid-read could otherwise be reused by the kernel for another file.
         """
         with self._lock:
-            entry = self.keydir.entries.get(key)
+            entry = self._entries.get(key)
             if entry is None:
                 return None
             file_id, offset, size, _ts = entry
             data = os.pread(self.files[file_id].fd, size, offset)
         crc, _flags, _ts, klen, _vlen = _unpack_header(data)
-        if len(data) != size or _crc32(memoryview(data)[4:]) != crc:
+        # Small records: copying the bytes is cheaper than making a memoryview of them.
+        body = data[4:] if size < _COPY_LIMIT else memoryview(data)[4:]
+        if len(data) != size or _crc32(body) != crc:
             ok = record.check(data, 0) if len(data) == size else "short read"
             raise CorruptionError(f"record of {key!r} at {file_id}:{offset} is bad: {ok}")
         return data[_HEADER_SIZE + klen :]
