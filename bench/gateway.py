@@ -6,6 +6,9 @@ Three targets, measured with wrk in alternating rounds so machine noise hits all
 
     direct    wrk → upstream                      (what the upstream alone can do)
     gateway   wrk → python -m gateway → upstream  (API key auth + token bucket on)
+    engine    wrk → bare proxy → upstream         (the same HTTP server + pooled client
+                                                   with no gateway logic: the floor cost
+                                                   of one Python process proxying)
     nginx     wrk → nginx proxy_pass → upstream   (limit_req on, keep-alive upstream)
 
 The upstream is an nginx server block answering `200 ok` from memory, so it is never the
@@ -86,6 +89,27 @@ http {{
 }}
 """
 
+ENGINE_PROXY = """
+import asyncio, sys
+from minisys.http.client import HttpClient
+from minisys.http.message import Response
+from minisys.http.server import HttpSettings, http_server
+from minisys.server import ServerConfig, serve
+
+client = HttpClient(pool_size_per_origin=64)
+upstream = int(sys.argv[2])
+
+
+async def handle(request):
+    reply = await client.request("GET", ("127.0.0.1", upstream, request.target), [("Host", "x")])
+    return Response(reply.status, [("Content-Type", "text/plain")], reply.body)
+
+
+server = http_server("engine", ServerConfig(port=int(sys.argv[1]), log_level="warning"), handle,
+                     settings=HttpSettings(server_header=""))
+asyncio.run(serve(server))
+"""
+
 GATEWAY_TOML = """
 [gateway]
 access_log = false
@@ -140,13 +164,15 @@ def main() -> int:
         print(f"bench/gateway.py: skipped, not installed: {', '.join(missing)}")
         return 0
 
-    upstream, proxy, gw_port = free_port(), free_port(), free_port()
+    upstream, proxy, gw_port, engine_port = free_port(), free_port(), free_port(), free_port()
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="minisys-bench-gw-") as tmp:
         conf = Path(tmp) / "nginx.conf"
         conf.write_text(NGINX_CONF.format(dir=tmp, upstream=upstream, proxy=proxy))
         toml = Path(tmp) / "gateway.toml"
         toml.write_text(GATEWAY_TOML.format(upstream=upstream, key=BENCH_KEY))
+        engine = Path(tmp) / "engine_proxy.py"
+        engine.write_text(ENGINE_PROXY)
         env = dict(os.environ, PYTHONPATH=str(REPO))
         try:
             procs.append(
@@ -176,11 +202,20 @@ def main() -> int:
                     env=env,
                 )
             )
-            for port in (upstream, proxy, gw_port):
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(engine), str(engine_port), str(upstream)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    env=env,
+                )
+            )
+            for port in (upstream, proxy, gw_port, engine_port):
                 wait_port(port)
             targets = {
                 "direct": (upstream, False),
                 "gateway": (gw_port, True),
+                "engine": (engine_port, False),
                 "nginx": (proxy, False),
             }
             for port, key in targets.values():
@@ -224,6 +259,11 @@ def main() -> int:
     print(
         f"RESULT gateway_p99_ms: ours={p99_ours:.2f} peer={p99_peer:.2f} "
         f"ratio={p99_ours / max(p99_peer, 1e-9):.2f} target=none"
+    )
+    engine_rps = max(best("engine", "rps"), 1e-9)
+    print(
+        f"RESULT gateway_vs_engine_rps: ours={ours:.0f} peer={engine_rps:.0f} "
+        f"ratio={ours / engine_rps:.2f} target=none"
     )
     added = single["gateway"].get("p50", 0) - single["direct"].get("p50", 0)
     added_peer = single["nginx"].get("p50", 0) - single["direct"].get("p50", 0)
