@@ -2,7 +2,7 @@
 
     python bench/gateway.py [--duration 5] [--connections 50] [--rounds 2]
 
-Three targets, measured with wrk in alternating rounds so machine noise hits all alike:
+Four targets, measured with wrk in alternating rounds so machine noise hits all alike:
 
     direct    wrk → upstream                      (what the upstream alone can do)
     gateway   wrk → python -m gateway → upstream  (API key auth + token bucket on)
