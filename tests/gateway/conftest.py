@@ -77,7 +77,9 @@ def stub_log(port: int) -> list[str]:
     return request(port, "GET", "/__log").json()
 
 
-@pytest.fixture(scope="package")
+# Session scope: pytest would keep "package" fixtures of a directory without __init__.py
+# alive to the end of the session anyway; saying so is clearer. They are idle processes.
+@pytest.fixture(scope="session")
 def stubs():
     with (
         ServerProcess(STUB, ready=["stub"]) as a,
@@ -198,7 +200,7 @@ class GatewayProc:
         return self.proc.ports["gateway-admin"]
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def gateway(stubs, tmp_path_factory):
     path = tmp_path_factory.mktemp("gw") / "gateway.toml"
     path.write_text(gateway_toml(stubs, free_port()))
@@ -208,7 +210,7 @@ def gateway(stubs, tmp_path_factory):
         yield GatewayProc(proc, str(path))
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def h():
     """The helpers above, for test modules (which must not import conftest)."""
     import types
@@ -244,7 +246,7 @@ http {{
 """
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def nginx_proxy(stubs, tmp_path_factory):
     """nginx as the reference reverse proxy in front of the same stubs (or a skip)."""
     import shutil
