@@ -355,6 +355,7 @@ class Journal:
         """Rewrite the journal as one PUT per live job, while the server keeps running."""
         queue = self.queue
         assert queue is not None
+        fd = -1
         try:
             self._side = []
             ids = list(queue.jobs)
@@ -377,19 +378,28 @@ class Journal:
             self._switching = True
             side = b"".join(self._side)
             self._side = None
-            self._buf = []
+            unflushed, self._buf = self._buf, []  # all of it is in `side` too
             upto = self.seq
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, _finish_compaction, fd, side, self.directory)
+            try:
+                await loop.run_in_executor(None, _finish_compaction, fd, side, self.directory)
+            except OSError:
+                # The old file stays the journal: it still needs what it had not got yet.
+                self._buf = unflushed + self._buf
+                raise
             os.close(self._fd)
-            self._fd = fd
+            self._fd, fd = fd, -1
             self.generation += 1
-            self.file_bytes = os.fstat(fd).st_size
+            self.file_bytes = os.fstat(self._fd).st_size
             self.records_migrated += written
             self.durable_seq = max(self.durable_seq, upto)
             log.info("journal compacted: %d live jobs, %d bytes", written, self.file_bytes)
             if self.on_durable is not None:
                 self.on_durable(self.durable_seq)
+        except OSError as exc:
+            log.error("journal compaction failed (%s); still appending to the old file", exc)
+            if fd >= 0:
+                os.close(fd)
         finally:
             self._switching = False
             self._side = None

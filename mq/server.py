@@ -189,6 +189,12 @@ class BeanstalkConnection(Connection):
         self._flush()
         return True
 
+    def on_idle(self) -> None:
+        # beanstalkd never hangs up on a quiet client, and a worker blocked in `reserve`
+        # or busy with a long job is quiet by design: only truly idle connections go.
+        if not self.waiting and not (self.client and self.client.reserved):
+            self.close()
+
     def on_drain(self) -> None:
         if not self.held:
             self.close()
