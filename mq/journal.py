@@ -62,6 +62,9 @@ LOCK = "lock"
 DEFAULT_COMPACT_MIN = 10 * 1024 * 1024
 # Compaction encodes this many jobs per event-loop turn, so clients keep being served.
 COMPACT_CHUNK = 5000
+# Records that need no fsync before a reply wait in memory for at most this many records
+# (or until the next record that does): a crash loses at most their counter updates.
+LAZY_RECORDS = 256
 # A record longer than this is corruption, not data (a job is at most 1 GiB with -z).
 MAX_RECORD = (1 << 30) + 1024
 
@@ -180,6 +183,7 @@ class Journal:
         fsync: str = "always",
         interval: float = 1.0,
         compact_min: int = DEFAULT_COMPACT_MIN,
+        sync_in_thread: bool = False,
     ) -> None:
         if fsync not in ("always", "interval", "no"):
             raise ValueError(f"fsync must be always, interval or no, not {fsync!r}")
@@ -187,6 +191,8 @@ class Journal:
         self.fsync = fsync
         self.interval = interval
         self.compact_min = compact_min
+        # fsync in a worker thread (the loop keeps serving reads meanwhile) or in the loop.
+        self.sync_in_thread = sync_in_thread
         self.generation = 1
         self.seq = 0  # records appended
         self.need_seq = 0  # replies must wait until this record is durable
@@ -271,7 +277,9 @@ class Journal:
             self.need_seq = self.seq
         if self._side is not None:
             self._side.append(data)
-        if not self._scheduled:
+        # A record nobody waits for (a reserve, a TTR timeout) rides along with the next
+        # one somebody does wait for, or goes out once LAZY_RECORDS have piled up.
+        if not self._scheduled and (must_sync or len(self._buf) >= LAZY_RECORDS):
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
@@ -292,10 +300,22 @@ class Journal:
         self.records_written += count
         self.file_bytes += len(data)
         if self.fsync == "always" and self.need_seq > self.durable_seq:
-            self._inflight = True
-            loop = asyncio.get_running_loop()
-            fut = loop.run_in_executor(None, _write_and_sync, self._fd, data)
-            fut.add_done_callback(lambda f: self._written(f, upto))
+            if self.sync_in_thread:
+                self._inflight = True
+                loop = asyncio.get_running_loop()
+                fut = loop.run_in_executor(None, _write_and_sync, self._fd, data)
+                fut.add_done_callback(lambda f: self._written(f, upto))
+                return
+            # Redis's way (appendfsync always): sync right here, in the loop. Requests that
+            # arrive meanwhile wait in the kernel and are all handled in the next turn, so
+            # they share the next fsync: group commit without a thread hop per batch.
+            fut = asyncio.get_running_loop().create_future()
+            try:
+                _write_and_sync(self._fd, data)
+                fut.set_result(None)
+            except OSError as exc:
+                fut.set_exception(exc)
+            self._written(fut, upto)
             return
         # Nothing here needs an fsync before a reply (a reserve, a TTR timeout): write it
         # now; the next fsync, whoever triggers it, covers it too.
