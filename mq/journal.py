@@ -19,9 +19,13 @@ Record (big-endian; the CRC covers everything after itself):
 Every record states the job's whole current state (not a delta), so replay is "last
 record wins" and counters never drift (beanstalkd re-counts buries on replay, #668).
 
-Group commit (`fsync="always"`): records from every connection accumulate while one
-`write + fdatasync` runs in a worker thread; when it returns, every reply waiting on those
-records is released together. More concurrent clients = more records per fsync.
+Group commit (`fsync="always"`): the flush runs once per event-loop turn (`call_soon`),
+after every connection's requests of that turn were handled, so their records share one
+`write + fdatasync`; then every reply waiting on them is released together. The fsync runs
+in the loop, as Redis does for `appendfsync always`: requests arriving meanwhile wait in
+the kernel and share the *next* fsync, so more concurrent clients means more records per
+fsync (`sync_in_thread=True` moves it to a worker thread instead). Records nobody waits
+for (a reserve, a TTR timeout) ride along with the next flush.
 `"interval"` fsyncs at most every `interval` seconds (beanstalkd's `-f MS`, with a timer so
 the tail of a burst is synced too); `"no"` leaves it to the OS (`-F`).
 
