@@ -99,8 +99,10 @@ class GuardedCache:
             self._failed("read", exc)
             return [None] * len(keys)
         hits = sum(value is not None for value in values)
-        self._requests.inc(hits, result="hit")
-        self._requests.inc(len(keys) - hits, result="miss")
+        if hits:
+            self._requests.inc(hits, result="hit")
+        if hits < len(keys):
+            self._requests.inc(len(keys) - hits, result="miss")
         return values
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
