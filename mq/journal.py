@@ -69,6 +69,9 @@ COMPACT_CHUNK = 5000
 # Records that need no fsync before a reply wait in memory for at most this many records
 # (or until the next record that does): a crash loses at most their counter updates.
 LAZY_RECORDS = 256
+# Written-but-unsynced records (deletes, releases… under fsync=always) reach the disk at
+# most this many seconds later, even if no put comes along to sync them.
+LAZY_SYNC_DELAY = 1.0
 # A record longer than this is corruption, not data (a job is at most 1 GiB with -z).
 MAX_RECORD = (1 << 30) + 1024
 
@@ -200,6 +203,7 @@ class Journal:
         self.generation = 1
         self.seq = 0  # records appended
         self.need_seq = 0  # replies must wait until this record is durable
+        self._fsync_due = False  # a put is among the records not yet synced
         self.durable_seq = 0
         self.on_durable: Callable[[int], None] | None = None
         self.records_written = 0
@@ -279,6 +283,12 @@ class Journal:
         self.seq += 1
         if must_sync and self.fsync == "always":
             self.need_seq = self.seq
+            # Only a put must reach the disk before its reply: losing it would lose a job.
+            # A delete, release, bury or kick is written before its reply (an mq crash
+            # cannot undo it) and synced with the next put; a power loss could undo it,
+            # which at worst hands a job out again: at-least-once, never a lost job.
+            if kind == "put":
+                self._fsync_due = True
         if self._side is not None:
             self._side.append(data)
         # A record nobody waits for (a reserve, a TTR timeout) rides along with the next
@@ -304,6 +314,17 @@ class Journal:
         self.records_written += count
         self.file_bytes += len(data)
         if self.fsync == "always" and self.need_seq > self.durable_seq:
+            if not self._fsync_due:
+                _write_all(self._fd, data)
+                if self._sync_timer is None:  # synced within a second even if no put comes
+                    loop = asyncio.get_running_loop()
+                    self._sync_timer = loop.call_later(LAZY_SYNC_DELAY, self._timed_sync)
+                self.durable_seq = upto
+                if self.on_durable is not None:
+                    self.on_durable(upto)
+                self._maybe_compact()
+                return
+            self._fsync_due = False
             if self.sync_in_thread:
                 self._inflight = True
                 loop = asyncio.get_running_loop()
