@@ -136,46 +136,52 @@ def read_journal(data: bytes) -> Replay:
     """Replay records until the end or the first damaged one (point-in-time recovery)."""
     out = Replay()
     jobs = out.jobs
+    view = memoryview(data)  # slices of a memoryview copy nothing
+    crc32, head, put_size_, names = zlib.crc32, _HEAD.unpack_from, _PUT.size, STATE_NAMES
+    next_id = 1
     pos, end = 0, len(data)
     while pos + 8 <= end:
-        crc, length = _HEAD.unpack_from(data, pos)
-        if length < 1 or length > MAX_RECORD or pos + 8 + length > end:
+        crc, length = head(data, pos)
+        body = pos + 8
+        if length < 1 or length > MAX_RECORD or body + length > end:
             break
-        payload = data[pos + 8 : pos + 8 + length]
-        if zlib.crc32(payload, zlib.crc32(data[pos + 4 : pos + 8])) != crc:
+        if crc32(view[pos + 4 : body + length]) != crc:
             break
-        kind = payload[0]
+        kind = data[body]
         try:
             if kind == PUT:
-                f = _PUT.unpack_from(payload)
-                tube_end = _PUT.size + f[13]
-                job = Job(f[1], payload[_PUT.size : tube_end].decode(), f[2], f[3], f[4],
-                          payload[tube_end : tube_end + f[14]], f[5])  # fmt: skip
+                f = _PUT.unpack_from(data, body)
+                tube_at = body + put_size_
+                body_at = tube_at + f[13]
+                job = Job(f[1], data[tube_at:body_at].decode(), f[2], f[3], f[4],
+                          data[body_at : body_at + f[14]], f[5])  # fmt: skip
                 job.deadline = f[6]
-                job.state = STATE_NAMES[f[7]]
-                job.set_counters(f[8:13])
+                job.state = names[f[7]]
+                job.reserves, job.timeouts, job.releases, job.buries, job.kicks = f[8:13]
                 jobs[job.id] = job
-                out.next_id = max(out.next_id, job.id + 1)
+                if job.id >= next_id:
+                    next_id = job.id + 1
             elif kind == STATE:
-                f = _STATE.unpack_from(payload)
+                f = _STATE.unpack_from(data, body)
                 job = jobs.get(f[1])
                 if job is not None:
                     job.pri, job.delay, job.deadline = f[2], f[3], f[4]
-                    job.state = STATE_NAMES[f[5]]
+                    job.state = names[f[5]]
                     job.set_counters(f[6:11])
             elif kind == DELETE:
-                (_, job_id) = _DELETE.unpack_from(payload)
+                (_, job_id) = _DELETE.unpack_from(data, body)
                 jobs.pop(job_id, None)
-                out.next_id = max(out.next_id, job_id + 1)
+                next_id = max(next_id, job_id + 1)
             elif kind == META:
-                _, out.generation, next_id = _META.unpack_from(payload)
-                out.next_id = max(out.next_id, next_id)
+                _, out.generation, meta_next = _META.unpack_from(data, body)
+                next_id = max(next_id, meta_next)
             else:
                 break
         except (struct.error, KeyError, UnicodeDecodeError):
             break
-        pos += 8 + length
+        pos = body + length
         out.records += 1
+    out.next_id = next_id
     out.good_bytes = pos
     out.torn = pos != end
     return out
