@@ -171,6 +171,8 @@ def test_concurrent_orders_for_the_last_items_never_oversell(stack):
     )
     ids = stack.message_ids()
     assert len(ids) == len(set(ids)), "an e-mail was sent twice"
+    mentioning = [m["Message-ID"] for m in mailbox.mbox(str(stack.mbox)) if sku in m.get_payload()]
+    assert sorted(mentioning) == sorted(wanted), "a refused order got an e-mail"
 
 
 def test_idempotent_retries_over_real_stores_place_one_order(stack):
