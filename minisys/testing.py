@@ -115,7 +115,8 @@ class ServerProcess:
         self._ready_event.set()
 
     def __enter__(self) -> ServerProcess:
-        return self.start()
+        # `with proc:` after `proc.start()` must not start a second process.
+        return self if self.proc is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
