@@ -50,7 +50,7 @@ from appserver.cache_aside import GuardedCache
 from appserver.ids import IdAllocator
 from appserver.outbox import Outbox
 from appserver.problems import ProblemError
-from appserver.products import PRODUCT_TTL, STOCK_TTL, Products, product_key, stock_key
+from appserver.products import PRODUCT_TTL, STOCK_TTL, product_key, stock_key
 from appserver.stores import Db, Transaction
 from appserver.transactions import CONFLICT, run_optimistic
 from appserver.users import USER_TTL, Users, user_key
@@ -98,7 +98,6 @@ class Orders:
         db: Db,
         cache: GuardedCache,
         users: Users,
-        products: Products,
         outbox: Outbox,
         *,
         registry: Registry | None = None,
@@ -107,7 +106,6 @@ class Orders:
         self.db = db
         self.cache = cache
         self.users = users
-        self.products = products
         self.outbox = outbox
         self.clock = clock
         self.ids = IdAllocator(db, "seq:order")
@@ -202,6 +200,7 @@ class Orders:
             values = await tx.watch(watched)
             if idem is not None and values[-1] is not None:
                 return _Replay(values[-1])
+            # values: the stock of each sku, then (if any) the idempotency record
             stock = {sku: int(v) for sku, v in zip(skus, values, strict=False) if v is not None}
             short = _shortfall(request, stock)
             if short:

@@ -6,7 +6,7 @@ bench all get the same shop:
     Stores(cache, db, queue) ─▶ GuardedCache(cache)
                                Users(db, cache)   Products(db, cache)
                                Outbox(db, queue)
-                               Orders(db, cache, users, products, outbox)
+                               Orders(db, cache, users, outbox)
 
 Read next: `app.py` (the routes on top), `orders.py` (the heart of it).
 
@@ -53,5 +53,5 @@ def build_shop(
     users = Users(stores.db, cache)
     products = Products(stores.db, cache)
     outbox = Outbox(stores.db, stores.queue, registry=registry, ttr=job_ttr, clock=clock)
-    orders = Orders(stores.db, cache, users, products, outbox, registry=registry, clock=clock)
+    orders = Orders(stores.db, cache, users, outbox, registry=registry, clock=clock)
     return Shop(stores, registry, cache, users, products, outbox, orders)
