@@ -179,7 +179,7 @@ class BeanstalkClient:
     async def _call(self, request: bytes, command: str) -> Reply:
         proto = await self._ensure()
         while len(proto.waiters) >= MAX_IN_FLIGHT:
-            await asyncio.wait({proto.waiters[-1]})
+            await asyncio.wait({proto.waiters[0]})
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         proto.waiters.append(fut)
         assert proto.transport is not None

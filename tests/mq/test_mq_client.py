@@ -1,0 +1,73 @@
+"""minisys's asyncio beanstalkd client against mq: pipelining, cancellation, URLs."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from minisys.beanstalk.client import BeanstalkClient, DeadlineSoon, parse_beanstalk_url
+from minisys.testing import async_wait_until
+
+
+def test_parse_beanstalk_url():
+    assert parse_beanstalk_url("beanstalk://127.0.0.1:11301") == ("127.0.0.1", 11301)
+    assert parse_beanstalk_url("beanstalk://localhost") == ("localhost", 11300)
+    with pytest.raises(ValueError):
+        parse_beanstalk_url("redis://127.0.0.1:6379")
+
+
+def test_pipelined_calls_resolve_in_order(server):
+    async def main() -> None:
+        client = await BeanstalkClient.connect("127.0.0.1", server.port)
+        calls = [client.put(b"%d" % i) for i in range(200)]
+        calls.append(client.stats_tube("default"))
+        *ids, stats = await asyncio.gather(*calls)
+        assert ids == list(range(ids[0], ids[0] + 200))
+        assert stats["current-jobs-ready"] == "200"
+        jobs = await asyncio.gather(*(client.reserve(timeout=1) for _ in range(200)))
+        assert [j.id for j in jobs] == ids
+        assert all(await asyncio.gather(*(client.delete(j.id) for j in jobs)))
+        await client.close()
+
+    asyncio.run(main())
+
+
+def test_cancelled_reserve_gives_the_job_back_at_once(server):
+    async def main() -> None:
+        worker = await BeanstalkClient.connect("127.0.0.1", server.port)
+        producer = await BeanstalkClient.connect("127.0.0.1", server.port)
+        waiting = asyncio.ensure_future(worker.reserve())
+        await async_wait_until(lambda: _stat(producer, "current-waiting", "1"), timeout=5)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        job_id = await producer.put(b"x", ttr=100)
+        # Not held hostage by the cancelled reserve: ready, and reservable elsewhere.
+        await async_wait_until(lambda: _state(producer, job_id, "ready"), timeout=5)
+        assert (await producer.reserve(timeout=1)).id == job_id
+        await worker.close()
+        await producer.close()
+
+    asyncio.run(main())
+
+
+def test_deadline_soon_is_an_exception(server):
+    async def main() -> None:
+        client = await BeanstalkClient.connect("127.0.0.1", server.port)
+        await client.put(b"x", ttr=1)
+        await client.reserve(timeout=0)
+        with pytest.raises(DeadlineSoon):
+            await client.reserve(timeout=0)
+        await client.close()
+
+    asyncio.run(main())
+
+
+async def _stat(client: BeanstalkClient, key: str, value: str) -> bool:
+    return (await client.stats())[key] == value
+
+
+async def _state(client: BeanstalkClient, job_id: int, state: str) -> bool:
+    stats = await client.stats_job(job_id)
+    return stats is not None and stats["state"] == state
