@@ -22,6 +22,7 @@ compaction switches); mq accepts -u and ignores it with a warning.
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 
 from minisys.beanstalk.codec import DEFAULT_MAX_JOB_SIZE
@@ -88,6 +89,8 @@ def parse_args(argv: list[str] | None = None) -> MqOptions | None:
             args.host = args.listen
     if args.verbose:
         args.log_level = "debug"
+    if args.user:
+        print(f"mq: -u {args.user} ignored: mq does not drop privileges", file=sys.stderr)
     if not 0 < args.max_job_size <= MAX_JOB_SIZE_LIMIT:
         parser.error(f"-z/--max-job-size must be 1..{MAX_JOB_SIZE_LIMIT}")
     fsync, interval = "always", 0.0
