@@ -60,6 +60,9 @@ DRAIN_BATCH = 500
 MAX_UNCLEANED = 10_000
 # At most this many DELs ride along in one order's transaction.
 CLEANUP_PER_TRANSACTION = 100
+# After a put fails, orders skip mq for this long (their jobs wait in the outbox for the
+# drainer, which keeps trying) instead of each waiting for a timeout from a dead mq.
+QUEUE_COOLDOWN = 1.0
 
 log = get_logger("appserver.outbox")
 
@@ -83,6 +86,7 @@ class Outbox:
         self.ttr = ttr
         self.clock = clock
         self._published: dict[int, None] = {}  # on mq, outbox entry not yet deleted
+        self._skip_until = float("-inf")
         registry = registry or Registry()
         self._puts = registry.counter(
             "appserver_email_jobs_total", "E-mail jobs put on the queue, by path.", ["path"]
@@ -97,9 +101,13 @@ class Outbox:
 
     async def publish(self, order_id: int, body: bytes, *, path: str = "direct") -> bool:
         """Put the job on mq; its outbox entry is deleted later. False if mq is down."""
+        if path == "direct" and self.clock() < self._skip_until:
+            self._stranded.inc()
+            return False
         try:
             await self.queue.put(EMAIL_TUBE, body, ttr=self.ttr)
         except (StoreUnavailable, StoreError) as exc:
+            self._skip_until = self.clock() + QUEUE_COOLDOWN
             self._stranded.inc()
             log.warning("order %s: e-mail job kept in the outbox (%s)", order_id, exc)
             return False

@@ -193,18 +193,23 @@ def test_db_down_raises_store_unavailable(shop, run):
 
 def test_queue_down_keeps_the_job_in_the_outbox_until_drained(shop, run, clock):
     shop.stores.queue.down = True
-    placed = run(shop.orders.place(order(sku_1=1), request_id="r-1"))
+    first = run(shop.orders.place(order(sku_1=1), request_id="r-1")).order["id"]
     assert db_stock(shop, "sku-1") == 99 and jobs(shop) == []
-    assert outbox_keys(shop) == [f"outbox:{placed.order['id']}"]
+    calls = shop.stores.queue.calls
+    second = run(shop.orders.place(order(sku_1=1), request_id="r-2")).order["id"]
+    assert shop.stores.queue.calls == calls  # cooling down: mq is not even tried
+    assert outbox_keys(shop) == [f"outbox:{first}", f"outbox:{second}"]
     assert run(shop.outbox.drain_once()) == 0  # mq still down: nothing lost, nothing sent
     shop.stores.queue.down = False
-    assert run(shop.outbox.drain_once()) == 0  # too young: its request may still publish
+    assert run(shop.outbox.drain_once()) == 0  # too young: their requests may still publish
     clock.advance(10)
-    assert run(shop.outbox.drain_once()) == 1
-    (job,) = jobs(shop)
-    assert job["order_id"] == placed.order["id"] and job["request_id"] == "r-1"
-    assert "queued_at" not in job and outbox_keys(shop) == []
-    assert run(shop.outbox.drain_once()) == 0 and len(jobs(shop)) == 1
+    assert run(shop.outbox.drain_once()) == 2
+    assert [(j["order_id"], j["request_id"]) for j in jobs(shop)] == [
+        (first, "r-1"),
+        (second, "r-2"),
+    ]
+    assert all("queued_at" not in j for j in jobs(shop)) and outbox_keys(shop) == []
+    assert run(shop.outbox.drain_once()) == 0 and len(jobs(shop)) == 2
 
 
 def test_a_users_orders_are_listed_in_order(shop, run):
