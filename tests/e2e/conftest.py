@@ -67,15 +67,32 @@ def start_stack(data_dir: Path) -> Stack:
     return Stack(proc, data_dir)
 
 
-@pytest.fixture
-def stack(tmp_path):
-    s = start_stack(tmp_path / "data")
-    pids = [c["pid"] for c in s.state()["components"]]
-    try:
-        yield s
-    finally:
-        pids += [c["pid"] for c in s.state()["components"]] if s.proc.alive() else []
+def _cleanup(stacks: list[Stack], pids: list[int]) -> None:
+    for s in stacks:
+        if s.proc.alive():
+            pids += [c["pid"] for c in s.state()["components"]]
         s.proc.kill()
-        for pid in pids:  # never leave a component behind, even when a test fails
-            if pid and pid_alive(pid):
-                os.kill(pid, 9)
+    for pid in pids:  # never leave a component behind, even when a test fails
+        if pid and pid_alive(pid):
+            os.kill(pid, 9)
+
+
+@pytest.fixture
+def start_stacks():
+    """A factory: `start_stacks(data_dir)` runs a stack; all are killed after the test."""
+    stacks: list[Stack] = []
+    pids: list[int] = []
+
+    def start(data_dir: Path) -> Stack:
+        s = start_stack(data_dir)
+        stacks.append(s)
+        pids.extend(c["pid"] for c in s.state()["components"])
+        return s
+
+    yield start
+    _cleanup(stacks, pids)
+
+
+@pytest.fixture
+def stack(tmp_path, start_stacks):
+    return start_stacks(tmp_path / "data")

@@ -100,3 +100,24 @@ def test_sigint_stops_everything_in_order(stack):
     assert stack.proc.proc.wait(60) == 0
     assert not [pid for pid in pids if pid_alive(pid)]
     assert not (stack.data_dir / "minisys.json").exists()
+
+
+def test_a_second_run_reuses_the_data_dir(tmp_path, start_stacks):
+    """Stop the stack, start it again on the same data dir: orders, stock and mail remain."""
+    data_dir = tmp_path / "data"
+    first = start_stacks(data_dir)
+    status, body = order(first, "sku-4", qty=2)
+    assert status == 201, body
+    order_id = body["id"]
+    _, product = first.call("GET", "/products/sku-4")
+    wait_until(lambda: order_id in emails_per_order(first.outbox()), timeout=60)
+    assert first.proc.terminate(timeout=60) == 0
+
+    second = start_stacks(data_dir)
+    status, body = second.call("GET", f"/orders/{order_id}")
+    assert status == 200 and body["id"] == order_id, body
+    # The launcher seeds on every start; seeding must not reset the stock.
+    _, again = second.call("GET", "/products/sku-4")
+    assert again["stock"] == product["stock"]
+    assert emails_per_order(second.outbox()) == {order_id: 1}
+    assert second.proc.terminate(timeout=60) == 0
