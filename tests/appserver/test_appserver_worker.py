@@ -183,7 +183,8 @@ def test_graceful_stop_finishes_the_current_job(tmp_path, beanstalk):
         task = asyncio.create_task(worker.run(stop))
         await async_wait_until(lambda: asyncio.sleep(0, started.is_set()))
         stop.set()  # SIGTERM while the job is being sent
-        await asyncio.sleep(0.05)
+        for _ in range(20):  # give the worker every chance to (wrongly) quit
+            await asyncio.sleep(0)
         assert not task.done()
         release.set()
         await asyncio.wait_for(task, 10)
@@ -199,10 +200,11 @@ def test_stop_while_idle_returns_promptly(tmp_path, beanstalk):
 
     async def scenario():
         stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
-        await asyncio.sleep(0.01)
+        ready = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop, on_ready=ready.set))
+        await ready.wait()  # lanes are waiting in reserve
         stop.set()
-        await asyncio.wait_for(task, 2)  # not RESERVE_TIMEOUT
+        await asyncio.wait_for(task, 4)  # well before RESERVE_TIMEOUT (5 s) would end it
 
     asyncio.run(scenario())
 
