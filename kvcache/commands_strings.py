@@ -121,7 +121,7 @@ def set_(session: Session, argv: list[bytes]) -> object:
     # Redis refuses on memory before it even reads the options.
     if cache.full_without_eviction():
         raise CommandError(ERR_OOM)
-    if len(argv) == 3:
+    if len(argv) == 3:  # plain SET, the hottest write: ks.store inlined
         try:
             cache.store(argv[1], argv[2])
         except OutOfMemory:
@@ -130,7 +130,7 @@ def set_(session: Session, argv: list[bytes]) -> object:
     flags = parse_set_options(argv, 3, for_set=True)
     deadline = _expire_from(ks, flags, "set")
     key = argv[1]
-    old = ks.cache.get(key) if b"GET" in flags else ks.cache.peek(key)
+    old = cache.get(key) if b"GET" in flags else cache.peek(key)
     if (b"NX" in flags and old is not None) or (b"XX" in flags and old is None):
         return old if b"GET" in flags else None
     if deadline is not None:
