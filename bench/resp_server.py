@@ -13,6 +13,12 @@ Ends with one line per figure (median over rounds of the SET and GET mean):
 
     RESULT resp_server_rps: ours=… peer=… ratio=… target=0.75
     RESULT resp_server_p16_rps: ours=… peer=… ratio=… target=0.25
+    RESULT resp_server_cpu_us_per_req: ours=… peer=… ratio=… target=2.5   (lower is better)
+
+The last figure is the servers' own CPU time per request (from /proc, without pipelining):
+on a busy shared machine it moves far less than requests per second do. Its target, 2.5,
+is what a bare ~40-line asyncio Protocol GET/SET server cost here relative to
+redis-server: the floor for any Python server on asyncio.
 
 Targets from DESIGN.md's measurements: a bare asyncio Protocol server reached ≈ 0.8 of
 redis-server without pipelining and ≈ 0.25 with -P 16.
@@ -21,6 +27,7 @@ redis-server without pipelining and ≈ 0.25 with -P 16.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import socket
@@ -50,6 +57,15 @@ def wait_for_pong(port: int, timeout: float = 15.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise SystemExit(f"nothing answered PING on port {port}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (Linux /proc), or 0.0 if unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def benchmark(port: int, requests: int, clients: int, pipeline: int) -> float:
@@ -125,15 +141,24 @@ def main() -> int:
         if have_peer:
             wait_for_pong(peer_port)
         results: dict[tuple[str, int], list[float]] = {}
+        cpu: dict[str, list[float]] = {}  # server CPU µs per request, without pipelining
+        pids = {"ours": procs[0].pid, "peer": procs[-1].pid}
         for round_no in range(args.rounds):
             sides = [("ours", ours_port)] + ([("peer", peer_port)] if have_peer else [])
             if round_no % 2:
                 sides.reverse()
             for pipeline in (1, 16):
                 for name, port in sides:
+                    before = cpu_seconds(pids[name])
                     rate = benchmark(port, args.requests, args.clients, pipeline)
+                    used = cpu_seconds(pids[name]) - before
                     results.setdefault((name, pipeline), []).append(rate)
-                    print(f"round {round_no + 1} -P {pipeline:<2} {name}: {rate:,.0f} req/s")
+                    if pipeline == 1 and used > 0:
+                        cpu.setdefault(name, []).append(used * 1e6 / (2 * args.requests))
+                    print(
+                        f"round {round_no + 1} -P {pipeline:<2} {name}: {rate:,.0f} req/s, "
+                        f"server CPU {used:.2f} s"
+                    )
     finally:
         for proc in procs:
             proc.terminate()
@@ -152,6 +177,13 @@ def main() -> int:
             )
         else:
             print(f"RESULT {figure}: ours={ours:.0f} peer=n/a ratio=n/a target={target}")
+    # CPU per request is what a busy shared machine distorts least (lower is better).
+    if cpu.get("ours") and cpu.get("peer"):
+        ours, peer = statistics.median(cpu["ours"]), statistics.median(cpu["peer"])
+        print(
+            f"RESULT resp_server_cpu_us_per_req: ours={ours:.1f} peer={peer:.1f} "
+            f"ratio={ours / peer:.2f} target=2.5"
+        )
     return 0
 
 
