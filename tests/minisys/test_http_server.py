@@ -45,6 +45,14 @@ async def handler(request: Request) -> Response:
         return Response(204, [("X-A", "1")], b"ignored")
     elif path == "/not-modified":
         return Response(304, [("ETag", '"x"')])
+    elif path == "/slow-stream":
+
+        async def slow_pieces():
+            for i in range(4):
+                await asyncio.sleep(0.1)
+                yield b"%d" % i
+
+        return Response(200, [], slow_pieces())
     elif path == "/stream":
 
         async def pieces():
@@ -257,6 +265,20 @@ def test_handler_timeout_is_503():
             srv.port, b"GET /hang HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         )
     assert statuses == [503] and closed
+
+
+def test_connection_keeps_working_after_a_handler_timeout():
+    with start(HttpSettings(handler_timeout=0.2)) as srv, connect(srv.port) as s:
+        s.sendall(GET % b"hang" + GET % b"x")
+        responses, closed, _ = read_responses(s, 2)
+    assert [r[0] for r in responses] == [503, 200] and not closed
+
+
+def test_handler_timeout_does_not_cut_a_slow_streamed_body():
+    with start(HttpSettings(handler_timeout=0.15)) as srv, connect(srv.port) as s:
+        s.sendall(GET % b"slow-stream" + GET % b"x")
+        responses, closed, _ = read_responses(s, 2)
+    assert responses[0] == (200, b"0123") and responses[1][0] == 200 and not closed
 
 
 def test_max_requests_per_connection():
