@@ -62,8 +62,10 @@ class _ClientProtocol(asyncio.Protocol):
         self.waiters: collections.deque[asyncio.Future] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.closed_exc: Exception | None = None
-        self.can_write = asyncio.Event()
+        self.can_write = asyncio.Event()  # cleared while the socket's buffer is full
         self.can_write.set()
+        self.room = asyncio.Event()  # cleared while MAX_IN_FLIGHT requests await replies
+        self.room.set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -88,6 +90,8 @@ class _ClientProtocol(asyncio.Protocol):
             waiter = self.waiters.popleft()
             if not waiter.done():
                 waiter.set_result(value)
+            if len(self.waiters) < MAX_IN_FLIGHT // 2:
+                self.room.set()
 
     def fail(self, exc: Exception) -> None:
         if self.closed_exc is None:
@@ -97,6 +101,7 @@ class _ClientProtocol(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_exception(self.closed_exc)
         self.can_write.set()
+        self.room.set()
         if self.transport is not None:
             self.transport.abort()
 
@@ -170,9 +175,11 @@ class RespClient:
             raise proto.closed_exc
         while len(proto.waiters) >= MAX_IN_FLIGHT or not proto.can_write.is_set():
             # Let replies come back (or the socket drain) before piling on more.
-            await proto.can_write.wait()
             if len(proto.waiters) >= MAX_IN_FLIGHT:
-                await asyncio.sleep(0)
+                proto.room.clear()
+                await proto.room.wait()
+            else:
+                await proto.can_write.wait()
             if proto.closed_exc is not None:
                 raise proto.closed_exc
         loop = asyncio.get_running_loop()

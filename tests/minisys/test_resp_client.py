@@ -176,3 +176,19 @@ def test_parse_redis_url(url, expected):
 def test_parse_redis_url_rejects(url):
     with pytest.raises(ValueError):
         parse_redis_url(url)
+
+
+def test_in_flight_requests_are_bounded(monkeypatch):
+    from minisys.resp import client as client_module
+
+    monkeypatch.setattr(client_module, "MAX_IN_FLIGHT", 4)
+
+    async def main():
+        async with demo() as server:
+            client = await RespClient.connect(*server.address)
+            replies = await asyncio.gather(*(client.execute("ECHO", str(i)) for i in range(50)))
+            assert replies == [str(i).encode() for i in range(50)]
+            assert len(client._protocol.waiters) == 0
+            await client.close()
+
+    run(main())
