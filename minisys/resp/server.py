@@ -194,7 +194,8 @@ class RespConnection(Connection):
                     self.write(data)
                 if self._paused and len(queue) < MAX_PENDING_REPLIES // 2:
                     self._paused = False
-                    if self.transport is not None and not self._stopped:
+                    # If the socket is also full, resume_writing will carry on instead.
+                    if not (self._stopped or self._write_paused) and self.transport:
                         self.transport.resume_reading()
                         self._run()  # commands that were buffered while we were full
         finally:
