@@ -10,7 +10,8 @@ Map of the package (read in this order):
     job.py       a job and its lifecycle table (ready, reserved, delayed, buried)
     tube.py      one tube: ready heap, delayed heap, buried list
     queue.py     the sans-I/O core: every command as a method, time passed in
-    journal.py   CRC-checked records, group commit, replay, compaction while running
+    records.py   the journal's CRC-checked record format, and reading it back
+    journal.py   the journal file: group commit, replay, compaction while running
     stats.py     the YAML of stats / stats-tube / stats-job
     server.py    the asyncio shell on minisys.server.Connection
     cli.py       flags: minisys's and beanstalkd's (-l -p -b -f -F -z -s -V)

@@ -5,19 +5,8 @@ journal (`record`), the journal appends a PUT record, and the server holds the I
 reply until the record is as durable as `--fsync` asks. On restart the file is replayed,
 so jobs outlive a crash; a reserved job comes back ready (at-least-once delivery).
 
-Record (big-endian; the CRC covers everything after itself):
-
-    crc32:u32 | length:u32 | type:u8 | payload (length - 1 bytes)
-
-    META   1  generation:u32 next_id:u64                      first record of a file
-    PUT    2  id:u64 pri:u32 delay:u32 ttr:u32 created:f64 deadline:f64 state:u8
-              reserves timeouts releases buries kicks:u32*5 tube_len:u16 body_len:u32
-              tube body
-    STATE  3  id:u64 pri:u32 delay:u32 deadline:f64 state:u8 counters:u32*5
-    DELETE 4  id:u64
-
-Every record states the job's whole current state (not a delta), so replay is "last
-record wins" and counters never drift (beanstalkd re-counts buries on replay, #668).
+Records (`records.py`) state a job's whole state, so replay is "last record wins" and
+counters never drift (beanstalkd re-counts buries on replay, #668).
 
 Group commit (`fsync="always"`): the flush runs once per event-loop turn (`call_soon`),
 after every connection's requests of that turn were handled, so their records share one
@@ -47,14 +36,21 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-import struct
 import time
-import zlib
 from collections.abc import Callable
 
 from minisys.logs import get_logger
-from mq.job import BURIED, DELAYED, READY, RESERVED, Job
+from mq.job import Job
 from mq.queue import Queue
+from mq.records import (
+    Replay,
+    encode_delete,
+    encode_meta,
+    encode_put,
+    encode_state,
+    put_size,
+    read_journal,
+)
 
 log = get_logger("mq.journal")
 
@@ -72,119 +68,6 @@ LAZY_RECORDS = 256
 # Written-but-unsynced records (deletes, releases… under fsync=always) reach the disk at
 # most this many seconds later, even if no put comes along to sync them.
 LAZY_SYNC_DELAY = 1.0
-# A record longer than this is corruption, not data (a job is at most 1 GiB with -z).
-MAX_RECORD = (1 << 30) + 1024
-
-META, PUT, STATE, DELETE = 1, 2, 3, 4
-STATE_CODES = {READY: 0, RESERVED: 1, DELAYED: 2, BURIED: 3}
-STATE_NAMES = {code: name for name, code in STATE_CODES.items()}
-
-_HEAD = struct.Struct(">II")
-_META = struct.Struct(">BIQ")
-_PUT = struct.Struct(">BQIIIddBIIIIIHI")
-_STATE = struct.Struct(">BQIIdBIIIII")
-_DELETE = struct.Struct(">BQ")
-
-
-def _frame(payload: bytes) -> bytes:
-    length = _HEAD.pack(0, len(payload))[4:]
-    return struct.pack(">I", zlib.crc32(payload, zlib.crc32(length))) + length + payload
-
-
-def encode_meta(generation: int, next_id: int) -> bytes:
-    return _frame(_META.pack(META, generation, next_id))
-
-
-def encode_put(job: Job) -> bytes:
-    tube = job.tube.encode()
-    head = _PUT.pack(
-        PUT, job.id, job.pri, job.delay, job.ttr, job.created, job.deadline,
-        STATE_CODES[job.state], *job.counters(), len(tube), len(job.body),
-    )  # fmt: skip
-    return _frame(head + tube + job.body)
-
-
-def encode_state(job: Job) -> bytes:
-    state = STATE_CODES[job.state]
-    return _frame(
-        _STATE.pack(STATE, job.id, job.pri, job.delay, job.deadline, state, *job.counters())
-    )
-
-
-def encode_delete(job_id: int) -> bytes:
-    return _frame(_DELETE.pack(DELETE, job_id))
-
-
-def put_size(job: Job) -> int:
-    """Bytes of a job's PUT record (what compaction would rewrite for it)."""
-    return 8 + _PUT.size + len(job.tube) + len(job.body)
-
-
-class Replay:
-    """What reading a journal found: live jobs, next id, and where good data ends."""
-
-    def __init__(self) -> None:
-        self.jobs: dict[int, Job] = {}
-        self.next_id = 1
-        self.generation = 0
-        self.good_bytes = 0
-        self.records = 0
-        self.torn = False
-
-
-def read_journal(data: bytes) -> Replay:
-    """Replay records until the end or the first damaged one (point-in-time recovery)."""
-    out = Replay()
-    jobs = out.jobs
-    view = memoryview(data)  # slices of a memoryview copy nothing
-    crc32, head, put_size_, names = zlib.crc32, _HEAD.unpack_from, _PUT.size, STATE_NAMES
-    next_id = 1
-    pos, end = 0, len(data)
-    while pos + 8 <= end:
-        crc, length = head(data, pos)
-        body = pos + 8
-        if length < 1 or length > MAX_RECORD or body + length > end:
-            break
-        if crc32(view[pos + 4 : body + length]) != crc:
-            break
-        kind = data[body]
-        try:
-            if kind == PUT:
-                f = _PUT.unpack_from(data, body)
-                tube_at = body + put_size_
-                body_at = tube_at + f[13]
-                job = Job(f[1], data[tube_at:body_at].decode(), f[2], f[3], f[4],
-                          data[body_at : body_at + f[14]], f[5])  # fmt: skip
-                job.deadline = f[6]
-                job.state = names[f[7]]
-                job.reserves, job.timeouts, job.releases, job.buries, job.kicks = f[8:13]
-                jobs[job.id] = job
-                if job.id >= next_id:
-                    next_id = job.id + 1
-            elif kind == STATE:
-                f = _STATE.unpack_from(data, body)
-                job = jobs.get(f[1])
-                if job is not None:
-                    job.pri, job.delay, job.deadline = f[2], f[3], f[4]
-                    job.state = names[f[5]]
-                    job.set_counters(f[6:11])
-            elif kind == DELETE:
-                (_, job_id) = _DELETE.unpack_from(data, body)
-                jobs.pop(job_id, None)
-                next_id = max(next_id, job_id + 1)
-            elif kind == META:
-                _, out.generation, meta_next = _META.unpack_from(data, body)
-                next_id = max(next_id, meta_next)
-            else:
-                break
-        except (struct.error, KeyError, UnicodeDecodeError):
-            break
-        pos = body + length
-        out.records += 1
-    out.next_id = next_id
-    out.good_bytes = pos
-    out.torn = pos != end
-    return out
 
 
 class Journal:

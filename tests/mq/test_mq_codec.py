@@ -25,7 +25,7 @@ from minisys.beanstalk.codec import (
     encode_put,
     parse_yaml,
 )
-from mq.journal import encode_delete
+from mq.records import encode_delete
 
 PROTOCOL_MD = Path(__file__).resolve().parents[2] / "mq" / "PROTOCOL.md"
 

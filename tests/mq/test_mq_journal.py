@@ -12,16 +12,9 @@ import os
 import pytest
 
 from mq.job import BURIED, DELAYED, READY, Job
-from mq.journal import (
-    JOURNAL,
-    Journal,
-    encode_delete,
-    encode_meta,
-    encode_put,
-    encode_state,
-    read_journal,
-)
+from mq.journal import JOURNAL, Journal
 from mq.queue import Queue
+from mq.records import encode_delete, encode_meta, encode_put, encode_state, read_journal
 
 NOW = 1_000_000.0
 
