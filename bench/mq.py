@@ -1,7 +1,7 @@
 """Benchmark mq against beanstalkd, alternating in one run.
 
     python bench/mq.py [--jobs 3000] [--pipeline-jobs 40000] [--replay-jobs 100000]
-                       [--million] [--rounds 2]
+                       [--million] [--rounds 2] [--journal-only]
 
 Figures (each measured for mq and for beanstalkd, alternating within every round, medians
 over the rounds):
@@ -183,6 +183,7 @@ def main() -> int:
     parser.add_argument("--replay-jobs", type=int, default=100_000)
     parser.add_argument("--million", action="store_true", help="replay 1M jobs")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--journal-only", action="store_true", help="only figure 3")
     args = parser.parse_args()
     if shutil.which("beanstalkd") is None:
         print("beanstalkd is not installed: nothing to compare with", file=sys.stderr)
@@ -195,7 +196,7 @@ def main() -> int:
         figures.setdefault(name, {"mq": [], "beanstalkd": []})[kind].append(value)
         print(f"  {name} {kind}: {value:.4g}", flush=True)
 
-    for round_no in range(args.rounds):
+    for round_no in range(0 if args.journal_only else args.rounds):
         print(f"round {round_no + 1}/{args.rounds}", flush=True)
         for kind in ("mq", "beanstalkd") if round_no % 2 == 0 else ("beanstalkd", "mq"):
             server = Server(kind)
@@ -227,7 +228,7 @@ def main() -> int:
         "mq_pipelined_jobs_per_s": 0.4,
     }
     print()
-    for name, target in targets.items():
+    for name, target in targets.items() if not args.journal_only else ():
         print(result(name, med(name, "mq"), med(name, "beanstalkd"), target))
     print(
         result(
