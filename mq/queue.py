@@ -10,7 +10,7 @@ reserves time out or get DEADLINE_SOON. `next_wakeup()` tells the server when to
 they are queued as deliveries that the server collects with `take_deliveries()`.
 
 The job lifecycle table lives in `job.py`; the per-tube heaps in `tube.py`. A connection
-is a `Client` here: the tube it uses, the tubes it watches, the jobs it holds reserved,
+is a `Client` (session.py): the tube it uses, the tubes it watches, the jobs it holds reserved,
 and whether it is waiting in a reserve.
 
 Waiters are served as beanstalkd serves them, but strictly in arrival order: when jobs
