@@ -91,6 +91,18 @@ class Stack:
                 proc.kill()
 
 
+def eventually(stack: Stack, predicate, what: str) -> None:
+    """wait_until, failing with the worker's and the appserver's last log lines."""
+    try:
+        wait_until(predicate, timeout=EVENTUALLY)
+    except TimeoutError:
+        worker = stack.worker.output_tail()[-3000:] if stack.worker else "(none)"
+        raise AssertionError(
+            f"{what} within {EVENTUALLY}s\n--- worker:\n{worker}\n"
+            f"--- appserver:\n{stack.app.output_tail()[-3000:]}"
+        ) from None
+
+
 def new_product(stack: Stack, stock: int) -> str:
     sku = f"t-{uuid.uuid4().hex[:12]}"
     status, _, _ = stack.request(
@@ -234,7 +246,7 @@ def test_a_frozen_worker_loses_its_job_after_ttr_and_the_email_is_sent_once(stac
     frozen.signal(signal.SIGSTOP)  # alive but silent: no touch, so the 2 s TTR runs out
     try:
         stack.start_worker()
-        wait_until(lambda: mid(order["id"]) in stack.message_ids(), timeout=EVENTUALLY)
+        eventually(stack, lambda: mid(order["id"]) in stack.message_ids(), "no e-mail")
     finally:
         frozen.kill()
     assert stack.message_ids().count(mid(order["id"])) == 1
@@ -279,7 +291,7 @@ def test_cache_down_orders_still_succeed(stack):
         finally:
             side.close()
     wanted = {mid(doc["id"]) for _, _, doc in results}
-    wait_until(lambda: wanted <= set(stack.message_ids()), timeout=EVENTUALLY)
+    eventually(stack, lambda: wanted <= set(stack.message_ids()), "e-mails missing")
 
 
 def test_db_down_is_503_problem_and_recovers(stack):
