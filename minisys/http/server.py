@@ -23,11 +23,11 @@ Why one sweep instead of a timer per request: `loop.call_later` costs an allocat
 heap push per call; at tens of thousands of requests per second that shows. One task per
 server wakes a few times per timeout and compares timestamps, like the kernel's idle sweep.
 
-Why asyncio.Protocol, not streams: the same codec and handler on asyncio streams
-(`bench/http_server.py --streams`) answered about 15% fewer requests per second here
-(median 17.6k vs 20.2k req/s with wrk, 50 connections, on a busy 2-core machine), even
-though it awaits the handler inline instead of starting a task per request: the stream
-version pays for a StreamReader buffer copy and a task wake-up on every read.
+Why asyncio.Protocol, not streams: bytes are parsed the moment they arrive, reading can
+be paused for backpressure and pipelining caps without a reader task in between, and the
+project's RESP measurements (DESIGN.md) favoured Protocols clearly. For HTTP the same codec
+and handler on streams (`bench/http_server.py --streams`) came out between 0.5x and 1.15x
+of this server in five runs on a busy shared 2-core machine: not settled here (README.md).
 
 Simpler than the real thing: nginx also limits request rate, buffers big bodies to disk,
 and answers a header timeout by closing silently; we answer 408 first, as RFC 9110 allows.
