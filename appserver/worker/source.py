@@ -22,10 +22,16 @@ with `python -m mq.cli` or telnet).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from appserver.worker.runner import JobSource, ReservedJob
 from minisys.beanstalk.client import BeanstalkClient, BeanstalkError
+
+# mq must answer a command within this many seconds (a reserve: its own timeout plus
+# this). A server that stays silent longer is treated as gone: the lane reconnects
+# instead of hanging forever.
+REPLY_TIMEOUT = 10.0
 
 
 class BeanstalkSource:
@@ -36,7 +42,8 @@ class BeanstalkSource:
         await self._call(self.client.watch_only(tube))
 
     async def reserve(self, timeout: float) -> ReservedJob | None:
-        return await self._call(self.client.reserve(timeout=timeout))  # type: ignore[return-value]
+        job = await self._call(self.client.reserve(timeout=timeout), timeout + REPLY_TIMEOUT)
+        return job  # type: ignore[return-value]
 
     async def delete(self, job_id: int) -> bool:
         return await self._call(self.client.delete(job_id))  # type: ignore[return-value]
@@ -57,13 +64,17 @@ class BeanstalkSource:
         await self.client.close()
 
     @staticmethod
-    async def _call(call: Awaitable[object]) -> object:
-        """An error word from mq (BAD_FORMAT, INTERNAL_ERROR…) means this connection is in
-        a state we do not understand: treat it like a broken connection and start over."""
+    async def _call(call: Awaitable[object], timeout: float = REPLY_TIMEOUT) -> object:
+        """An error word from mq (BAD_FORMAT, INTERNAL_ERROR…) or no answer in time means
+        this connection is in a state we do not understand: treat it like a broken
+        connection, and let the lane start over."""
         try:
-            return await call
+            async with asyncio.timeout(timeout):
+                return await call
         except BeanstalkError as exc:
             raise ConnectionError(f"mq answered {exc}") from None
+        except TimeoutError:
+            raise ConnectionError(f"mq did not answer within {timeout:.0f}s") from None
 
 
 def connector(host: str, port: int) -> Callable[[], Awaitable[JobSource]]:
