@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import gc
 import os
 import time
 from collections.abc import Callable
@@ -68,6 +69,9 @@ LAZY_RECORDS = 256
 # Written-but-unsynced records (deletes, releases… under fsync=always) reach the disk at
 # most this many seconds later, even if no put comes along to sync them.
 LAZY_SYNC_DELAY = 1.0
+# Replays of at least this many jobs `gc.freeze()` them afterwards (below, it is not worth
+# taking every other object of the process out of the collector's reach too).
+FREEZE_AFTER_JOBS = 10_000
 
 
 class Journal:
@@ -132,7 +136,18 @@ class Journal:
         if os.path.exists(path):
             with open(path, "rb") as f:
                 data = f.read()
-        replay = read_journal(data)
+        # Replay allocates an object or three per job and frees almost nothing, which is the
+        # worst case for the cyclic garbage collector (it would rescan the growing heap
+        # again and again): switch it off meanwhile, and afterwards `freeze` the replayed
+        # objects so later collections do not walk them at all.
+        gc.disable()
+        try:
+            replay = read_journal(data)
+            queue.restore(replay.jobs.values(), now)
+        finally:
+            gc.enable()
+        if len(replay.jobs) >= FREEZE_AFTER_JOBS:
+            gc.freeze()
         if replay.torn:
             log.warning(
                 "journal: damaged or torn record at byte %d of %d; keeping the %d records "
@@ -144,9 +159,7 @@ class Journal:
             os.truncate(path, replay.good_bytes)
         self.queue = queue
         queue.next_id = max(queue.next_id, replay.next_id)
-        for job in sorted(replay.jobs.values(), key=lambda j: j.id):
-            queue.restore(job, now)
-            self.live_bytes += put_size(job)
+        self.live_bytes = sum(map(put_size, replay.jobs.values()))
         self.generation = max(replay.generation, 1)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.file_bytes = replay.good_bytes

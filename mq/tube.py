@@ -76,6 +76,23 @@ class Tube:
             self.ready = [e for e in self.ready if e[3].gen == e[2] and e[3].state == READY]
             heapq.heapify(self.ready)
 
+    def add_ready_unordered(self, job: Job) -> None:
+        """Replay: add without keeping heap order; `reheap()` once at the end."""
+        job.gen += 1
+        self.ready.append((job.pri, job.id, job.gen, job))
+        self.ready_count += 1
+        if job.pri < URGENT_THRESHOLD:
+            self.urgent_count += 1
+
+    def add_delayed_unordered(self, job: Job) -> None:
+        job.gen += 1
+        self.delayed.append((job.deadline, job.id, job.gen, job))
+        self.delayed_count += 1
+
+    def reheap(self) -> None:
+        heapq.heapify(self.ready)
+        heapq.heapify(self.delayed)
+
     # --- delayed heap -----------------------------------------------------------------
 
     def push_delayed(self, job: Job) -> None:
