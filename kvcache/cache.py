@@ -149,6 +149,15 @@ class LRUCache:
             return default
         return entry[0]
 
+    def probe(self, key: Hashable, default: Any = None) -> Any:
+        """Like `peek`, but counts a hit or a miss (Redis's lookups that do not touch)."""
+        value = self.peek(key, _MISSING)
+        if value is _MISSING:
+            self.misses += 1
+            return default
+        self.hits += 1
+        return value
+
     def __contains__(self, key: Hashable) -> bool:
         return self.peek(key, _MISSING) is not _MISSING
 

@@ -58,8 +58,8 @@ def unlink(session: Session, argv: list[bytes]) -> object:
 @table.command("exists", -2, ("readonly", "fast"), first_key=1, last_key=-1, key_step=1)
 def exists(session: Session, argv: list[bytes]) -> object:
     """Determine if a key exists (a key named twice counts twice)."""
-    cache = _ks(session).cache
-    return sum(key in cache for key in argv[1:])
+    probe = _ks(session).cache.probe
+    return sum(probe(key) is not None for key in argv[1:])
 
 
 @table.command("touch", -2, ("readonly", "fast"), first_key=1, last_key=-1, key_step=1)
@@ -72,7 +72,8 @@ def touch(session: Session, argv: list[bytes]) -> object:
 @table.command("type", 2, ("readonly", "fast"), first_key=1, last_key=1, key_step=1)
 def type_(session: Session, argv: list[bytes]) -> object:
     """Determine the type stored at key."""
-    return SimpleString("string" if argv[1] in _ks(session).cache else "none")
+    found = _ks(session).cache.probe(argv[1]) is not None
+    return SimpleString("string" if found else "none")
 
 
 @table.command("keys", 2, ("readonly",))
@@ -226,10 +227,9 @@ def pexpireat(session: Session, argv: list[bytes]) -> object:
 
 def _ttl(session: Session, key: bytes, *, ms: bool, absolute: bool) -> int:
     ks = _ks(session)
-    try:
-        when = ks.deadline_ms(key)
-    except KeyError:
+    if ks.cache.probe(key) is None:  # Redis counts this lookup as a hit or a miss
         return -2
+    when = ks.deadline_ms(key)
     if when is None:
         return -1
     left = when if absolute else max(0, when - ks.now_ms())
@@ -286,20 +286,20 @@ def encoding_of(value: bytes) -> bytes:
 @table.subcommand("object", "encoding", 3, ("readonly",))
 def object_encoding(session: Session, argv: list[bytes]) -> object:
     """Inspect the internal encoding of a Redis object."""
-    value = _ks(session).cache.peek(argv[2])
+    value = _ks(session).cache.probe(argv[2])
     return None if value is None else encoding_of(value)
 
 
 @table.subcommand("object", "refcount", 3, ("readonly",))
 def object_refcount(session: Session, argv: list[bytes]) -> object:
     """Get the number of references to the value of the key."""
-    return None if argv[2] not in _ks(session).cache else 1
+    return None if _ks(session).cache.probe(argv[2]) is None else 1
 
 
 @table.subcommand("object", "idletime", 3, ("readonly",))
 def object_idletime(session: Session, argv: list[bytes]) -> object:
     """Get the time since a Redis object was last accessed (not tracked by kvcache)."""
-    if argv[2] not in _ks(session).cache:
+    if _ks(session).cache.probe(argv[2]) is None:
         return None
     raise CommandError("ERR kvcache keeps exact LRU order, not per-key access times")
 
@@ -307,7 +307,7 @@ def object_idletime(session: Session, argv: list[bytes]) -> object:
 @table.subcommand("object", "freq", 3, ("readonly",))
 def object_freq(session: Session, argv: list[bytes]) -> object:
     """Get the logarithmic access frequency counter of a Redis object."""
-    if argv[2] not in _ks(session).cache:
+    if _ks(session).cache.probe(argv[2]) is None:
         return None
     raise CommandError(
         "ERR An LFU maxmemory policy is not selected, access frequency not tracked. "

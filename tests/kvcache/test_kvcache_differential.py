@@ -97,6 +97,29 @@ def test_same_replies_as_redis(kvcache_port: int, redis_port: int, connect, comm
         theirs.close()
 
 
+def stats(client) -> dict[bytes, int]:
+    info = client.call("INFO", "stats")
+    pairs = (line.split(b":") for line in info.split(b"\r\n") if b":" in line)
+    wanted = (b"keyspace_hits", b"keyspace_misses", b"expired_keys", b"evicted_keys")
+    return {k: int(v) for k, v in pairs if k in wanted}
+
+
+@settings(max_examples=30)
+@given(commands=st.lists(COMMAND, min_size=1, max_size=25))
+def test_same_info_stats_as_redis(kvcache_port: int, redis_port: int, connect, commands) -> None:
+    """Every command counts keyspace hits and misses exactly as Redis does."""
+    with connect(kvcache_port) as ours, connect(redis_port) as theirs:
+        deltas = []
+        for c in (ours, theirs):
+            c.call("FLUSHALL")
+            c.call("CONFIG", "SET", "maxmemory", "0")
+            before = stats(c)
+            c.pipeline(commands)
+            after = stats(c)
+            deltas.append({k: after[k] - before[k] for k in before})
+        assert deltas[0] == deltas[1], f"{commands!r}: kvcache {deltas[0]}, Redis {deltas[1]}"
+
+
 KEYS_SET = [b"a", b"ab", b"abc", b"b", b"ba", b"a*b", b"a?", b"[a]", b"a\\b", b"^", b"-", b""]
 PATTERN = st.text(alphabet="ab*?[]^-\\", min_size=0, max_size=6).map(str.encode)
 
