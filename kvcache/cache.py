@@ -255,6 +255,26 @@ class LRUCache:
             deadlines[key] = deadline
             self._volatile_keys.add(key, deadlines)
 
+    def room_for(self, items: list[tuple[Any, Any]]) -> bool:
+        """Would storing all these (key, value) pairs fit without evicting anything?
+
+        MSET asks this under noeviction so that a batch is written whole or not at all.
+        An expired key still counts as stored: replacing it frees what it held.
+        """
+        keys, used = len(self._data), self.used_bytes
+        sizes: dict[Any, int] = {}
+        for key, value in items:
+            size = entry_size(key, value)
+            if key in sizes:
+                used += size - sizes[key]
+            elif (old := self._data.get(key)) is not None:
+                used += size - old[1]
+            else:
+                keys += 1
+                used += size
+            sizes[key] = size
+        return keys <= self._key_limit and used <= self._byte_limit
+
     def delete(self, key: Hashable) -> bool:
         """Remove `key`; True if it was there (and not expired)."""
         if key not in self._data:
@@ -344,11 +364,12 @@ class LRUCache:
                 break
             self._evict(victim)
 
-    def full_without_eviction(self) -> bool:
-        """True under noeviction once a bound is reached: Redis then refuses every write
-        that may grow memory, before running it (its -OOM)."""
+    def refuses_writes(self) -> bool:
+        """True under noeviction while over a bound, which happens when the bounds were
+        lowered below what is stored: Redis then refuses every write that may grow memory,
+        even one that would fit."""
         return self._policy == NOEVICTION and (
-            len(self._data) >= self._key_limit or self.used_bytes >= self._byte_limit
+            len(self._data) > self._key_limit or self.used_bytes > self._byte_limit
         )
 
     def active_expire(self, budget: float = DEFAULT_BUDGET) -> int:

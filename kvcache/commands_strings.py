@@ -119,7 +119,7 @@ def set_(session: Session, argv: list[bytes]) -> object:
     ks = session.server_state
     cache = ks.cache
     # Redis refuses on memory before it even reads the options.
-    if cache.full_without_eviction():
+    if cache.refuses_writes():
         raise CommandError(ERR_OOM)
     if len(argv) == 3:  # plain SET, the hottest write: ks.store inlined
         try:
@@ -226,8 +226,7 @@ def mset(session: Session, argv: list[bytes]) -> object:
     _check_pairs(argv, "mset")
     ks = _ks(session)
     ks.check_room()
-    for i in range(1, len(argv), 2):
-        ks.store(argv[i], argv[i + 1])
+    ks.store_many(list(zip(argv[1::2], argv[2::2], strict=True)))
     return OK
 
 
@@ -239,8 +238,7 @@ def msetnx(session: Session, argv: list[bytes]) -> object:
     ks.check_room()
     if any(argv[i] in ks.cache for i in range(1, len(argv), 2)):
         return 0
-    for i in range(1, len(argv), 2):
-        ks.store(argv[i], argv[i + 1])
+    ks.store_many(list(zip(argv[1::2], argv[2::2], strict=True)))
     return 1
 
 

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from functools import lru_cache
 
 from kvcache.cache import LRUCache, OutOfMemory
+from kvcache.eviction import NOEVICTION
 from minisys.resp.engine import ERR_OOM
 from minisys.resp.values import CommandError
 
@@ -77,12 +78,21 @@ class Keyspace:
         except OutOfMemory:
             raise CommandError(ERR_OOM) from None
 
+    def store_many(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        """MSET: every pair or none. Under noeviction a batch that cannot fit whole is
+        refused up front; other policies make room key by key."""
+        cache = self.cache
+        if cache.policy == NOEVICTION and not cache.room_for(pairs):
+            raise CommandError(ERR_OOM)
+        for key, value in pairs:
+            self.store(key, value)
+
     def expire_ms(self, key: bytes, deadline_ms: int | None) -> bool:
         return self.cache.expire_at(key, None if deadline_ms is None else deadline_ms / 1000)
 
     def check_room(self) -> None:
-        """Redis refuses a growing write up front when full and not allowed to evict."""
-        if self.cache.full_without_eviction():
+        """Redis refuses a growing write up front when over maxmemory under noeviction."""
+        if self.cache.refuses_writes():
             raise CommandError(ERR_OOM)
 
     # --- SCAN ---------------------------------------------------------------------------

@@ -86,3 +86,22 @@ def test_ttl_rounding_with_a_fake_clock() -> None:
     clock.now += 0.002
     assert run(b"GET", b"k") is None
     assert run(b"TTL", b"k") == -2
+
+
+def test_mset_under_noeviction_is_all_or_nothing() -> None:
+    from kvcache import entry_size
+
+    limit = 2 * entry_size(b"k1", b"v")
+    engine = kvcache_engine(LRUCache(0, limit, policy="noeviction"))
+    session = engine.open_session()
+
+    def run(*args: bytes) -> object:
+        return engine.execute(session, list(args))
+
+    oom = "OOM command not allowed when used memory > 'maxmemory'."
+    assert run(b"MSET", b"k1", b"v", b"k2", b"v", b"k3", b"v").message == oom
+    assert run(b"DBSIZE") == 0
+    assert run(b"MSETNX", b"k1", b"v", b"k2", b"v", b"k3", b"v").message == oom
+    assert run(b"MSET", b"k1", b"v", b"k2", b"v") == "OK"
+    assert run(b"MSET", b"k1", b"w", b"k2", b"w") == "OK"  # replacing frees as it takes
+    assert run(b"MGET", b"k1", b"k2") == [b"w", b"w"]
