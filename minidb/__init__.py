@@ -8,7 +8,6 @@ A map of the package, in the order a request meets it:
 - `commands.py`                 GET/SET/INCR/SCAN/... with Redis's exact replies
 - `transactions.py`             MULTI/EXEC/WATCH: a transaction is one atomic batch
 - `writeset.py`                 a command's reads and buffered writes, committed as one batch
-- `glob.py`                     Redis glob patterns for KEYS and SCAN MATCH
 - `engine.py`                   open, put/get/delete/batch, stats
 - `recovery.py`                 rebuild the keydir on open; torn tails vs corruption
 - `sync.py`                     fsync policies and group commit

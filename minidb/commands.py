@@ -33,9 +33,9 @@ from collections.abc import Callable
 
 from minisys.resp.codec import strict_int
 from minisys.resp.engine import ERR_NOT_INTEGER, ERR_SYNTAX, parse_int
+from minisys.resp.glob import glob_matcher
 from minisys.resp.values import CommandError, SimpleString
 
-from .glob import glob_matcher
 from .record import MAX_KEY_SIZE, MAX_VALUE_SIZE
 from .writeset import WriteSet
 

@@ -1,7 +1,8 @@
 """Redis glob patterns for KEYS and SCAN MATCH, compiled to a regular expression.
 
-Journey: `commands.py` turns the pattern of `KEYS user:*` or `SCAN 0 MATCH order:[0-9]*`
-into a predicate here and filters keys with it.
+Journey: the stores' KEYS and SCAN commands (kvcache, minidb) turn the pattern of
+`KEYS user:*` or `SCAN 0 MATCH order:[0-9]*` into a predicate here and filter keys with it.
+It lives in the shared kernel because every Redis-speaking store matches keys the same way.
 
 Redis's `stringmatchlen` rules, which differ from Python's fnmatch in small ways:
 `*` any run of bytes, `?` one byte, `[abc]` one of, `[^a-c]` none of (with `^`, not `!`),
