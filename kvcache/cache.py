@@ -284,14 +284,6 @@ class LRUCache:
         self._remove(key)
         return True
 
-    def pop(self, key: Hashable, default: Any = None) -> Any:
-        """Remove `key` and return its value, or `default` if absent."""
-        value = self.peek(key, _MISSING)
-        if value is _MISSING:
-            return default
-        self._remove(key)
-        return value
-
     def expire_at(self, key: Hashable, deadline: float | None) -> bool:
         """Give a live key a new deadline (None: persist); False if the key is absent.
 
