@@ -6,7 +6,9 @@
     3. who and what        user:<id>, product:<sku>…  ┐ one MGET on kvcache (cache-aside:
     4. stock pre-check     stock:<sku>…               ┘ misses from minidb, then fill);
                            too little stock → 409 at once, without touching the write path
-    5. commit              an order id (hi/lo, `ids.py`); WATCH stock:<sku>… idem:<key> and
+    5. commit              an order id (hi/lo, `ids.py`); wait for this process's other
+                           orders of the same products (`keyed_locks.py`);
+                           WATCH stock:<sku>… idem:<key> and
                            MGET them (the cache may be stale; this read is the one that
                            counts); MULTI; DECRBY stock:<sku> qty (each item);
                            SET order:<id>; SET user-orders:<user>:<id>;
@@ -48,6 +50,7 @@ from typing import Any
 
 from appserver.cache_aside import GuardedCache
 from appserver.ids import IdAllocator
+from appserver.keyed_locks import KeyedLocks
 from appserver.outbox import Outbox
 from appserver.problems import ProblemError
 from appserver.products import PRODUCT_TTL, STOCK_TTL, product_key, stock_key
@@ -109,6 +112,7 @@ class Orders:
         self.outbox = outbox
         self.clock = clock
         self.ids = IdAllocator(db, "seq:order")
+        self.queue = KeyedLocks()
         registry = registry or Registry()
         self._results = registry.counter(
             "appserver_orders_total", "Place-order outcomes.", ["result"]
@@ -222,7 +226,10 @@ class Orders:
             self.outbox.cleaned(cleaned)
             return order
 
-        result = await run_optimistic(self.db, attempt, on_conflict=self._conflicts.inc)
+        # Orders of this process for the same products take turns (`keyed_locks.py`);
+        # WATCH still guards against every other appserver.
+        async with self.queue.hold(stock_keys):
+            result = await run_optimistic(self.db, attempt, on_conflict=self._conflicts.inc)
         if isinstance(result, _Replay):
             return await self._replay(result.record, fingerprint)
 

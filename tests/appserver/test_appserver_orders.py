@@ -9,7 +9,7 @@ import pytest
 
 from appserver.orders import Placed
 from appserver.problems import ProblemError
-from appserver.shop import Shop
+from appserver.shop import Shop, build_shop
 from appserver.stores import StoreUnavailable
 from appserver.validation import Item, OrderRequest
 
@@ -83,10 +83,17 @@ def test_out_of_stock_is_409_and_writes_nothing(shop, run):
     assert jobs(shop) == []
 
 
-def test_exactly_the_stock_is_sold_to_concurrent_buyers(shop, run):
+def test_exactly_the_stock_is_sold_to_concurrent_buyers(shop, run, clock):
+    # Two appservers on one db: each queues its own orders per product (keyed_locks.py),
+    # so only WATCH stands between them, and it must refuse the loser's EXEC.
+    other = build_shop(shop.stores, clock=clock, monotonic=clock)
+
     async def buy_all():
         return await asyncio.gather(
-            *(shop.orders.place(order(user_id=1 + n % 3, sku_5=1)) for n in range(20)),
+            *(
+                (shop if n % 2 else other).orders.place(order(user_id=1 + n % 3, sku_5=1))
+                for n in range(20)
+            ),
             return_exceptions=True,
         )
 
@@ -97,7 +104,20 @@ def test_exactly_the_stock_is_sold_to_concurrent_buyers(shop, run):
     assert all(r.status == 409 for r in refused)
     assert db_stock(shop, "sku-5") == 0
     assert sorted(j["order_id"] for j in jobs(shop)) == sorted(p.order["id"] for p in placed)
-    assert shop.registry.get("appserver_order_conflicts_total").value() > 0
+    conflicts = [s.registry.get("appserver_order_conflicts_total").value() for s in (shop, other)]
+    assert sum(conflicts) > 0
+
+
+def test_one_process_queues_its_orders_for_a_product_instead_of_conflicting(shop, run):
+    async def buy_all():
+        return await asyncio.gather(
+            *(shop.orders.place(order(sku_1=1, sku_2=1)) for _ in range(10)),
+            *(shop.orders.place(order(sku_2=1, sku_3=1)) for _ in range(10)),
+        )
+
+    assert len(run(buy_all())) == 20
+    assert shop.registry.get("appserver_order_conflicts_total").value() == 0
+    assert db_stock(shop, "sku-2") == 30 and len(shop.orders.queue) == 0
 
 
 def test_a_conflicting_write_makes_the_transaction_retry(shop, run):
