@@ -99,18 +99,31 @@ class _Connection(asyncio.Protocol):
         self.got_bytes = False
         self._head: ResponseHead | None = None
         self._body: list[bytes] = []
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self._loop = asyncio.get_running_loop()
 
-    def send(self, method: str, data: bytes) -> asyncio.Future:
+    def send(self, method: str, data: bytes, deadline: float) -> asyncio.Future:
+        """Write one request; the future gets its response, or TimeoutError at `deadline`.
+
+        The deadline is one timer on the loop's clock, cancelled when the response is
+        complete: cheaper than wrapping the await in `asyncio.timeout`, which builds a
+        context manager and looks up the loop and the current task each time.
+        """
         assert self.transport is not None
-        self.waiter = asyncio.get_running_loop().create_future()
+        self.waiter = waiter = self._loop.create_future()
+        self._timer = self._loop.call_at(deadline, self._expire)
         self.got_bytes = False
         self.parser.expect_response(method)
         self.transport.write(data)
-        return self.waiter
+        return waiter
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._fail(TimeoutError())
 
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
@@ -127,10 +140,17 @@ class _Connection(asyncio.Protocol):
         self._fail(ConnectionResetError("connection closed by the server"))
 
     def _fail(self, exc: Exception) -> None:
+        self._settle()
         waiter = self.waiter
         self.waiter = None
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
+
+    def _settle(self) -> None:
+        """The request is over (answered or failed): its deadline no longer applies."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _pump(self) -> None:
         while True:
@@ -160,6 +180,7 @@ class _Connection(asyncio.Protocol):
                 )
                 if not head.keep_alive:
                     self.close()
+                self._settle()
                 waiter = self.waiter
                 self.waiter = None
                 if waiter is not None and not waiter.done():
@@ -242,9 +263,10 @@ class HttpClient:
         if not any(name.lower() == "host" for name, _ in items):
             items.insert(0, ("Host", host if port == 80 else f"{host}:{port}"))
         data = serialize_request(method, target, items, body)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout or self.total_timeout)
         try:
-            async with asyncio.timeout(timeout or self.total_timeout):
-                return await self._send((host, port), method, data)
+            return await self._send((host, port), method, data, deadline)
         except TimeoutError as exc:
             if isinstance(exc, ClientError):
                 raise
@@ -260,18 +282,34 @@ class HttpClient:
     ) -> ClientResponse:
         return await self.request("POST", url, body=body, **kw)
 
-    async def _send(self, origin: tuple[str, int], method: str, data: bytes) -> ClientResponse:
+    async def _send(
+        self, origin: tuple[str, int], method: str, data: bytes, deadline: float
+    ) -> ClientResponse:
+        """One request within `deadline` (the total timeout, on the loop's clock).
+
+        The common case - a free slot and a warm idle connection - takes no timer but the
+        one `conn.send` sets; waiting for a slot or connecting runs under `timeout_at`.
+        """
         pool = self._pools.get(origin)
         if pool is None:
             pool = self._pools[origin] = _Pool(self.pool_size)
-        async with pool.slots:
+        slots = pool.slots
+        if slots.locked():
+            async with asyncio.timeout_at(deadline):
+                await slots.acquire()
+        else:
+            await slots.acquire()  # returns at once: a slot is free
+        loop = asyncio.get_running_loop()
+        try:
             for attempt in (1, 2):
-                conn, reused = await self._checkout(pool, origin)
+                conn, reused = await self._checkout(pool, origin, deadline)
+                read_deadline = min(deadline, loop.time() + self.read_timeout)
                 try:
-                    async with asyncio.timeout(self.read_timeout):
-                        response = await conn.send(method, data)
+                    response = await conn.send(method, data, read_deadline)
                 except TimeoutError:
                     conn.close()
+                    if read_deadline >= deadline:
+                        raise  # the total timeout: request() words the error
                     raise ClientTimeout(
                         f"no response from {origin[0]}:{origin[1]} in time", request_sent=True
                     ) from None
@@ -290,19 +328,26 @@ class HttpClient:
                 if conn.reusable:
                     pool.idle.append(conn)
                 return response
+        finally:
+            slots.release()
         raise AssertionError("unreachable")
 
-    async def _checkout(self, pool: _Pool, origin: tuple[str, int]) -> tuple[_Connection, bool]:
+    async def _checkout(
+        self, pool: _Pool, origin: tuple[str, int], deadline: float
+    ) -> tuple[_Connection, bool]:
         while pool.idle:
             conn = pool.idle.pop()
             if conn.reusable:
                 return conn, True
             conn.close()
         loop = asyncio.get_running_loop()
+        connect_deadline = loop.time() + self.connect_timeout
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            async with asyncio.timeout_at(min(connect_deadline, deadline)):
                 _, conn = await loop.create_connection(lambda: _Connection(self.limits), *origin)
         except TimeoutError:
+            if deadline < connect_deadline:
+                raise  # the total timeout ran out first: request() words the error
             raise ConnectError(f"connect to {origin[0]}:{origin[1]} timed out") from None
         except OSError as exc:
             raise ConnectError(
