@@ -52,6 +52,8 @@ SANS_IO = (
     "mq/queue.py",
     "mq/job.py",
     "mq/tube.py",
+    "mq/timers.py",
+    "mq/records.py",
 )
 
 
