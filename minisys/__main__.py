@@ -63,7 +63,7 @@ def banner(topo: Topology) -> str:
         f"  curl -s -X POST http://{topo.host}:{lb}/place-order \\",
         f"       -H 'Authorization: Bearer {DEMO_KEY}' -H 'Content-Type: application/json' \\",
         """       -d '{"user_id": 1, "items": [{"sku": "sku-1", "qty": 1}]}'""",
-        f"  curl -si http://{topo.host}:{lb}/users/1 -H 'X-API-Key: {DEMO_KEY}' | grep -i x-cache"
+        f"  curl -si http://{topo.host}:{lb}/users/2 -H 'X-API-Key: {DEMO_KEY}' | grep -i x-cache"
         "   # twice: miss, then hit",
         f"  python -m minisys demo --data-dir {topo.data_dir}",
         "",
