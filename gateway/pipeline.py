@@ -61,6 +61,10 @@ QUOTA_EXCEEDED = "https://iana.org/assignments/http-problem-types#quota-exceeded
 # How often idle buckets are reclaimed; a bucket refills within its window anyway.
 SWEEP_INTERVAL_S = 5.0
 
+# Routing decisions remembered per (method, Host, raw path): real traffic repeats a few
+# thousand paths, and a flood of distinct ones must not grow memory past this.
+MAX_ROUTE_CACHE = 4096
+
 # Upper bounds for latency histograms: 0.25 ms … 30 s covers loopback to a hung upstream.
 LATENCY_BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                    1.0, 2.5, 5.0, 10.0, 30.0)  # fmt: skip
@@ -142,6 +146,8 @@ class Gateway:
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
         self.routes = RouteTable(config.routes)
+        # (method, Host, raw path) -> (route, path to send upstream); see _route.
+        self._decisions: dict[tuple[str, str | None, str], tuple[Route, str]] = {}
         self.auth = Authenticator(config.consumers)
         self.config = config
         self.limiter.fail_open = config.fail_open
@@ -185,18 +191,13 @@ class Gateway:
         record: AccessRecord,
         extra: list[tuple[str, str]],
     ) -> Response:
-        try:
-            path = normalize_path(request.path)
-        except PathError as exc:
-            raise _Refusal(400, str(exc), "bad_request") from None
-        try:
-            route = self.routes.match(request.method, request.headers.get("host"), path)
-        except NoRoute as exc:
-            if exc.allowed:
-                allow = ", ".join(sorted(exc.allowed))
-                refusal = _Refusal(405, "method not allowed here", "no_route", [("Allow", allow)])
-                raise refusal from None
-            raise _Refusal(404, "no route for this path", "no_route") from None
+        key = (request.method, request.headers.get("host"), request.path)
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = self._route(*key)
+            if len(self._decisions) < MAX_ROUTE_CACHE:
+                self._decisions[key] = decision
+        route, target = decision
         record.route = route.name
 
         consumer: Consumer | None = None
@@ -215,7 +216,10 @@ class Gateway:
         if consumer is None and route.client_limit is not None:
             checks.append(Check("client", route.client_limit, f"{route.name}|{client_ip}"))
         if checks:
-            outcomes = await self._rate_limit(checks)
+            if any(c.limit.policy == "shared" for c in checks):
+                outcomes = await self._rate_limit(checks)
+            else:  # local buckets only: no store to wait for, so no coroutine either
+                outcomes = self.limiter.check_local(checks)
             extra.extend(ratelimit_headers(outcomes))
             refused = [o for o in outcomes if not o.allowed]
             if refused:
@@ -239,7 +243,7 @@ class Gateway:
             self.in_flight[consumer.id] = self.in_flight.get(consumer.id, 0) + 1  # type: ignore[union-attr]
         try:
             return await self._forward(
-                request, route, path, rid, client_ip, consumer, record, extra
+                request, route, target, rid, client_ip, consumer, record, extra
             )
         finally:
             if limit:
@@ -248,6 +252,26 @@ class Gateway:
                     self.in_flight[consumer.id] = left  # type: ignore[union-attr]
                 else:
                     del self.in_flight[consumer.id]  # type: ignore[union-attr]
+
+    def _route(self, method: str, host: str | None, raw_path: str) -> tuple[Route, str]:
+        """Steps 2 and 3: the route and the (canonical, re-encoded) path to send upstream.
+
+        A pure function of its arguments for a given route table, which is why _pipeline
+        may remember its answers until the next `apply`. Refusals are not remembered.
+        """
+        try:
+            path = normalize_path(raw_path)
+        except PathError as exc:
+            raise _Refusal(400, str(exc), "bad_request") from None
+        try:
+            route = self.routes.match(method, host, path)
+        except NoRoute as exc:
+            if exc.allowed:
+                allow = ", ".join(sorted(exc.allowed))
+                refusal = _Refusal(405, "method not allowed here", "no_route", [("Allow", allow)])
+                raise refusal from None
+            raise _Refusal(404, "no route for this path", "no_route") from None
+        return route, encode_path(route.upstream_path(path))
 
     def _authenticate(self, request: Request, route: str) -> Consumer:
         headers = request.headers
@@ -284,7 +308,7 @@ class Gateway:
         self,
         request: Request,
         route: Route,
-        path: str,
+        target: str,
         rid: str,
         client_ip: str,
         consumer: Consumer | None,
@@ -292,7 +316,6 @@ class Gateway:
         extra: list[tuple[str, str]],
     ) -> Response:
         pool = self.pools[route.upstream]
-        target = encode_path(route.upstream_path(path))
         if request.query:
             target += "?" + request.query
         out_headers = upstream_headers(
@@ -338,6 +361,8 @@ class Gateway:
         return Response(upstream.status, out, upstream.body, reason=upstream.reason or None)
 
     def _count_attempts(self, pool: UpstreamPool, attempts: list) -> None:
+        if len(attempts) == 1 and attempts[0].outcome == "ok":
+            return  # the usual case: nothing to count
         for attempt in attempts:
             if attempt.outcome != "ok":
                 self.metrics.upstream_errors.inc(upstream=pool.name, kind=attempt.outcome)
