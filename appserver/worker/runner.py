@@ -40,8 +40,6 @@ from appserver.worker.render import PoisonJob, message_id, parse_job, render
 from minisys.logs import get_logger, request_id
 
 EMAIL_TUBE = "emails"
-# A lane waits at most this long in one reserve before it checks whether it should stop.
-RESERVE_TIMEOUT = 5
 # Priorities for released and buried jobs: beanstalkd's customary default.
 JOB_PRIORITY = 1024
 # Reconnect back-off after mq went away: from a tenth of a second up to five seconds.
@@ -65,7 +63,10 @@ class JobSource(Protocol):
     """The few beanstalkd verbs the worker uses, on one connection."""
 
     async def watch_only(self, tube: str) -> None: ...
-    async def reserve(self, timeout: float) -> ReservedJob | None: ...
+    async def reserve(self) -> ReservedJob:
+        """Wait for a job, as long as it takes (cancel to stop waiting)."""
+        ...
+
     async def delete(self, job_id: int) -> bool: ...
     async def release(self, job_id: int, pri: int, delay: int) -> bool: ...
     async def bury(self, job_id: int, pri: int) -> bool: ...
@@ -143,7 +144,8 @@ class Worker:
                 await source.close()
 
     async def _reserve(self, source: JobSource, stop: asyncio.Event) -> ReservedJob | None:
-        reserving = asyncio.ensure_future(source.reserve(RESERVE_TIMEOUT))
+        """The next job, or None when `stop` is set first."""
+        reserving = asyncio.ensure_future(source.reserve())
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait({reserving, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()

@@ -2,12 +2,12 @@
 
 One `BeanstalkSource` per lane wraps one `minisys.beanstalk.client.BeanstalkClient`. It
 watches only the `emails` tube and turns the protocol's answers into what the loop wants
-to know: a reserved job or None (`TIMED_OUT`), and True/False for "was the job still
+to know: a reserved job, and True/False for "was the job still
 ours" (`NOT_FOUND` is a normal outcome after a TTR ran out, not an error). Cancelling a
 waiting reserve (graceful stop) closes the connection, which hands back at once any job
 mq reserved for us just then.
 
-    reserve-with-timeout 5  → RESERVED 42 187\\r\\n{…}\\r\\n   or   TIMED_OUT
+    reserve                 → RESERVED 42 187\\r\\n{…}\\r\\n   (waits for one)
     delete 42               → DELETED                      or   NOT_FOUND
     release 42 1024 4       → RELEASED                     or   NOT_FOUND
     bury 42 1024            → BURIED                       or   NOT_FOUND
@@ -28,9 +28,8 @@ from collections.abc import Awaitable, Callable
 from appserver.worker.runner import JobSource, ReservedJob
 from minisys.beanstalk.client import BeanstalkClient, BeanstalkError
 
-# mq must answer a command within this many seconds (a reserve: its own timeout plus
-# this). A server that stays silent longer is treated as gone: the lane reconnects
-# instead of hanging forever.
+# mq must answer a command (other than reserve) within this many seconds. A server that
+# stays silent longer is treated as gone: the lane reconnects instead of hanging forever.
 REPLY_TIMEOUT = 10.0
 
 
@@ -41,8 +40,13 @@ class BeanstalkSource:
     async def watch_only(self, tube: str) -> None:
         await self._call(self.client.watch_only(tube))
 
-    async def reserve(self, timeout: float) -> ReservedJob | None:
-        job = await self._call(self.client.reserve(timeout=timeout), timeout + REPLY_TIMEOUT)
+    async def reserve(self) -> ReservedJob:
+        """A plain `reserve`, never `reserve-with-timeout`: in beanstalkd 1.12 a connection
+        that reserved a job *with a timeout* and then goes silent (a frozen worker) keeps
+        that job past its TTR — the pending timeout fires, the connection is not
+        rescheduled, and the job's deadline is never checked again (beanstalkd issues
+        #380/#262, PR #174). Our lanes stop by cancelling the reserve instead."""
+        job = await self._call(self.client.reserve(), None)
         return job  # type: ignore[return-value]
 
     async def delete(self, job_id: int) -> bool:
@@ -64,7 +68,7 @@ class BeanstalkSource:
         await self.client.close()
 
     @staticmethod
-    async def _call(call: Awaitable[object], timeout: float = REPLY_TIMEOUT) -> object:
+    async def _call(call: Awaitable[object], timeout: float | None = REPLY_TIMEOUT) -> object:
         """An error word from mq (BAD_FORMAT, INTERNAL_ERROR…) or no answer in time means
         this connection is in a state we do not understand: treat it like a broken
         connection, and let the lane start over."""
@@ -74,7 +78,7 @@ class BeanstalkSource:
         except BeanstalkError as exc:
             raise ConnectionError(f"mq answered {exc}") from None
         except TimeoutError:
-            raise ConnectionError(f"mq did not answer within {timeout:.0f}s") from None
+            raise ConnectionError(f"mq did not answer within {timeout}s") from None
 
 
 def connector(host: str, port: int) -> Callable[[], Awaitable[JobSource]]:

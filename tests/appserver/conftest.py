@@ -89,9 +89,8 @@ class FakeSource:
     async def watch_only(self, tube: str) -> None:
         assert tube == "emails"
 
-    async def reserve(self, timeout: float) -> FakeJob | None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline:
+    async def reserve(self) -> FakeJob:
+        while True:
             ready = self.server.in_state("ready")
             if ready:
                 job = ready[0]
@@ -99,7 +98,6 @@ class FakeSource:
                 job.reserves += 1
                 return job
             await asyncio.sleep(0.001)
-        return None
 
     async def delete(self, job_id: int) -> bool:
         job = self._mine(job_id)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from minisys.beanstalk.client import BeanstalkClient
 from minisys.http.client import HttpClient
 from minisys.resp.client import RespClient
 from minisys.testing import ServerProcess, wait_until
@@ -99,8 +100,19 @@ def eventually(stack: Stack, predicate, what: str) -> None:
         worker = stack.worker.output_tail()[-3000:] if stack.worker else "(none)"
         raise AssertionError(
             f"{what} within {EVENTUALLY}s\n--- worker:\n{worker}\n"
-            f"--- appserver:\n{stack.app.output_tail()[-3000:]}"
+            f"--- appserver:\n{stack.app.output_tail()[-3000:]}\n"
+            f"--- queue:\n{asyncio.run(queue_stats(stack.queue))}"
         ) from None
+
+
+async def queue_stats(url: str) -> object:
+    client = await BeanstalkClient.from_url(url)
+    try:
+        stats = await client.stats_tube("emails")
+        jobs = [await client.stats_job(n) for n in range(1, int(stats["total-jobs"]) + 3)]
+        return stats, jobs
+    finally:
+        await client.close()
 
 
 def new_product(stack: Stack, stock: int) -> str:
