@@ -168,6 +168,8 @@ class ServerProcess:
         self.proc.wait()
         if self._reader is not None:
             self._reader.join(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def wait_until(
