@@ -77,9 +77,10 @@ def bind_listener(host: str, port: int, what: str) -> socket.socket:
         sock.close()
         raise LaunchError(
             f"{what}: cannot listen on {host}:{port} ({exc.strerror}). Another program "
-            f"(perhaps an earlier minisys or the real product) uses it: stop it, or pick "
-            f"another port in a config file: [ports] {what.split('-')[0]} = <port> "
-            f"(python -m minisys --config minisys.toml)"
+            f"(perhaps an earlier minisys, or the real product) uses it. Stop it, or move "
+            f"{what} with a config file holding `[ports] {what} = <port>` "
+            f"(python -m minisys --config minisys.toml), or let the OS pick every port "
+            f"(python -m minisys --any-ports)"
         ) from None
     sock.listen(LISTEN_BACKLOG)
     sock.set_inheritable(True)

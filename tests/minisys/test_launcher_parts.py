@@ -63,7 +63,8 @@ def test_port_in_use_names_the_component_and_the_fix():
         with pytest.raises(LaunchError) as exc:
             bind_all("127.0.0.1", {"lb": [0], "kvcache": [port]})
         assert f"kvcache: cannot listen on 127.0.0.1:{port}" in str(exc.value)
-        assert "[ports] kvcache" in str(exc.value)
+        assert "[ports] kvcache = <port>" in str(exc.value)
+        assert "--any-ports" in str(exc.value)
     finally:
         taken.close()
 
