@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from minisys.http.codec import Data, EndOfMessage, ResponseHead, ResponseParser
+from minisys.http.codec import ResponseParser
 from minisys.http.head import Headers, HttpError, Limits
 from minisys.http.serialize import serialize_request
 
@@ -97,8 +97,6 @@ class _Connection(asyncio.Protocol):
         self.waiter: asyncio.Future | None = None
         self.closed = False
         self.got_bytes = False
-        self._head: ResponseHead | None = None
-        self._body: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -153,42 +151,28 @@ class _Connection(asyncio.Protocol):
             self._timer = None
 
     def _pump(self) -> None:
+        parser = self.parser
         while True:
             try:
-                event = self.parser.next_event()
+                message = parser.next_response()
             except HttpError as err:
                 self._fail(BadResponse(err.reason, request_sent=True))
                 self.close()
                 return
-            if event is None:
-                return
-            if type(event) is ResponseHead:
-                if event.status >= 200 or event.status == 101:
-                    self._head = event
-                    self._body = []
-            elif type(event) is Data:
-                self._body.append(event.data)
-            elif type(event) is EndOfMessage:
-                head = self._head
-                self._head = None
-                if head is None:
-                    continue
-                body = b"".join(self._body)
-                self._body = []
-                response = ClientResponse(
-                    head.status, head.reason, head.headers, body, head.version
-                )
-                if not head.keep_alive:
+            if message is None:
+                if parser.closed:
                     self.close()
-                self._settle()
-                waiter = self.waiter
-                self.waiter = None
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(response)
-            else:
-                self.close()
-                self._fail(ConnectionResetError("connection closed by the server"))
+                    self._fail(ConnectionResetError("connection closed by the server"))
                 return
+            head, body = message
+            response = ClientResponse(head.status, head.reason, head.headers, body, head.version)
+            if not head.keep_alive:
+                self.close()
+            self._settle()
+            waiter = self.waiter
+            self.waiter = None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(response)
 
     @property
     def reusable(self) -> bool:

@@ -412,10 +412,51 @@ class ResponseParser(_Parser):
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         super().__init__(limits)
         self._methods: deque[str] = deque()
+        # next_response: the head whose body is still arriving, and that body so far.
+        self._current: ResponseHead | None = None
+        self._parts: list[bytes] = []
 
     def expect_response(self, method: str) -> None:
         """Record that a request with `method` was sent (HEAD responses have no body)."""
         self._methods.append(method)
+
+    @property
+    def closed(self) -> bool:
+        """The peer closed (cleanly between responses, or ending a read-until-close body)."""
+        return self.state is CLOSED
+
+    def next_response(self) -> tuple[ResponseHead, bytes] | None:
+        """The next final response as (head, body), or None if more bytes are needed.
+
+        The client's hot path, like `RequestParser.next_message`: no Data and
+        EndOfMessage objects for a whole response. Interim 1xx responses (but 101) are
+        skipped, trailer fields dropped. Raises HttpError (502) like next_event.
+        """
+        while True:
+            event = self.next_event()
+            if event is None:
+                return None
+            kind = type(event)
+            if kind is ResponseHead:
+                if event.status < 200 and event.status != 101:  # type: ignore[union-attr]
+                    continue
+                if self.state is EOM:  # no body: skip the EndOfMessage event
+                    self.state = HEAD
+                    return event, b""  # type: ignore[return-value]
+                self._current = event  # type: ignore[assignment]
+                self._parts = []
+            elif kind is Data:
+                self._parts.append(event.data)  # type: ignore[union-attr]
+            elif kind is EndOfMessage:
+                head = self._current
+                if head is None:
+                    continue
+                self._current = None
+                parts = self._parts
+                self._parts = []
+                return head, parts[0] if len(parts) == 1 else b"".join(parts)
+            else:
+                return None
 
     def _wrap_error(self, exc: HttpError) -> HttpError:
         # A broken response is the upstream's fault: a gateway answers it with 502.

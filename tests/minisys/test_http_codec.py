@@ -377,3 +377,30 @@ def test_responses_round_trip_in_any_split(messages, data):
     for _ in messages:
         parser.expect_response("GET")
     assert summarize_responses(parse_all(parser, chunks)) == expected
+
+
+@given(st.lists(response_messages(), min_size=1, max_size=4), st.data())
+def test_next_response_gives_whole_responses_in_any_split(messages, data):
+    wire = b"".join(m[3] for m in messages)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=6)))
+    chunks = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+    parser = ResponseParser()
+    for _ in messages:
+        parser.expect_response("GET")
+    got = []
+    for chunk in chunks:
+        parser.feed(chunk)
+        while (message := parser.next_response()) is not None:
+            got.append(message)
+    parser.feed_eof()
+    assert parser.next_response() is None and parser.closed
+    assert [(head.status, body) for head, body in got] == [(m[0], m[2]) for m in messages]
+
+
+def test_next_response_skips_interim_responses():
+    parser = ResponseParser()
+    parser.expect_response("POST")
+    parser.feed(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
+    head, body = parser.next_response()
+    assert (head.status, body) == (201, b"ok")
+    assert parser.next_response() is None and not parser.closed
