@@ -10,7 +10,7 @@ Map of the package, in reading order:
 - `expiry.py`    — active expiry: the time-budgeted sweep over random keys with a TTL.
 - `eviction.py`  — the eviction policies (`allkeys-lru`, `volatile-lru`, `allkeys-random`,
                    `volatile-ttl`, `noeviction`).
-- `keyspace.py`  — the cache as commands see it: Unix ms, `-OOM`, SCAN cursors, globs.
+- `keyspace.py`  — the cache as commands see it: Unix ms, `-OOM`, SCAN cursors.
 - `commands_strings.py` — GET, SET and the rest of Redis's string family.
 - `long_double.py` — INCRBYFLOAT's 80-bit arithmetic, so its digits match Redis's.
 - `commands_keys.py`    — DEL, EXISTS, EXPIRE, TTL, SCAN… (the generic-key family).

@@ -25,9 +25,10 @@ from __future__ import annotations
 import re
 
 from kvcache.commands_strings import INT64_MAX, INT64_MIN, OK
-from kvcache.keyspace import Keyspace, glob_matcher
+from kvcache.keyspace import Keyspace
 from minisys.resp.codec import strict_int
 from minisys.resp.engine import ERR_SYNTAX, CommandTable, Session, parse_int
+from minisys.resp.glob import glob_matcher
 from minisys.resp.values import CommandError, SimpleString
 
 table = CommandTable()

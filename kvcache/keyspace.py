@@ -6,8 +6,7 @@ It adds to the embedded cache the few things only the server needs:
 - milliseconds: Redis speaks Unix milliseconds (`PXAT`, `PEXPIRETIME`), the cache keeps
   float seconds on its clock; `now_ms`, `deadline_ms` and `store_ms` translate;
 - Redis's out-of-memory error: `OutOfMemory` from the cache becomes `-OOM …`;
-- SCAN cursors (see `scan`);
-- Redis's glob patterns for KEYS / SCAN MATCH (`glob_matcher`).
+- SCAN cursors (see `scan`).
 
 Why SCAN keeps snapshots: Redis's cursor walks its hash table's buckets in reverse-bit
 order, which survives rehashing and guarantees that a key present for the whole scan is
@@ -21,10 +20,8 @@ Simpler than the real thing: one database (SELECT 0 only), no keyspace notificat
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from collections.abc import Callable
-from functools import lru_cache
 
 from kvcache.cache import LRUCache, OutOfMemory
 from kvcache.eviction import NOEVICTION
@@ -38,8 +35,6 @@ MAX_SNAPSHOT_KEYS = 4_000_000
 # The offset takes the cursor's low 32 bits, the snapshot id the bits above.
 _OFFSET_BITS = 32
 _OFFSET_MASK = (1 << _OFFSET_BITS) - 1
-# Compiled MATCH/KEYS patterns kept, so a scan loop does not recompile every call.
-PATTERN_CACHE = 256
 
 
 class Keyspace:
@@ -124,59 +119,3 @@ class Keyspace:
             self._snapshot_keys -= len(self._snapshots.pop(snapshot_id))
             return 0, batch
         return (snapshot_id << _OFFSET_BITS) | offset, batch
-
-
-@lru_cache(maxsize=PATTERN_CACHE)
-def glob_matcher(pattern: bytes) -> Callable[[bytes], bool]:
-    """A predicate for Redis's glob (stringmatchlen): * ? [abc] [^a-z] and \\ escapes."""
-    if pattern == b"*":
-        return lambda key: True
-    out = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i : i + 1]
-        if c == b"*":
-            out.append(b".*")
-        elif c == b"?":
-            out.append(b".")
-        elif c == b"\\" and i + 1 < n:
-            i += 1
-            out.append(re.escape(pattern[i : i + 1]))
-        elif c == b"[":
-            i, part = _char_class(pattern, i + 1)
-            out.append(part)
-        else:
-            out.append(re.escape(c))
-        i += 1
-    regex = re.compile(b"".join(out) + b"\\Z", re.DOTALL)
-    return lambda key: regex.match(key) is not None
-
-
-def _char_class(pattern: bytes, i: int) -> tuple[int, bytes]:
-    """Translate `[...]` starting after the bracket, following stringmatchlen's loop
-    step by step; returns (index where the class ends, regex)."""
-    n = len(pattern)
-    negate = pattern[i : i + 1] == b"^"
-    if negate:
-        i += 1
-    items = []
-    while True:
-        if i < n - 1 and pattern[i] == 0x5C:  # backslash: the next byte is literal
-            i += 1
-            items.append(re.escape(pattern[i : i + 1]))
-        elif i < n and pattern[i] == 0x5D:  # "]" closes the class
-            break
-        elif i >= n:  # Redis lets an unclosed class run to the end of the pattern
-            i -= 1
-            break
-        elif n - i >= 3 and pattern[i + 1] == 0x2D:  # "a-z", where even "]" may end it
-            lo, hi = sorted((pattern[i], pattern[i + 2]))
-            items.append(re.escape(bytes([lo])) + b"-" + re.escape(bytes([hi])))
-            i += 2
-        else:
-            items.append(re.escape(pattern[i : i + 1]))
-        i += 1
-    body = b"".join(items)
-    if not body:
-        return i, b"." if negate else b"(?!)"
-    return i, b"[" + (b"^" if negate else b"") + body + b"]"

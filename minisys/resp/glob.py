@@ -7,7 +7,9 @@ It lives in the shared kernel because every Redis-speaking store matches keys th
 Redis's `stringmatchlen` rules, which differ from Python's fnmatch in small ways:
 `*` any run of bytes, `?` one byte, `[abc]` one of, `[^a-c]` none of (with `^`, not `!`),
 `[z-a]` is the same range as `[a-z]`, and `\\x` matches `x` literally, also inside
-brackets. An unclosed `[` runs to the end of the pattern, as in Redis.
+brackets. An unclosed `[` runs to the end of the pattern, and in `a-z` even `]` may end
+a range (`[?-]` is the range `-`..`?`, still open), as Redis's loop reads it; the kvcache
+tests check KEYS differentially against redis-server.
 
 Simpler than the real thing: Redis also offers a case-insensitive mode (unused by KEYS
 and SCAN) and guards against exponential `*` backtracking; Python's regex engine handles
@@ -51,23 +53,30 @@ def glob_matcher(pattern: bytes) -> Callable[[bytes], bool]:
 
 
 def _char_class(pattern: bytes, i: int) -> tuple[int, bytes]:
-    """Translate `[...]` starting just after `[`; return (index of `]`, regex text)."""
+    """Translate `[...]` starting after the bracket, following stringmatchlen's loop
+    step by step; returns (index where the class ends, regex)."""
     n = len(pattern)
-    negate = i < n and pattern[i] == ord("^")
+    negate = pattern[i : i + 1] == b"^"
     if negate:
         i += 1
-    members: list[bytes] = []
-    while i < n and pattern[i] != ord("]"):
-        if pattern[i] == ord("\\") and i + 1 < n:
+    items = []
+    while True:
+        if i < n - 1 and pattern[i] == 0x5C:  # backslash: the next byte is literal
             i += 1
-            members.append(re.escape(pattern[i : i + 1]))
-        elif i + 2 < n and pattern[i + 1] == ord("-") and pattern[i + 2] != ord("]"):
+            items.append(re.escape(pattern[i : i + 1]))
+        elif i < n and pattern[i] == 0x5D:  # "]" closes the class
+            break
+        elif i >= n:  # Redis lets an unclosed class run to the end of the pattern
+            i -= 1
+            break
+        elif n - i >= 3 and pattern[i + 1] == 0x2D:  # "a-z", where even "]" may end it
             lo, hi = sorted((pattern[i], pattern[i + 2]))
-            members.append(re.escape(bytes([lo])) + b"-" + re.escape(bytes([hi])))
+            items.append(re.escape(bytes([lo])) + b"-" + re.escape(bytes([hi])))
             i += 2
         else:
-            members.append(re.escape(pattern[i : i + 1]))
+            items.append(re.escape(pattern[i : i + 1]))
         i += 1
-    if not members:
-        return i, b"(?!)" if not negate else b"."
-    return i, b"[" + (b"^" if negate else b"") + b"".join(members) + b"]"
+    body = b"".join(items)
+    if not body:
+        return i, b"." if negate else b"(?!)"
+    return i, b"[" + (b"^" if negate else b"") + body + b"]"

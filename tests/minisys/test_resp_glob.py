@@ -39,3 +39,25 @@ def test_redis_glob_examples(pattern, key, matches):
 def test_agrees_with_fnmatch_on_star_and_question_mark(key, pattern):
     expected = fnmatch.fnmatchcase(key.decode("latin-1"), pattern)
     assert glob_matcher(pattern.encode())(key) is expected
+
+
+@pytest.mark.parametrize(
+    "pattern,key,matches",
+    [
+        # Answers redis-server 7 gave to KEYS: inside a class "x-]" is a range ending
+        # at "]", and the class then runs on to the end of the pattern.
+        (b"[?-]", b"?", True),
+        (b"[?-]", b"]", True),
+        (b"[?-]", b"[", True),
+        (b"[?-]", b"-", False),
+        (b"[a-]b", b"a", True),
+        (b"[a-]b", b"ab", False),
+        (b"[a", b"a", True),  # an unclosed class runs to the end of the pattern
+        (b"[", b"[", False),
+        (b"[^", b"x", True),
+        (b"[\\]]", b"]", True),
+        (b"a\\", b"a\\", True),  # a trailing backslash is literal
+    ],
+)
+def test_redis_stringmatchlen_edge_cases(pattern, key, matches):
+    assert glob_matcher(pattern)(key) is matches
