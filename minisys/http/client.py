@@ -243,8 +243,12 @@ class HttpClient:
         """Send one request and read its whole response."""
         host, port, target = split_url(url) if isinstance(url, str) else url
         items = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
-        items = self.default_headers + items
-        if not any(name.lower() == "host" for name, _ in items):
+        if self.default_headers:
+            items = self.default_headers + items
+        for name, _ in items:  # a plain loop: this runs for every proxied request
+            if name.lower() == "host":
+                break
+        else:
             items.insert(0, ("Host", host if port == 80 else f"{host}:{port}"))
         data = serialize_request(method, target, items, body)
         loop = asyncio.get_running_loop()
