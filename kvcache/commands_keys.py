@@ -22,19 +22,16 @@ order keeps no per-key access clock) or OBJECT FREQ (no LFU).
 
 from __future__ import annotations
 
-import re
-
 from kvcache.commands_strings import INT64_MAX, INT64_MIN, OK
 from kvcache.keyspace import Keyspace
 from minisys.resp.codec import strict_int
-from minisys.resp.engine import ERR_SYNTAX, CommandTable, Session, parse_int
+from minisys.resp.engine import CommandTable, Session, parse_int
 from minisys.resp.glob import glob_matcher
+from minisys.resp.scan import parse_scan
 from minisys.resp.values import CommandError, SimpleString
 
 table = CommandTable()
 
-_CURSOR = re.compile(rb"([+-]?)(\d*)")
-_U64_MAX = 2**64 - 1
 # OBJECT ENCODING: Redis stores short strings inline ("embstr") up to this many bytes.
 EMBSTR_LIMIT = 44
 
@@ -84,43 +81,14 @@ def keys(session: Session, argv: list[bytes]) -> object:
     return [key for key in _ks(session).cache if match(key)]
 
 
-def parse_cursor(raw: bytes) -> int:
-    """A SCAN cursor as Redis reads it: C's strtoul (sign allowed, a negative one wraps
-    around 2**64, "" is 0), but no leading space, nothing after, nothing past 2**64 - 1."""
-    m = _CURSOR.fullmatch(raw)
-    if m is None or (m.group(1) and not m.group(2)):
-        raise CommandError("ERR invalid cursor")
-    value = int(m.group(2) or b"0")
-    if value > _U64_MAX:
-        raise CommandError("ERR invalid cursor")
-    return (-value) % (_U64_MAX + 1) if m.group(1) == b"-" else value
-
-
 @table.command("scan", -2, ("readonly",))
 def scan(session: Session, argv: list[bytes]) -> object:
     """Incrementally iterate the keys space."""
-    cursor = parse_cursor(argv[1])
-    count, match, type_filter = 10, None, None
-    j = 2
-    while j < len(argv):
-        opt = argv[j].lower()
-        if j + 1 >= len(argv):
-            raise CommandError(ERR_SYNTAX)
-        if opt == b"count":
-            count = parse_int(argv[j + 1])
-            if count < 1:
-                raise CommandError(ERR_SYNTAX)
-        elif opt == b"match":
-            match = glob_matcher(argv[j + 1])
-        elif opt == b"type":
-            type_filter = argv[j + 1].lower()
-        else:
-            raise CommandError(ERR_SYNTAX)
-        j += 2
-    next_cursor, batch = _ks(session).scan(cursor, count)
-    if match is not None:
-        batch = [key for key in batch if match(key)]
-    if type_filter is not None and type_filter != b"string":
+    args = parse_scan(argv)
+    next_cursor, batch = _ks(session).scan(args.cursor, args.count)
+    if args.match is not None:
+        batch = [key for key in batch if args.match(key)]
+    if not args.wants_strings:
         batch = []
     return [b"%d" % next_cursor, batch]
 

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from minisys.resp.codec import strict_int
 from minisys.resp.engine import ERR_NOT_INTEGER, ERR_SYNTAX, parse_int
 from minisys.resp.glob import glob_matcher
+from minisys.resp.scan import parse_scan
 from minisys.resp.values import CommandError, SimpleString
 
 from .record import MAX_KEY_SIZE, MAX_VALUE_SIZE
@@ -44,8 +45,6 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 ERR_TOO_BIG = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
 ERR_KEY_TOO_BIG = f"ERR key is too large for minidb (at most {MAX_KEY_SIZE} bytes)"
 ERR_NO_EXPIRY = "ERR minidb keys never expire: EX, PX, EXAT and PXAT are not supported"
-ERR_INVALID_CURSOR = "ERR invalid cursor"
-CURSOR_LIMIT = 2**64  # SCAN cursors are unsigned 64-bit, as in Redis
 
 
 def _put(ws: WriteSet, key: bytes, value: bytes) -> None:
@@ -214,30 +213,9 @@ def keys(ws: WriteSet, argv: list[bytes]) -> object:
 
 def scan(ws: WriteSet, argv: list[bytes]) -> object:
     """Incrementally iterate the keys space."""
-    if not argv[1].isdigit() or int(argv[1]) >= CURSOR_LIMIT:
-        raise CommandError(ERR_INVALID_CURSOR)
-    cursor = int(argv[1])
-    count = 10
-    match: Callable[[bytes], bool] | None = None
-    want_type = None
-    i = 2
-    while i < len(argv):
-        opt = argv[i].upper()
-        if i + 1 >= len(argv):
-            raise CommandError(ERR_SYNTAX)
-        if opt == b"COUNT":
-            count = parse_int(argv[i + 1])
-            if count < 1:
-                raise CommandError(ERR_SYNTAX)
-        elif opt == b"MATCH":
-            match = glob_matcher(argv[i + 1])
-        elif opt == b"TYPE":
-            want_type = argv[i + 1].lower()
-        else:
-            raise CommandError(ERR_SYNTAX)
-        i += 2
-    cursor, found = ws.db.scan(cursor, count, match)
-    if want_type is not None and want_type != b"string":
+    args = parse_scan(argv)
+    cursor, found = ws.db.scan(args.cursor, args.count, args.match)
+    if not args.wants_strings:
         found = []
     return [b"%d" % cursor, found]
 
