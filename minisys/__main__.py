@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from minisys.config import ConfigError, load_toml
-from minisys.launcher import Launcher, LaunchError, bind_all
+from minisys.launcher import Launcher, LaunchError, bind_all, child_environment
 from minisys.topology import DEFAULT_PORTS, Topology, build, from_toml
 
 DEFAULT_DATA_DIR = "./minisys-data"
@@ -91,6 +91,7 @@ def seed(topo: Topology) -> str | None:
             capture_output=True,
             text=True,
             timeout=SEED_TIMEOUT,
+            env=child_environment(),
         )
     except subprocess.TimeoutExpired:
         return f"seeding the demo data took longer than {SEED_TIMEOUT:.0f}s"

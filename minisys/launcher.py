@@ -68,6 +68,16 @@ class Child:
     pump: asyncio.Task | None = None
 
 
+def child_environment() -> dict[str, str]:
+    """Our environment, plus what every child needs: unbuffered output, and the checkout on
+    the import path (so the layers import even when minisys is not pip-installed)."""
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
 def bind_listener(host: str, port: int, what: str) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -150,12 +160,9 @@ class Launcher:
     async def spawn(self, child: Child) -> None:
         comp = child.comp
         socks = self.fds[comp.name]
-        env = dict(os.environ)
-        env["PYTHONUNBUFFERED"] = "1"
+        env = child_environment()
         env["MINISYS_FDS"] = ",".join(str(s.fileno()) for s in socks)
         env["LISTEN_FDNAMES"] = ":".join(comp.listeners)
-        root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         child.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

@@ -145,8 +145,6 @@ def build(
                 *common,
                 "--queue",
                 queue_url,
-                "--db",
-                db_url,
                 "--outbox",
                 str(data_dir / "outbox.mbox"),
             ],
