@@ -36,7 +36,6 @@ import contextlib
 import json
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,7 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from minisys.testing import ServerProcess, wait_until  # noqa: E402
+from minisys.testing import ServerProcess, beanstalkd, redis_server  # noqa: E402
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 # Orders are spread over this many products (random per request), as in a shop where
@@ -64,29 +63,6 @@ request = function()
   return wrk.format("POST", "/place-order", {["Content-Type"] = "application/json"}, body)
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def process(cmd: list[str], port: int) -> Iterator[subprocess.Popen]:
-    """A real server (redis-server, beanstalkd) on `port`, stopped on exit."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-
-        def listening() -> bool:
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-
-        wait_until(listening, timeout=10, message=f"{cmd[0]} did not listen on {port}")
-        yield proc
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @contextlib.contextmanager
@@ -105,7 +81,6 @@ def our_stores(tmp: Path, fsync: str) -> Iterator[tuple[str, str, str]]:
 
 @contextlib.contextmanager
 def peer_stores(tmp: Path, fsync: str) -> Iterator[tuple[str, str, str]]:
-    cache_port, db_port, queue_port = free_port(), free_port(), free_port()
     redis_fsync = {
         "always": ["--appendonly", "yes", "--appendfsync", "always"],
         "everysec": ["--appendonly", "yes", "--appendfsync", "everysec"],
@@ -113,52 +88,16 @@ def peer_stores(tmp: Path, fsync: str) -> Iterator[tuple[str, str, str]]:
     }[fsync]
     (tmp / "redis-db").mkdir()
     (tmp / "beanstalkd").mkdir()
+    queue_args = ["-b", str(tmp / "beanstalkd"), "-f", "0"] if fsync == "always" else []
     with (
-        process(
-            [
-                "redis-server",
-                "--port",
-                str(cache_port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--bind",
-                "127.0.0.1",
-            ],
-            cache_port,
-        ),
-        process(
-            [
-                "redis-server",
-                "--port",
-                str(db_port),
-                "--save",
-                "",
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(tmp / "redis-db"),
-                *redis_fsync,
-            ],
-            db_port,
-        ),
-        process(
-            [
-                "beanstalkd",
-                "-l",
-                "127.0.0.1",
-                "-p",
-                str(queue_port),
-                *(["-b", str(tmp / "beanstalkd"), "-f", "0"] if fsync == "always" else []),
-            ],
-            queue_port,
-        ),
+        redis_server() as cache,
+        redis_server("--dir", str(tmp / "redis-db"), *redis_fsync) as db,
+        beanstalkd(*queue_args) as queue,
     ):
         yield (
-            f"redis://127.0.0.1:{cache_port}",
-            f"redis://127.0.0.1:{db_port}",
-            f"beanstalk://127.0.0.1:{queue_port}",
+            f"redis://127.0.0.1:{cache.port}",
+            f"redis://127.0.0.1:{db.port}",
+            f"beanstalk://127.0.0.1:{queue.port}",
         )
 
 

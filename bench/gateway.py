@@ -25,36 +25,20 @@ Without wrk or nginx it says so and exits 0.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
+from contextlib import ExitStack
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from minisys.testing import RealServer, can_connect, free_port  # noqa: E402
+
 BENCH_KEY = "minisys-bench-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
 
 
 NGINX_CONF = """
@@ -165,78 +149,46 @@ def main() -> int:
         return 0
 
     upstream, proxy, gw_port, engine_port = free_port(), free_port(), free_port(), free_port()
-    procs: list[subprocess.Popen] = []
-    with tempfile.TemporaryDirectory(prefix="minisys-bench-gw-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="minisys-bench-gw-") as tmp, ExitStack() as stack:
         conf = Path(tmp) / "nginx.conf"
         conf.write_text(NGINX_CONF.format(dir=tmp, upstream=upstream, proxy=proxy))
         toml = Path(tmp) / "gateway.toml"
         toml.write_text(GATEWAY_TOML.format(upstream=upstream, key=BENCH_KEY))
         engine = Path(tmp) / "engine_proxy.py"
         engine.write_text(ENGINE_PROXY)
-        env = dict(os.environ, PYTHONPATH=str(REPO))
-        try:
-            procs.append(
-                subprocess.Popen(
-                    ["nginx", "-p", tmp, "-c", str(conf), "-g", "daemon off;"],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "gateway",
-                        "--port",
-                        str(gw_port),
-                        "--admin-port",
-                        "0",
-                        "--config",
-                        str(toml),
-                        "--log-level",
-                        "warning",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    env=env,
-                )
-            )
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, str(engine), str(engine_port), str(upstream)],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    env=env,
-                )
-            )
-            for port in (upstream, proxy, gw_port, engine_port):
-                wait_port(port)
-            targets = {
-                "direct": (upstream, False),
-                "gateway": (gw_port, True),
-                "engine": (engine_port, False),
-                "nginx": (proxy, False),
-            }
-            for port, key in targets.values():
-                wrk(port, 1, args.connections, args.threads, key)  # warm up pools and caches
-            runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
-            for _ in range(args.rounds):
-                for name, (port, key) in targets.items():
-                    runs[name].append(wrk(port, args.duration, args.connections, args.threads, key))
-            single = {
-                name: wrk(port, min(args.duration, 3.0), 1, 1, key)
-                for name, (port, key) in targets.items()
-            }
-        finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        env = {"PYTHONPATH": str(REPO)}
+        gateway = [sys.executable, "-m", "gateway", "--port", str(gw_port), "--admin-port", "0"]
+        gateway += ["--config", str(toml), "--log-level", "warning"]
+        for argv, port, ready in (
+            (
+                ["nginx", "-p", tmp, "-c", str(conf), "-g", "daemon off;"],
+                proxy,
+                lambda p: can_connect(p) and can_connect(upstream),
+            ),
+            (gateway, gw_port, can_connect),
+            (
+                [sys.executable, str(engine), str(engine_port), str(upstream)],
+                engine_port,
+                can_connect,
+            ),
+        ):
+            stack.enter_context(RealServer(argv, port, ready=ready, env=env))
+        targets = {
+            "direct": (upstream, False),
+            "gateway": (gw_port, True),
+            "engine": (engine_port, False),
+            "nginx": (proxy, False),
+        }
+        for port, key in targets.values():
+            wrk(port, 1, args.connections, args.threads, key)  # warm up pools and caches
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+        for _ in range(args.rounds):
+            for name, (port, key) in targets.items():
+                runs[name].append(wrk(port, args.duration, args.connections, args.threads, key))
+        single = {
+            name: wrk(port, min(args.duration, 3.0), 1, 1, key)
+            for name, (port, key) in targets.items()
+        }
 
     def best(name: str, field: str) -> float:
         values = [r.get(field, 0.0) for r in runs[name]]

@@ -25,7 +25,6 @@ import csv
 import io
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -35,8 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kvcache import LRUCache
-from minisys.resp import INCOMPLETE, RespParser, encode_command
-from minisys.testing import ServerProcess, wait_until
+from minisys.testing import RawRespClient, ServerProcess, redis_server
 
 RESULTS: list[str] = []
 
@@ -139,69 +137,22 @@ def bench_embedded(ops: int, rounds: int) -> None:
 # --- 2. server throughput ----------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# A bulk MSET load of a million keys can take a while on a shared 2-core machine.
+CLIENT_TIMEOUT = 120.0
 
 
-class Client:
-    """Just enough blocking RESP to load keys and read INFO."""
+class Client(RawRespClient):
+    """The raw RESP client with a bench-sized timeout and an INFO field reader."""
 
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=120)
-        self.parser = RespParser()
-
-    def call_many(self, commands: list[tuple]) -> list[object]:
-        self.sock.sendall(b"".join(encode_command(*c) for c in commands))
-        replies = []
-        while len(replies) < len(commands):
-            value = self.parser.next_reply()
-            if value is INCOMPLETE:
-                self.parser.feed(self.sock.recv(1 << 20))
-            else:
-                replies.append(value)
-        return replies
+        super().__init__(port, timeout=CLIENT_TIMEOUT)
 
     def info_field(self, section: str, field: str) -> int:
-        text = self.call_many([("INFO", section)])[0].decode()
+        text = self.call("INFO", section).decode()
         for line in text.split("\r\n"):
             if line.startswith(field + ":"):
                 return int(line.split(":")[1])
         raise KeyError(field)
-
-
-class RedisServer:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(lambda: _answers(self.port), timeout=10)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-
-
-def _answers(port: int) -> bool:
-    try:
-        Client(port).call_many([("PING",)])
-        return True
-    except OSError:
-        return False
 
 
 def redis_benchmark(port: int, requests: int, pipeline: int) -> dict[str, float]:
@@ -233,31 +184,27 @@ def bench_server(requests: int, rounds: int) -> None:
     if shutil.which("redis-benchmark") is None or shutil.which("redis-server") is None:
         print("redis-benchmark/redis-server not installed: skipping the server comparison")
         return
-    with ServerProcess("kvcache") as ours:
-        redis = RedisServer()
-        try:
-            # A short unmeasured run first: connection set-up and a cold process (memory
-            # arenas still growing) would otherwise count against whoever goes first.
-            for port in (ours.port, redis.port):
-                redis_benchmark(port, max(1000, requests // 10), 1)
-            for pipeline, target in ((1, "0.5"), (16, "0.25")):
-                best = {"ours": {}, "redis": {}}
-                for r in range(rounds):
-                    for who, port in (("ours", ours.port), ("redis", redis.port)):
-                        rps = redis_benchmark(port, requests, pipeline)
-                        for test, v in rps.items():
-                            best[who][test] = max(best[who].get(test, 0.0), v)
-                        print(f"  server round {r + 1} -P {pipeline:2d} {who:5s} {rps}")
-                suffix = "" if pipeline == 1 else f"_p{pipeline}"
-                for test in ("SET", "GET"):
-                    result(
-                        f"kvcache_server_{test.lower()}_rps{suffix}",
-                        best["ours"].get(test, 0.0),
-                        best["redis"].get(test, 0.0),
-                        target,
-                    )
-        finally:
-            redis.stop()
+    with ServerProcess("kvcache") as ours, redis_server() as redis:
+        # A short unmeasured run first: connection set-up and a cold process (memory
+        # arenas still growing) would otherwise count against whoever goes first.
+        for port in (ours.port, redis.port):
+            redis_benchmark(port, max(1000, requests // 10), 1)
+        for pipeline, target in ((1, "0.5"), (16, "0.25")):
+            best = {"ours": {}, "redis": {}}
+            for r in range(rounds):
+                for who, port in (("ours", ours.port), ("redis", redis.port)):
+                    rps = redis_benchmark(port, requests, pipeline)
+                    for test, v in rps.items():
+                        best[who][test] = max(best[who].get(test, 0.0), v)
+                    print(f"  server round {r + 1} -P {pipeline:2d} {who:5s} {rps}")
+            suffix = "" if pipeline == 1 else f"_p{pipeline}"
+            for test in ("SET", "GET"):
+                result(
+                    f"kvcache_server_{test.lower()}_rps{suffix}",
+                    best["ours"].get(test, 0.0),
+                    best["redis"].get(test, 0.0),
+                    target,
+                )
 
 
 # --- 3. memory ---------------------------------------------------------------------------
@@ -275,7 +222,7 @@ def load_keys(port: int, n: int) -> None:
             for i in range(b, min(n, b + batch)):
                 args += [b"key:%010d" % i, value]
             commands.append(tuple(args))
-        client.call_many(commands)
+        client.pipeline(commands)
 
 
 def bench_memory(keys: int) -> None:
@@ -290,14 +237,11 @@ def bench_memory(keys: int) -> None:
         load_s = time.perf_counter() - t
         rss1 = client.info_field("memory", "used_memory_rss")
         estimate = client.info_field("memory", "used_memory")
-    redis = RedisServer()
-    try:
+    with redis_server() as redis:
         client = Client(redis.port)
         used0 = client.info_field("memory", "used_memory")
         load_keys(redis.port, keys)
         used1 = client.info_field("memory", "used_memory")
-    finally:
-        redis.stop()
     ours_per_key = (rss1 - rss0) / keys
     print(
         f"  memory: loaded {keys:,} keys into kvcache in {load_s:.1f}s; "

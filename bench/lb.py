@@ -29,8 +29,6 @@ import os
 import random
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +37,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from minisys.testing import RealServer, free_port  # noqa: E402
 
 NGINX_CONF = """
 daemon off;
@@ -97,72 +98,43 @@ asyncio.run(main())
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"process {proc.args} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port} after {timeout}s")
-
-
-def start_backend(tmp: str) -> tuple[subprocess.Popen, int, str]:
+def start_backend(tmp: str) -> tuple[RealServer, int, str]:
     port = free_port()
     if shutil.which("nginx"):
         for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             os.makedirs(f"{tmp}/{d}", exist_ok=True)
         conf = Path(tmp, "nginx.conf")
         conf.write_text(NGINX_CONF.format(tmp=tmp, port=port))
-        proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", tmp])
+        argv = ["nginx", "-c", str(conf), "-p", tmp]
         kind = "nginx"
     else:
-        proc = subprocess.Popen([sys.executable, "-c", PY_BACKEND, str(port)])
+        argv = [sys.executable, "-c", PY_BACKEND, str(port)]
         kind = "python asyncio"
-    wait_listening(port, proc)
-    return proc, port, kind
+    return RealServer(argv, port).start(), port, kind
 
 
-def start_haproxy(tmp: str, backend: int) -> tuple[subprocess.Popen | None, int]:
+def start_haproxy(tmp: str, backend: int) -> tuple[RealServer | None, int]:
     if not shutil.which("haproxy"):
         return None, 0
     port = free_port()
     conf = Path(tmp, "haproxy.cfg")
     conf.write_text(HAPROXY_CONF.format(port=port, backend=backend))
-    proc = subprocess.Popen(["haproxy", "-db", "-f", str(conf)], stdout=subprocess.DEVNULL)
-    wait_listening(port, proc)
-    return proc, port
+    return RealServer(["haproxy", "-db", "-f", str(conf)], port).start(), port
 
 
-def start_lb(backend: int, profile_to: str | None = None) -> tuple[subprocess.Popen, int]:
+def start_lb(backend: int, profile_to: str | None = None) -> tuple[RealServer, int]:
     port = free_port()
     args = ["-m", "lb", "--port", str(port), "--admin-port", "-1", "--health", "none"]
     args += ["--backend", f"127.0.0.1:{backend}", "--log-level", "warning"]
     if profile_to:
         args = ["-m", "cProfile", "-o", profile_to, *args]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.DEVNULL)
-    wait_listening(port, proc)
-    return proc, port
+    env = {"PYTHONPATH": str(ROOT)}
+    return RealServer([sys.executable, *args], port, env=env).start(), port
 
 
-def stop(proc: subprocess.Popen | None) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def stop(proc: RealServer | None) -> None:
+    if proc is not None:
+        proc.stop()
 
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -223,7 +195,7 @@ def paced_p99(port: int, duration: float, connections: int) -> float:
     return samples[int(len(samples) * 0.99)] if samples else float("nan")
 
 
-def cpu_seconds(proc: subprocess.Popen | None) -> float:
+def cpu_seconds(proc: RealServer | None) -> float:
     """User + system CPU the process (all its threads) has used so far, from /proc."""
     if proc is None:
         return 0.0
@@ -268,7 +240,7 @@ def main() -> int:
         print("wrk is not installed: apt-get install wrk")
         return 1
     tmp = tempfile.mkdtemp(prefix="bench-lb-")
-    procs: list[subprocess.Popen | None] = []
+    procs: list[RealServer | None] = []
     try:
         backend_proc, backend, kind = start_backend(tmp)
         procs.append(backend_proc)

@@ -25,7 +25,6 @@ import io
 import os
 import random
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -37,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from minidb import open_db  # noqa: E402
-from minisys.testing import ServerProcess, wait_until  # noqa: E402
+from minisys.testing import ServerProcess, redis_server  # noqa: E402
 
 VALUE = b"v" * 100
 
@@ -47,12 +46,6 @@ def result(name: str, ours: float, peer: float | None, target: str, unit: str = 
     peer_text = f"{peer:.1f}{unit}" if peer is not None else "absent"
     print(f"RESULT {name}: ours={ours:.1f}{unit} peer={peer_text} ratio={ratio} target={target}")
     sys.stdout.flush()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def redis_benchmark(port: int, tests: str, requests: int, clients: int) -> dict[str, float]:
@@ -65,29 +58,11 @@ def redis_benchmark(port: int, tests: str, requests: int, clients: int) -> dict[
     return {row["test"]: float(row["rps"]) for row in rows}
 
 
-def _ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 def run_redis(policy: str, requests: int, clients: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp:
-        port = free_port()
-        proc = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--dir", tmp, "--appendonly", "yes", "--appendfsync", policy],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            wait_until(lambda: _ping(port), timeout=10)
-            return redis_benchmark(port, "set,get", requests, clients)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+        aof = ("--dir", tmp, "--appendonly", "yes", "--appendfsync", policy)
+        with redis_server(*aof) as redis:
+            return redis_benchmark(redis.port, "set,get", requests, clients)
 
 
 def run_minidb(policy: str, requests: int, clients: int) -> dict[str, float]:

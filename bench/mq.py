@@ -26,7 +26,6 @@ import os
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,58 +36,37 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from minisys.beanstalk.codec import ReplyParser  # noqa: E402
+from minisys.testing import RealServer, free_port  # noqa: E402
 
 CONNECTIONS = 4
 BATCH = 100
 BODY = b"x" * 100
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# A restart replaying a million jobs may take minutes on a shared 2-core machine.
+START_TIMEOUT = 600.0
 
 
-def wait_listening(port: int, timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.002)
-
-
-class Server:
-    """mq or beanstalkd as a subprocess on a free port."""
+class Server(RealServer):
+    """mq or beanstalkd as a subprocess on a free port, started; `started` is when."""
 
     def __init__(self, kind: str, data_dir: str | None = None, fsync: bool = False) -> None:
         self.kind = kind
-        self.port = free_port()
+        port = free_port()
         if kind == "mq":
-            cmd = [sys.executable, "-m", "mq", "--port", str(self.port), "--log-level", "warning"]
+            cmd = [sys.executable, "-m", "mq", "--port", str(port), "--log-level", "warning"]
             if data_dir:
                 cmd += ["--data-dir", data_dir, "--fsync", "always" if fsync else "no"]
         else:
-            cmd = ["beanstalkd", "-l", "127.0.0.1", "-p", str(self.port)]
+            cmd = ["beanstalkd", "-l", "127.0.0.1", "-p", str(port)]
             if data_dir:
                 cmd += ["-b", data_dir] + (["-f", "0"] if fsync else ["-F"])
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        super().__init__(
+            cmd, port, timeout=START_TIMEOUT, interval=0.002, stop_timeout=30, cwd=ROOT
         )
-        wait_listening(self.port)
+        self.started = time.monotonic()
+        self.start()
         self.ready_after = time.monotonic() - self.started
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def latency_bound(port: int, jobs: int) -> float:

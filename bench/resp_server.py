@@ -27,36 +27,19 @@ redis-server without pipelining and ≈ 0.25 with -P 16.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_pong(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16) == b"+PONG\r\n":
-                    return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing answered PING on port {port}")
+from minisys.testing import RealServer, free_port, redis_server, resp_ready  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -107,44 +90,20 @@ def main() -> int:
         return 1
     have_peer = shutil.which("redis-server") is not None
 
-    procs = []
-    ours_port = free_port()
-    procs.append(
-        subprocess.Popen(
-            [sys.executable, "-m", "minisys.resp", "--port", str(ours_port), "--idle-timeout", "0"],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+    with contextlib.ExitStack() as stack:
+        ours_port = free_port()
+        argv = [sys.executable, "-m", "minisys.resp", "--port", str(ours_port)]
+        ours_server = RealServer(
+            [*argv, "--idle-timeout", "0"], ours_port, ready=resp_ready, cwd=ROOT
         )
-    )
-    peer_port = free_port()
-    if have_peer:
-        procs.append(
-            subprocess.Popen(
-                [
-                    "redis-server",
-                    "--port",
-                    str(peer_port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-    try:
-        wait_for_pong(ours_port)
+        servers = {"ours": stack.enter_context(ours_server)}
         if have_peer:
-            wait_for_pong(peer_port)
+            servers["peer"] = stack.enter_context(redis_server())
         results: dict[tuple[str, int], list[float]] = {}
         cpu: dict[str, list[float]] = {}  # server CPU µs per request, without pipelining
-        pids = {"ours": procs[0].pid, "peer": procs[-1].pid}
+        pids = {name: server.pid for name, server in servers.items()}
         for round_no in range(args.rounds):
-            sides = [("ours", ours_port)] + ([("peer", peer_port)] if have_peer else [])
+            sides = [(name, server.port) for name, server in servers.items()]
             if round_no % 2:
                 sides.reverse()
             for pipeline in (1, 16):
@@ -159,10 +118,6 @@ def main() -> int:
                         f"round {round_no + 1} -P {pipeline:<2} {name}: {rate:,.0f} req/s, "
                         f"server CPU {used:.2f} s"
                     )
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=15)
 
     for pipeline, figure, target in (
         (1, "resp_server_rps", 0.75),

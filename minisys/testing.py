@@ -12,6 +12,15 @@ fast and a slow, shared CI machine is merely slower, never flaky:
         ...
         wait_until(lambda: outbox.exists(), timeout=10)
 
+The real products our layers stand in for (redis-server, beanstalkd, nginx, haproxy) run
+the same way for differential tests and benches, through `RealServer` and `free_port`:
+
+    with redis_server("--requirepass", "pw") as redis:     # or RealServer(argv, port, …)
+        client = RawRespClient(redis.port)
+
+`RawRespClient` and `RawBeanstalkClient` are blocking socket clients that show replies
+exactly as parsed (errors included), for byte-level protocol tests.
+
 Simpler than the real thing: trio.testing and pytest-xprocess offer much more; this is the
 little we need.
 """
@@ -21,16 +30,35 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+from minisys.testclients import RawBeanstalkClient, RawRespClient
+
+__all__ = [
+    "REPO_ROOT", "RawBeanstalkClient", "RawRespClient", "RealServer", "ServerFailed",
+    "ServerProcess", "async_wait_until", "beanstalkd", "can_connect", "free_port",
+    "pid_alive", "redis_server", "resp_ready", "wait_until",
+]  # fmt: skip
+
 # How many lines of a child's output we keep to show when something goes wrong.
 OUTPUT_TAIL_LINES = 200
+# Bytes of a real product's output shown when it fails to start.
+REAL_OUTPUT_TAIL = 2000
+# How long a real product may take to listen on a loaded, shared CI machine.
+REAL_START_TIMEOUT = 15.0
+# How long a stopped real product may take to exit on SIGTERM before it gets SIGKILL.
+REAL_STOP_TIMEOUT = 10.0
+# One readiness probe's connect/reply limit (the probe is retried until the deadline).
+PROBE_TIMEOUT = 1.0
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -219,3 +247,171 @@ def pid_alive(pid: int) -> bool:
         except ProcessLookupError:
             return False
         return True
+
+
+# --- real products: a free port, readiness probes, a process that never leaks ---------
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free at this moment (bound to port 0, read back, released).
+
+    Our servers take `--port 0` and print the port the OS chose, so they never need this.
+    The real products cannot: redis-server treats `--port 0` as "no TCP at all", and
+    beanstalkd, nginx and haproxy do not report the port they got. So we pick one here
+    and pass it. Another process could take it before the product binds it; on a test
+    machine that race is rare and shows up as a clear start failure, not a wrong answer.
+    Also handy as "a port nothing listens on" (connecting is refused).
+    """
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def can_connect(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts TCP connections on host:port (beanstalkd, nginx…)."""
+    try:
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT).close()
+        return True
+    except OSError:
+        return False
+
+
+def resp_ready(port: int, host: str = "127.0.0.1") -> bool:
+    """True when a RESP server answers PING: +PONG, or -NOAUTH behind requirepass; a
+    Redis still loading its data answers -LOADING, which is not ready yet."""
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT) as s:
+            s.sendall(b"PING\r\n")
+            reply = s.recv(64)
+    except OSError:
+        return False
+    return reply[:1] in (b"+", b"-") and not reply.startswith(b"-LOADING")
+
+
+class RealServer:
+    """A real product started from `argv`, listening on `port`, ready once `ready(port)`.
+
+        port = free_port()
+        with RealServer(["beanstalkd", "-l", "127.0.0.1", "-p", str(port)], port) as bs:
+            ...  # bs.port, bs.pid, bs.proc
+
+    `argv[0]` is looked up on PATH (`shutil.which`). Output (stdout and stderr) goes to a
+    temporary file, never a pipe that could fill and stall the product; `output_tail()`
+    shows its end. `start()` raises `ServerFailed` (with that output) when the product
+    exits or is not ready within `timeout` (polled every `interval`), and kills it first.
+    The with-block always ends with `stop()`: SIGTERM, SIGKILL after `stop_timeout`, reaped.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        port: int,
+        *,
+        ready: Callable[[int], object] = can_connect,
+        timeout: float = REAL_START_TIMEOUT,
+        interval: float = 0.01,
+        stop_timeout: float = REAL_STOP_TIMEOUT,
+        cwd: str | Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.port = port
+        self.ready = ready
+        self.timeout = timeout
+        self.interval = interval
+        self.stop_timeout = stop_timeout
+        self.cwd = cwd
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        # Closed by __exit__ (or with the object): outlives start() so the tail can be read.
+        self._output = tempfile.TemporaryFile()  # noqa: SIM115
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.argv[0])
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> RealServer:
+        binary = shutil.which(self.argv[0])
+        if binary is None:
+            raise ServerFailed(f"{self.argv[0]} is not installed")
+        env = {**os.environ, **self.env} if self.env else None
+        self.proc = subprocess.Popen(
+            [binary, *self.argv[1:]],
+            stdin=subprocess.DEVNULL,
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
+            cwd=self.cwd,
+            env=env,
+        )
+        try:
+            wait_until(
+                lambda: self.proc.poll() is not None or self.ready(self.port),
+                timeout=self.timeout,
+                interval=self.interval,
+            )
+        except TimeoutError:
+            self.stop()
+            raise ServerFailed(
+                f"{self.name} not ready on port {self.port} within {self.timeout}s; "
+                f"output:\n{self.output_tail()}"
+            ) from None
+        if self.proc.poll() is not None:
+            code = self.proc.returncode
+            self.stop()
+            raise ServerFailed(f"{self.name} exited ({code}); output:\n{self.output_tail()}")
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output_tail(self) -> str:
+        self._output.flush()
+        size = self._output.seek(0, os.SEEK_END)
+        self._output.seek(max(0, size - REAL_OUTPUT_TAIL))
+        return self._output.read().decode(errors="replace")
+
+    def stop(self) -> int | None:
+        """SIGTERM, SIGKILL if it lingers, reap; return the exit code (None if never run)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL (a crash, as far as the product can tell) and reap."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> RealServer:
+        return self if self.proc is not None else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self._output.close()
+
+
+def redis_server(*args: str, port: int | None = None) -> RealServer:
+    """A throwaway redis-server on 127.0.0.1 (no RDB, no AOF unless `args` say so: later
+    directives win), ready once it answers PING. Not started: use it in a `with`."""
+    port = port or free_port()
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+    argv += ["--save", "", "--appendonly", "no", *args]
+    return RealServer(argv, port, ready=resp_ready)
+
+
+def beanstalkd(*args: str, port: int | None = None) -> RealServer:
+    """A throwaway beanstalkd on 127.0.0.1, ready once it accepts connections."""
+    port = port or free_port()
+    return RealServer(["beanstalkd", "-l", "127.0.0.1", "-p", str(port), *args], port)

@@ -10,16 +10,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from minisys.testing import ServerProcess
+from minisys.testing import RealServer, ServerFailed, ServerProcess, free_port
 
 STUB = "tests.gateway.stub_upstream"
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound and released): connecting to it is refused."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -250,9 +243,6 @@ http {{
 def nginx_proxy(stubs, tmp_path_factory):
     """nginx as the reference reverse proxy in front of the same stubs (or a skip)."""
     import shutil
-    import subprocess
-
-    from minisys.testing import wait_until
 
     if shutil.which("nginx") is None:
         pytest.skip("nginx is not installed")
@@ -260,27 +250,10 @@ def nginx_proxy(stubs, tmp_path_factory):
     port = free_port()
     conf = workdir / "nginx.conf"
     conf.write_text(NGINX_PROXY_CONF.format(dir=workdir, a=stubs[0], b=stubs[1], port=port))
-    proc = subprocess.Popen(
-        ["nginx", "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    argv = ["nginx", "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"]
     try:
-
-        def listening():
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return True
-            except OSError:
-                return proc.poll() is not None  # exited: stop waiting, fail below
-
-        wait_until(listening, timeout=10)
-        if proc.poll() is not None:
-            pytest.skip(f"nginx did not start: {(workdir / 'error.log').read_text()[-300:]}")
+        proc = RealServer(argv, port).start()
+    except ServerFailed:
+        pytest.skip(f"nginx did not start: {(workdir / 'error.log').read_text()[-300:]}")
+    with proc:
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
 
 import pytest
 
-from minisys.testing import ServerProcess, wait_until
+from minisys.testing import ServerProcess, redis_server
 
 
 def config(stub: int, store: str, on_error: str = "open") -> str:
@@ -48,29 +46,8 @@ def store_url(request, tmp_path):
         return
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-
-        def up():
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as c:
-                    c.sendall(b"PING\r\n")
-                    return c.recv(16).startswith(b"+PONG")
-            except OSError:
-                return False
-
-        wait_until(up, timeout=10)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.kill()
-        proc.wait()
+    with redis_server("--dir", str(tmp_path)) as redis:
+        yield f"redis://127.0.0.1:{redis.port}/0"
 
 
 def test_two_gateways_enforce_one_limit(stubs, h, tmp_path, store_url):

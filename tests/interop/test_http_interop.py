@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
-import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -22,7 +21,7 @@ from minisys.http.server import http_server
 from minisys.http.testkit import VECTORS, ServerThread, probe
 from minisys.http.web import App
 from minisys.server import ServerConfig
-from minisys.testing import wait_until
+from minisys.testing import RealServer, ServerFailed, free_port
 
 pytestmark = pytest.mark.interop
 
@@ -149,38 +148,21 @@ http {{
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def can_connect(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def nginx(tmp_path_factory):
     path = shutil.which("nginx") or shutil.which("/usr/sbin/nginx")
     if path is None:
         pytest.skip("nginx is not installed")
     tmp = tmp_path_factory.mktemp("nginx")
-    port = free_port()
+    port = free_port()  # nginx takes its port from the config, not --port 0
     conf = tmp / "nginx.conf"
     conf.write_text(NGINX_CONF.format(tmp=tmp, port=port))
-    proc = subprocess.Popen([path, "-p", str(tmp), "-c", str(conf)], stderr=subprocess.PIPE)
     try:
-        wait_until(lambda: can_connect(port) or proc.poll() is not None, timeout=10)
-        if proc.poll() is not None:
-            pytest.skip(f"nginx did not start: {proc.stderr.read().decode()[-300:]}")
+        proc = RealServer([path, "-p", str(tmp), "-c", str(conf)], port).start()
+    except ServerFailed as e:
+        pytest.skip(f"nginx did not start: {str(e)[-300:]}")
+    with proc:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 NGINX_VECTORS = [v for v in VECTORS if v[3] is not None]

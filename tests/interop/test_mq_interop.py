@@ -9,32 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import sys
 
 import pytest
 
 from minisys.beanstalk.client import BeanstalkClient, BeanstalkError
-from minisys.testing import REPO_ROOT, ServerProcess, wait_until
+from minisys.testing import REPO_ROOT, ServerProcess, beanstalkd
 
 greenstalk = pytest.importorskip("greenstalk", reason="greenstalk is not installed")
 
 pytestmark = pytest.mark.interop
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(params=["mq", "beanstalkd"])
@@ -43,17 +28,10 @@ def port(request):
         with ServerProcess("mq") as proc:
             yield proc.port
         return
-    path = shutil.which("beanstalkd")
-    if path is None:
+    if shutil.which("beanstalkd") is None:
         pytest.skip("beanstalkd is not installed (apt-get install beanstalkd)")
-    port = _free_port()
-    proc = subprocess.Popen([path, "-l", "127.0.0.1", "-p", str(port)])
-    try:
-        wait_until(lambda: _listening(port), timeout=10)
-        yield port
-    finally:
-        proc.kill()
-        proc.wait()
+    with beanstalkd() as real:
+        yield real.port
 
 
 def test_greenstalk_lifecycle(port):

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from minisys.testing import ServerProcess, wait_until
+from minisys.testing import ServerFailed, ServerProcess, redis_server
 
 pytestmark = pytest.mark.interop
 
@@ -40,38 +40,16 @@ def ours():
         yield ("127.0.0.1", proc.port)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16) == b"+PONG\r\n"
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def real_redis():
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (apt package redis-server)")
-    port = _free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    args += ["--appendonly", "no", "--databases", "1"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: _answers(port) or proc.poll() is not None, timeout=15)
-        if proc.poll() is not None:
-            pytest.skip("redis-server did not start")
-        yield ("127.0.0.1", port)
-    finally:
-        proc.kill()
-        proc.wait()
+        redis = redis_server("--databases", "1").start()
+    except ServerFailed:
+        pytest.skip("redis-server did not start")
+    with redis:
+        yield ("127.0.0.1", redis.port)
 
 
 @pytest.fixture(params=["ours", "real-redis"])

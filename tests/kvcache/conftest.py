@@ -8,117 +8,14 @@ fails only on "redis" shows that our idea of Redis's behaviour was wrong.
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from minisys.resp import INCOMPLETE, RespParser, encode_command
-from minisys.testing import ServerProcess, wait_until
+from minisys.testing import RawRespClient, RealServer, ServerProcess, redis_server
 
-# A reply slower than this means the server hung: fail rather than wait forever.
-CLIENT_TIMEOUT = 10.0
-
-
-class RawClient:
-    """A blocking RESP client that shows replies exactly as parsed values, errors included."""
-
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
-        self.sock = socket.create_connection((host, port), timeout=CLIENT_TIMEOUT)
-        self.parser = RespParser()
-
-    def send_raw(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def read(self) -> object:
-        while True:
-            value = self.parser.next_reply()
-            if value is not INCOMPLETE:
-                return value
-            chunk = self.sock.recv(1 << 16)
-            if not chunk:
-                raise ConnectionError("server closed the connection")
-            self.parser.feed(chunk)
-
-    def call(self, *args: object) -> object:
-        self.send_raw(encode_command(*args))
-        return self.read()
-
-    def pipeline(self, commands: list[tuple]) -> list[object]:
-        self.send_raw(b"".join(encode_command(*c) for c in commands))
-        return [self.read() for _ in commands]
-
-    def closed_by_server(self) -> bool:
-        """True once the server has closed its side (recv returns b"")."""
-        try:
-            return self.sock.recv(1 << 16) == b""
-        except ConnectionResetError:
-            return True
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> RawClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pings(port: int) -> bool:
-    try:
-        c = RawClient(port)
-    except OSError:
-        return False
-    try:
-        # Any answer will do: a server with requirepass answers -NOAUTH.
-        c.call("PING")
-        return True
-    except OSError:
-        return False
-    finally:
-        c.close()
-
-
-class RedisProcess:
-    """A throwaway redis-server without persistence on a free port."""
-
-    def __init__(self, *args: str) -> None:
-        self.port = free_port()
-        binary = shutil.which("redis-server")
-        assert binary is not None
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                *args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(lambda: _pings(self.port), timeout=10)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+# The blocking raw client of minisys.testing, under the name these tests use.
+RawClient = RawRespClient
 
 
 @pytest.fixture(scope="session")
@@ -131,11 +28,8 @@ def kvcache_port() -> Iterator[int]:
 def redis_port() -> Iterator[int]:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server not installed")
-    redis = RedisProcess()
-    try:
+    with redis_server() as redis:
         yield redis.port
-    finally:
-        redis.stop()
 
 
 @pytest.fixture(params=["kvcache", pytest.param("redis", marks=pytest.mark.interop)])
@@ -164,8 +58,9 @@ def connect() -> Iterator[type[RawClient]]:
 
 
 @pytest.fixture
-def redis_process() -> type[RedisProcess]:
-    """RedisProcess, to start a real redis-server with extra arguments; skips if absent."""
+def redis_process() -> Callable[..., RealServer]:
+    """Starts a real redis-server with extra arguments (the test calls .stop()); skips if
+    absent."""
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server not installed")
-    return RedisProcess
+    return lambda *args: redis_server(*args).start()

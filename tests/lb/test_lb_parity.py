@@ -7,10 +7,8 @@ wrong; the haproxy cases are skipped when haproxy is not installed.
 import asyncio
 import contextlib
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minisys.proxyproto import parse_v1
+from minisys.testing import RealServer, ServerFailed, free_port
 
 HAPROXY_CONF = """
 global
@@ -42,32 +41,24 @@ def haproxy(backend: int, send_proxy: bool):
     path = shutil.which("haproxy")
     if path is None:
         pytest.skip("haproxy is not installed")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         conf = Path(tmp, "haproxy.cfg")
         proxy = " send-proxy" if send_proxy else ""
         conf.write_text(HAPROXY_CONF.format(port=port, backend=backend, proxy=proxy))
-        proc = subprocess.Popen(
-            [path, "-db", "-f", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
         try:
-            deadline = time.monotonic() + 10
-            while True:
-                # Probe for the listening socket without opening a connection through it.
-                out = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
-                if f"127.0.0.1:{port} " in out or proc.poll() is not None:
-                    break
-                if time.monotonic() > deadline:
-                    pytest.fail("haproxy did not start listening")
-                time.sleep(0.02)
-            if proc.poll() is not None:
-                pytest.fail(f"haproxy exited: {proc.stderr.read().decode()[-500:]}")
+            proc = RealServer([path, "-db", "-f", str(conf)], port, ready=_listens).start()
+        except ServerFailed as exc:
+            pytest.fail(f"haproxy did not start: {exc}")
+        with proc:
             yield ("127.0.0.1", port)
-        finally:
-            proc.kill()
-            proc.wait()
+
+
+def _listens(port: int) -> bool:
+    """Whether something listens on the port, seen without opening a connection through
+    it (a connection to haproxy would reach the backend and disturb the test)."""
+    out = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
+    return f"127.0.0.1:{port} " in out
 
 
 @contextlib.asynccontextmanager

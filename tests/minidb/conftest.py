@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from minidb import DB, open_db
-from minisys.resp import INCOMPLETE, RespParser, encode_command
-from minisys.testing import ServerProcess, wait_until
+from minisys.testing import RawRespClient, ServerProcess, redis_server
 
 # Small files so a handful of records already spans several files and rotations.
 SMALL_FILE = 256
@@ -59,83 +56,8 @@ def opener(db_dir: Path):
 
 # ---------------------------------------------------------------- socket test helpers
 
-# A reply slower than this means the server hung: fail rather than wait forever.
-CLIENT_TIMEOUT = 15.0
-
-
-class RawClient:
-    """A blocking RESP client that shows replies exactly as parsed values, errors included."""
-
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
-        self.sock = socket.create_connection((host, port), timeout=CLIENT_TIMEOUT)
-        self.parser = RespParser()
-
-    def send_raw(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def read(self) -> object:
-        while True:
-            value = self.parser.next_reply()
-            if value is not INCOMPLETE:
-                return value
-            chunk = self.sock.recv(1 << 16)
-            if not chunk:
-                raise ConnectionError("server closed the connection")
-            self.parser.feed(chunk)
-
-    def call(self, *args: object) -> object:
-        self.send_raw(encode_command(*args))
-        return self.read()
-
-    def pipeline(self, commands: list[tuple]) -> list[object]:
-        self.send_raw(b"".join(encode_command(*c) for c in commands))
-        return [self.read() for _ in commands]
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pings(port: int) -> bool:
-    try:
-        c = RawClient(port)
-    except OSError:
-        return False
-    try:
-        return c.call("PING") == "PONG"
-    except OSError:
-        return False
-    finally:
-        c.close()
-
-
-class RedisProcess:
-    """A throwaway redis-server with an AOF (appendfsync as asked) in a temp dir."""
-
-    def __init__(self, directory: Path, fsync: str = "always") -> None:
-        self.port = free_port()
-        binary = shutil.which("redis-server")
-        assert binary is not None
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--dir", str(directory), "--appendonly", "yes", "--appendfsync", fsync],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_until(lambda: _pings(self.port), timeout=10)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+# The blocking raw client of minisys.testing, under the name these tests import.
+RawClient = RawRespClient
 
 
 @pytest.fixture(scope="session")
@@ -149,11 +71,10 @@ def minidb_port(tmp_path_factory) -> Iterator[int]:
 def redis_port(tmp_path_factory) -> Iterator[int]:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server not installed")
-    redis = RedisProcess(tmp_path_factory.mktemp("redis-aof"))
-    try:
+    # An AOF with appendfsync always: the durability minidb's --fsync always promises.
+    aof = ["--dir", str(tmp_path_factory.mktemp("redis-aof")), "--appendonly", "yes"]
+    with redis_server(*aof, "--appendfsync", "always") as redis:
         yield redis.port
-    finally:
-        redis.stop()
 
 
 @pytest.fixture(params=["minidb", pytest.param("redis", marks=pytest.mark.interop)])
