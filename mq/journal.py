@@ -296,10 +296,19 @@ class Journal:
             and self.file_bytes >= self.compact_min
             and self.file_bytes > 2 * self.live_bytes
         ):
-            self._compactor = asyncio.get_running_loop().create_task(self.compact())
+            self._compactor = asyncio.get_running_loop().create_task(self._compact())
 
     async def compact(self) -> None:
-        """Rewrite the journal as one PUT per live job, while the server keeps running."""
+        """Rewrite the journal as one PUT per live job, while the server keeps running.
+
+        At most one compaction runs at a time: a second caller (the size threshold, or an
+        explicit call) waits for the running one instead of writing the same file beside it.
+        """
+        if self._compactor is None:
+            self._compactor = asyncio.get_running_loop().create_task(self._compact())
+        await asyncio.shield(self._compactor)
+
+    async def _compact(self) -> None:
         queue = self.queue
         assert queue is not None
         fd = -1

@@ -218,3 +218,23 @@ def test_second_server_on_the_same_directory_is_refused(tmp_path):
         Journal(str(tmp_path)).open(Queue(), NOW)
     os.close(first._fd)
     os.close(first._lock_fd)
+
+
+def test_two_compactions_asked_at_once_run_as_one(tmp_path):
+    """The size threshold and an explicit call may ask together: one rewrite, no lost fd."""
+
+    async def work(queue: Queue, journal: Journal) -> None:
+        c = queue.connect()
+        keep = [queue.put(c, 1, 0, 60, b"keep%d" % i, NOW).id for i in range(5)]
+        for _ in range(100):
+            queue.delete(c, queue.put(c, 1, 0, 60, b"x" * 100, NOW).id)
+        await settle(journal)
+        generation = journal.generation
+        await asyncio.gather(journal.compact(), journal.compact(), journal.compact())
+        assert journal.generation == generation + 1
+        queue.delete(c, keep[0])
+        await settle(journal)
+
+    asyncio.run(_session(str(tmp_path), work, fsync="always"))
+    queue = restart(str(tmp_path))
+    assert sorted(queue.jobs) == [2, 3, 4, 5]
