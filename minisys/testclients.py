@@ -90,6 +90,11 @@ class RawBeanstalkClient:
                 raise ConnectionError("server closed the connection")
             self.parser.feed(chunk)
 
+    def request(self, data: bytes) -> Reply:
+        """Send `data` (one or more commands) and return the first reply, parsed."""
+        self.send(data)
+        return self.reply()
+
     def raw_line(self) -> bytes:
         """The next reply exactly as bytes (line, and body when there is one)."""
         r = self.reply()

@@ -7,29 +7,13 @@ is ready again (at-least-once). Ids keep increasing after the restart.
 
 from __future__ import annotations
 
-import socket
 import threading
 
-from minisys.beanstalk.codec import ReplyParser, parse_yaml
-from minisys.testing import ServerProcess, wait_until
+from minisys.beanstalk.codec import parse_yaml
+from minisys.testing import RawBeanstalkClient, ServerProcess, wait_until
 
 # Stop loading and crash the server once this many puts were acknowledged.
 ACKED_BEFORE_CRASH = 300
-
-
-class Conn:
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.parser = ReplyParser()
-
-    def call(self, data: bytes):
-        self.sock.sendall(data)
-        while (reply := self.parser.next_reply()) is None:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("closed")
-            self.parser.feed(chunk)
-        return reply
 
 
 def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path):
@@ -38,30 +22,30 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path):
     stop = threading.Event()
 
     def producer(port: int, name: int) -> None:
-        conn = Conn(port)
+        conn = RawBeanstalkClient(port)
         n = 0
         try:
             while not stop.is_set():
                 body = b"p%d-%d" % (name, n)
                 n += 1
-                reply = conn.call(b"put 10 0 60 %d\r\n%b\r\n" % (len(body), body))
+                reply = conn.request(b"put 10 0 60 %d\r\n%b\r\n" % (len(body), body))
                 assert reply.word == "INSERTED"
                 acked[int(reply.args[0])] = body
         except OSError:
             pass
 
     def worker(port: int) -> None:
-        conn = Conn(port)
+        conn = RawBeanstalkClient(port)
         n = 0
         try:
             while not stop.is_set():
-                reply = conn.call(b"reserve-with-timeout 1\r\n")
+                reply = conn.request(b"reserve-with-timeout 1\r\n")
                 if reply.word != "RESERVED":
                     continue
                 n += 1
                 if n % 3:  # every third job stays reserved when the crash comes
                     job_id = int(reply.args[0])
-                    if conn.call(b"delete %d\r\n" % job_id).word == "DELETED":
+                    if conn.request(b"delete %d\r\n" % job_id).word == "DELETED":
                         deleted.add(job_id)
         except OSError:
             pass
@@ -81,9 +65,9 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path):
                 t.join(10)
 
     with ServerProcess("mq", "--data-dir", data_dir, "--fsync", "always") as mq:
-        conn = Conn(mq.port)
+        conn = RawBeanstalkClient(mq.port)
         for job_id, body in acked.items():
-            reply = conn.call(b"peek %d\r\n" % job_id)
+            reply = conn.request(b"peek %d\r\n" % job_id)
             if job_id in deleted:
                 assert reply.word == "NOT_FOUND", f"deleted job {job_id} came back"
                 continue
@@ -91,13 +75,13 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path):
             # was in flight; every job still there is intact and ready.
             if reply.word == "FOUND":
                 assert reply.body == body
-                stats = parse_yaml(conn.call(b"stats-job %d\r\n" % job_id).body)
+                stats = parse_yaml(conn.request(b"stats-job %d\r\n" % job_id).body)
                 assert stats["state"] == "ready"
         missing = [
             j for j in acked
-            if j not in deleted and conn.call(b"peek %d\r\n" % j).word == "NOT_FOUND"
+            if j not in deleted and conn.request(b"peek %d\r\n" % j).word == "NOT_FOUND"
         ]  # fmt: skip
         # At most one delete per worker can be in flight when the crash comes.
         assert len(missing) <= 2, missing
-        reply = conn.call(b"put 1 0 60 1\r\nx\r\n")
+        reply = conn.request(b"put 1 0 60 1\r\nx\r\n")
         assert int(reply.args[0]) > max(acked)
