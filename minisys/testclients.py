@@ -19,76 +19,99 @@ from minisys.resp import INCOMPLETE, RespParser, encode_command
 RAW_CLIENT_TIMEOUT = 15.0
 
 
-class RawRespClient:
-    """A blocking RESP client that shows replies exactly as parsed values, errors included
-    (a `RespError` is returned, not raised), for tests comparing byte-level behaviour."""
+# Bytes asked of the socket per read.
+READ_SIZE = 1 << 16
 
-    def __init__(
-        self, port: int, host: str = "127.0.0.1", timeout: float = RAW_CLIENT_TIMEOUT
-    ) -> None:
+
+class _RawClient:
+    """One blocking socket and one sans-I/O reply parser; subclasses say how to parse."""
+
+    INCOMPLETE: object = None  # what the parser's next_reply() returns while it needs bytes
+
+    def __init__(self, port: int, host: str, timeout: float, parser) -> None:
+        self.timeout = timeout
         self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.parser = RespParser()
+        self.parser = parser
 
-    def send_raw(self, data: bytes) -> None:
+    def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
-    def read(self) -> object:
+    def _next_reply(self):
+        """The next reply, reading from the socket until the parser has one whole."""
         while True:
-            value = self.parser.next_reply()
-            if value is not INCOMPLETE:
-                return value
-            chunk = self.sock.recv(1 << 16)
+            reply = self.parser.next_reply()
+            if reply is not self.INCOMPLETE:
+                return reply
+            chunk = self.sock.recv(READ_SIZE)
             if not chunk:
                 raise ConnectionError("server closed the connection")
             self.parser.feed(chunk)
 
-    def call(self, *args: object) -> object:
-        self.send_raw(encode_command(*args))
-        return self.read()
-
-    def pipeline(self, commands: list[tuple]) -> list[object]:
-        self.send_raw(b"".join(encode_command(*c) for c in commands))
-        return [self.read() for _ in commands]
+    def nothing_pending(self, wait: float = 0.2) -> bool:
+        """True if no reply arrives within `wait` (a blocked reserve, a swallowed line)."""
+        self.sock.settimeout(wait)
+        try:
+            chunk = self.sock.recv(READ_SIZE)
+        except TimeoutError:
+            return True
+        finally:
+            self.sock.settimeout(self.timeout)
+        self.parser.feed(chunk)
+        return False
 
     def closed_by_server(self) -> bool:
         """True once the server has closed its side (recv returns b"")."""
         try:
-            return self.sock.recv(1 << 16) == b""
+            return self.sock.recv(READ_SIZE) == b""
         except ConnectionResetError:
             return True
 
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> RawRespClient:
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-class RawBeanstalkClient:
+class RawRespClient(_RawClient):
+    """A blocking RESP client that shows replies exactly as parsed values, errors included
+    (a `RespError` is returned, not raised), for tests comparing byte-level behaviour."""
+
+    INCOMPLETE = INCOMPLETE  # None is a valid RESP reply (a null bulk string)
+
+    def __init__(
+        self, port: int, host: str = "127.0.0.1", timeout: float = RAW_CLIENT_TIMEOUT
+    ) -> None:
+        super().__init__(port, host, timeout, RespParser())
+
+    def send_raw(self, data: bytes) -> None:
+        self.send(data)
+
+    def read(self) -> object:
+        return self._next_reply()
+
+    def call(self, *args: object) -> object:
+        self.send(encode_command(*args))
+        return self.read()
+
+    def pipeline(self, commands: list[tuple]) -> list[object]:
+        self.send(b"".join(encode_command(*c) for c in commands))
+        return [self.read() for _ in commands]
+
+
+class RawBeanstalkClient(_RawClient):
     """A blocking beanstalkd client that shows replies exactly as the server sent them."""
 
     def __init__(
         self, port: int, host: str = "127.0.0.1", timeout: float = RAW_CLIENT_TIMEOUT
     ) -> None:
-        self.timeout = timeout
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.parser = ReplyParser()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
+        super().__init__(port, host, timeout, ReplyParser())
 
     def reply(self) -> Reply:
-        while True:
-            reply = self.parser.next_reply()
-            if reply is not None:
-                return reply
-            chunk = self.sock.recv(1 << 16)
-            if not chunk:
-                raise ConnectionError("server closed the connection")
-            self.parser.feed(chunk)
+        return self._next_reply()
 
     def request(self, data: bytes) -> Reply:
         """Send `data` (one or more commands) and return the first reply, parsed."""
@@ -106,24 +129,3 @@ class RawBeanstalkClient:
     def call(self, data: bytes) -> bytes:
         self.send(data)
         return self.raw_line()
-
-    def nothing_pending(self, wait: float = 0.2) -> bool:
-        """True if no reply arrives within `wait` (a blocked reserve, a swallowed line)."""
-        self.sock.settimeout(wait)
-        try:
-            chunk = self.sock.recv(1 << 16)
-        except TimeoutError:
-            return True
-        finally:
-            self.sock.settimeout(self.timeout)
-        self.parser.feed(chunk)
-        return False
-
-    def closed_by_server(self) -> bool:
-        try:
-            return self.sock.recv(1 << 16) == b""
-        except ConnectionResetError:
-            return True
-
-    def close(self) -> None:
-        self.sock.close()
