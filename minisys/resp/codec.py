@@ -51,6 +51,7 @@ MAX_UNAUTH_BULK = 16 * 1024
 
 # b"$0\r\n" … b"$99\r\n" → 0 … 99: the bulk headers of short arguments, parsed once.
 _SHORT_HEADERS = {b"$%d\r\n" % n: n for n in range(100)}
+_SHORT_MAX = 99  # the longest argument _SHORT_HEADERS describes
 # b"*1\r\n" … b"*9\r\n": most commands have fewer than ten arguments (and pass the
 # unauthenticated limit of ten).
 _SHORT_COUNTS = {b"*%d\r\n" % n: n for n in range(1, 10)}
@@ -142,6 +143,40 @@ class RespParser:
 
         Raises ProtocolError with Redis's text; the connection must then be closed.
         """
+        buf = self._buf
+        pos = self._pos
+        # The fast path: nearly every request is a multibulk of fewer than ten arguments
+        # shorter than 100 bytes, all already buffered (GET k, SET k v). Its headers are
+        # whole-table lookups; anything else (a cut command, a long argument, inline, an
+        # error to report) falls through to the general parser, which starts over at pos.
+        count = _SHORT_COUNTS.get(buf[pos : pos + 4])
+        if count is not None and self._args is None and self.max_bulk >= _SHORT_MAX:
+            end = len(buf)
+            pos += 4
+            args = []
+            while count:
+                n = _SHORT_HEADERS.get(buf[pos : pos + 4])  # "$0\r\n" … "$9\r\n"
+                if n is not None:
+                    pos += 4
+                else:
+                    n = _SHORT_HEADERS.get(buf[pos : pos + 5])  # "$10\r\n" … "$99\r\n"
+                    if n is None:
+                        break
+                    pos += 5
+                stop = pos + n
+                if stop + 2 > end:
+                    break
+                # Like Redis, the two bytes after the data are skipped, not checked.
+                args.append(buf[pos:stop])
+                pos = stop + 2
+                count -= 1
+            else:
+                self._pos = pos
+                return args
+        return self._next_command_general()
+
+    def _next_command_general(self) -> list[bytes] | None:
+        """next_command for any input: cut commands, big arguments, inline, errors."""
         while True:
             buf = self._buf
             pos = self._pos
