@@ -45,8 +45,8 @@ from minisys.testclients import RawBeanstalkClient, RawRespClient
 
 __all__ = [
     "REPO_ROOT", "RawBeanstalkClient", "RawRespClient", "RealServer", "ServerFailed",
-    "ServerProcess", "async_wait_until", "beanstalkd", "can_connect", "free_port",
-    "pid_alive", "redis_server", "resp_ready", "wait_until",
+    "ServerProcess", "async_wait_until", "beanstalk_ready", "beanstalkd", "can_connect",
+    "free_port", "pid_alive", "redis_server", "resp_ready", "wait_until",
 ]  # fmt: skip
 
 # How many lines of a child's output we keep to show when something goes wrong.
@@ -55,6 +55,8 @@ OUTPUT_TAIL_LINES = 200
 REAL_OUTPUT_TAIL = 2000
 # How long a real product may take to listen on a loaded, shared CI machine.
 REAL_START_TIMEOUT = 15.0
+# Ports tried when a real product exits at start (another process took its free port).
+REAL_START_ATTEMPTS = 3
 # How long a stopped real product may take to exit on SIGTERM before it gets SIGKILL.
 REAL_STOP_TIMEOUT = 10.0
 # One readiness probe's connect/reply limit (the probe is retried until the deadline).
@@ -295,17 +297,21 @@ class RealServer:
         with RealServer(["beanstalkd", "-l", "127.0.0.1", "-p", str(port)], port) as bs:
             ...  # bs.port, bs.pid, bs.proc
 
-    `argv[0]` is looked up on PATH (`shutil.which`). Output (stdout and stderr) goes to a
-    temporary file, never a pipe that could fill and stall the product; `output_tail()`
-    shows its end. `start()` raises `ServerFailed` (with that output) when the product
-    exits or is not ready within `timeout` (polled every `interval`), and kills it first.
-    The with-block always ends with `stop()`: SIGTERM, SIGKILL after `stop_timeout`, reaped.
+    `argv` may instead be a function of the port, with `port` left out: then the port is
+    a `free_port()`, and if the product exits before it is ready (most likely another
+    process took the port meanwhile) it is tried again, up to REAL_START_ATTEMPTS times,
+    each time on a new port. `argv[0]` is looked up on PATH (`shutil.which`). Output
+    (stdout and stderr) goes to a temporary file, never a pipe that could fill and stall
+    the product; `output_tail()` shows its end. `start()` raises `ServerFailed` (with
+    that output) when the product exits or is not ready within `timeout` (polled every
+    `interval`), and kills it first. The with-block always ends with `stop()`: SIGTERM,
+    SIGKILL after `stop_timeout`, reaped.
     """
 
     def __init__(
         self,
-        argv: Sequence[str],
-        port: int,
+        argv: Sequence[str] | Callable[[int], Sequence[str]],
+        port: int | None = None,
         *,
         ready: Callable[[int], object] = can_connect,
         timeout: float = REAL_START_TIMEOUT,
@@ -314,8 +320,15 @@ class RealServer:
         cwd: str | Path | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
-        self.argv = list(argv)
-        self.port = port
+        if callable(argv):
+            self._argv_for: Callable[[int], Sequence[str]] | None = argv
+            self.port = port or free_port()
+            self.argv = list(argv(self.port))
+        else:
+            assert port is not None, "RealServer(argv, port): the port argv listens on"
+            self._argv_for = None
+            self.port = port
+            self.argv = list(argv)
         self.ready = ready
         self.timeout = timeout
         self.interval = interval
@@ -323,6 +336,7 @@ class RealServer:
         self.cwd = cwd
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
+        self._died = False  # the last start failed because the product exited by itself
         # Closed by __exit__ (or with the object): outlives start() so the tail can be read.
         self._output = tempfile.TemporaryFile()  # noqa: SIM115
 
@@ -336,10 +350,25 @@ class RealServer:
         return self.proc.pid
 
     def start(self) -> RealServer:
+        retries = REAL_START_ATTEMPTS - 1 if self._argv_for is not None else 0
+        for _ in range(retries):
+            try:
+                return self._start_once()
+            except ServerFailed:
+                if not self._died:
+                    raise
+            self.port = free_port()
+            self.argv = list(self._argv_for(self.port))
+        return self._start_once()
+
+    def _start_once(self) -> RealServer:
         binary = shutil.which(self.argv[0])
         if binary is None:
             raise ServerFailed(f"{self.argv[0]} is not installed")
         env = {**os.environ, **self.env} if self.env else None
+        self._output.seek(0)
+        self._output.truncate()
+        self._died = False
         self.proc = subprocess.Popen(
             [binary, *self.argv[1:]],
             stdin=subprocess.DEVNULL,
@@ -362,6 +391,7 @@ class RealServer:
             ) from None
         if self.proc.poll() is not None:
             code = self.proc.returncode
+            self._died = True
             self.stop()
             raise ServerFailed(f"{self.name} exited ({code}); output:\n{self.output_tail()}")
         return self
@@ -405,13 +435,29 @@ class RealServer:
 def redis_server(*args: str, port: int | None = None) -> RealServer:
     """A throwaway redis-server on 127.0.0.1 (no RDB, no AOF unless `args` say so: later
     directives win), ready once it answers PING. Not started: use it in a `with`."""
-    port = port or free_port()
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
-    argv += ["--save", "", "--appendonly", "no", *args]
+
+    def argv(port: int) -> list[str]:
+        return ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", *args]  # fmt: skip
+
     return RealServer(argv, port, ready=resp_ready)
 
 
+def beanstalk_ready(port: int, host: str = "127.0.0.1") -> bool:
+    """True when a beanstalkd answers `list-tube-used` (a protocol exchange, so another
+    program that happens to listen on the port is not taken for it)."""
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT) as s:
+            s.sendall(b"list-tube-used\r\n")
+            return s.recv(64).startswith(b"USING ")
+    except OSError:
+        return False
+
+
 def beanstalkd(*args: str, port: int | None = None) -> RealServer:
-    """A throwaway beanstalkd on 127.0.0.1, ready once it accepts connections."""
-    port = port or free_port()
-    return RealServer(["beanstalkd", "-l", "127.0.0.1", "-p", str(port), *args], port)
+    """A throwaway beanstalkd on 127.0.0.1, ready once it answers. Not started."""
+
+    def argv(port: int) -> list[str]:
+        return ["beanstalkd", "-l", "127.0.0.1", "-p", str(port), *args]
+
+    return RealServer(argv, port, ready=beanstalk_ready)
