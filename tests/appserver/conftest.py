@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
-import subprocess
 
 import pytest
 
@@ -14,7 +12,7 @@ from appserver.memory import MemoryCache, MemoryDb, MemoryQueue
 from appserver.seed import seed
 from appserver.shop import Shop, build_shop
 from appserver.stores import Stores
-from minisys.testing import wait_until
+from minisys.testing import RealServer, beanstalkd, redis_server
 
 
 class FakeClock:
@@ -149,82 +147,21 @@ def beanstalk() -> FakeBeanstalk:
     return FakeBeanstalk()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RealServer:
-    """A third-party server (redis-server, beanstalkd) on a free port; skip if absent.
-
-    The port is picked by binding port 0 and closing it, so another process may grab it
-    before the server binds: the server then exits, and we try again with a new port.
-    Readiness is a protocol exchange, not a bare connect, so we never mistake someone
-    else's listener for ours."""
-
-    ATTEMPTS = 3
-
-    def __init__(self, binary: str, *args: str, probe: bytes, answer: bytes) -> None:
-        path = shutil.which(binary)
-        if path is None:
-            pytest.skip(f"{binary} is not installed (bash .ci/run installs it where apt exists)")
-        for _ in range(self.ATTEMPTS):
-            self.port = free_port()
-            argv = [path, *(a.replace("{port}", str(self.port)) for a in args)]
-            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            started = wait_until(
-                lambda: self.proc.poll() is not None or _answers(self.port, probe, answer),
-                timeout=15,
-                message=f"{binary} did not start",
-            )
-            if started and self.proc.poll() is None:
-                return
-        raise RuntimeError(f"{binary} failed to start {self.ATTEMPTS} times")
-
-    def __enter__(self) -> RealServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-
-def _answers(port: int, probe: bytes, answer: bytes) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            s.sendall(probe)
-            return s.recv(64).startswith(answer)
-    except OSError:
-        return False
+def _require(binary: str) -> None:
+    if shutil.which(binary) is None:
+        pytest.skip(f"{binary} is not installed (bash .ci/run installs it where apt exists)")
 
 
 def real_redis() -> RealServer:
-    return RealServer(
-        "redis-server",
-        "--port",
-        "{port}",
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        probe=b"PING\r\n",
-        answer=b"+PONG",
-    )
+    """A throwaway redis-server (skip when missing); enter it with `with` to start it."""
+    _require("redis-server")
+    return redis_server()
 
 
 def real_beanstalkd() -> RealServer:
-    return RealServer(
-        "beanstalkd",
-        "-l",
-        "127.0.0.1",
-        "-p",
-        "{port}",
-        probe=b"list-tube-used\r\n",
-        answer=b"USING",
-    )
+    """A throwaway beanstalkd (skip when missing); enter it with `with` to start it."""
+    _require("beanstalkd")
+    return beanstalkd()
 
 
 @pytest.fixture(scope="session")
