@@ -107,6 +107,7 @@ class LRUCache:
         self._max_bytes = max_bytes
         self._set_limits()
         self._policy = check_policy(policy)
+        self.noeviction = self._policy == NOEVICTION  # writes may be refused (read-only)
         self._clock = clock
         self._timer = timer
         self._rng = rng or random.Random()
@@ -348,6 +349,7 @@ class LRUCache:
         """Change bounds or policy at run time (CONFIG SET); evicts down to new bounds."""
         if policy is not None:
             self._policy = check_policy(policy)
+            self.noeviction = self._policy == NOEVICTION
             self._order_deadlines()
         if max_keys is not None:
             if max_keys < 0:
@@ -367,8 +369,8 @@ class LRUCache:
     def refuses_writes(self) -> bool:
         """True under noeviction while over a bound, which happens when the bounds were
         lowered below what is stored: Redis then refuses every write that may grow memory,
-        even one that would fit."""
-        return self._policy == NOEVICTION and (
+        even one that would fit. A plain attribute read, for the SET path."""
+        return self.noeviction and (
             len(self._data) > self._key_limit or self.used_bytes > self._byte_limit
         )
 

@@ -118,8 +118,8 @@ def set_(session: Session, argv: list[bytes]) -> object:
     """Set the string value of a key, with optional expiry and conditions."""
     ks = session.server_state
     cache = ks.cache
-    # Redis refuses on memory before it even reads the options.
-    if cache.refuses_writes():
+    # Redis refuses on memory before it even reads the options (only noeviction may).
+    if cache.noeviction and cache.refuses_writes():
         raise CommandError(ERR_OOM)
     if len(argv) == 3:  # plain SET, the hottest write: ks.store inlined
         try:
