@@ -18,6 +18,7 @@ arrival rate (wrk2 and k6 do that).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -31,6 +32,21 @@ DEMO_SKUS = [f"sku-{i}" for i in range(1, 6)]
 BENCH_STOCK = 10**9
 # Progress is printed once per slice; each slice is one run of the load generator.
 SLICE_SECONDS = 1.0
+
+
+def merge(results: list[LoadResult], duration: float) -> LoadResult:
+    """Add up load results that ran side by side (or one after another, over `duration`)."""
+    total = LoadResult(
+        requests=sum(r.requests for r in results),
+        errors=sum(r.errors for r in results),
+        duration=duration,
+        latencies=[lat for r in results for lat in r.latencies],
+        status_counts={},
+    )
+    for r in results:
+        for code, n in r.status_counts.items():
+            total.status_counts[code] = total.status_counts.get(code, 0) + n
+    return total
 
 
 async def bench(data_dir: Path, connections: int, duration: float) -> int:
@@ -51,33 +67,34 @@ async def bench(data_dir: Path, connections: int, duration: float) -> int:
             if resp.status != 200:
                 print(f"could not raise the stock of {sku}: {resp.status} {resp.text()[:200]}")
                 return 1
-    body = json.dumps({"user_id": 1, "items": [{"sku": "sku-1", "qty": 1}]}).encode()
+    # Orders for one product queue behind each other (its stock key is WATCHed by every
+    # order), so the connections are spread over the five demo products.
+    bodies = [
+        json.dumps({"user_id": 1 + i % 3, "items": [{"sku": sku, "qty": 1}]}).encode()
+        for i, sku in enumerate(DEMO_SKUS)
+    ]
     headers = [auth, ("Content-Type", "application/json")]
+    shares = [
+        connections // len(bodies) + (i < connections % len(bodies)) for i in range(len(bodies))
+    ]
     print(f"placing orders through the lb at {host}:{lb}: {connections} connections, "
           f"{duration:.0f}s")  # fmt: skip
     results: list[LoadResult] = []
     elapsed = 0.0
     while elapsed < duration:
         slice_ = min(SLICE_SECONDS, duration - elapsed)
-        result = await run_load(
-            host, lb, "/place-order", connections=connections, duration=slice_,
-            method="POST", headers=headers, body=body,
-        )  # fmt: skip
+        parts = await asyncio.gather(*(
+            run_load(host, lb, "/place-order", connections=n, duration=slice_,
+                     method="POST", headers=headers, body=body)
+            for n, body in zip(shares, bodies, strict=True) if n
+        ))  # fmt: skip
+        result = merge(parts, slice_)
         results.append(result)
         elapsed += slice_
         p99_ms = result.percentile(99) * 1000
         print(f"  {elapsed:5.1f}s  {result.rps:8.0f} req/s  p99 {p99_ms:6.1f} ms"
               f"  errors {result.errors}", flush=True)  # fmt: skip
-    total = LoadResult(
-        requests=sum(r.requests for r in results),
-        errors=sum(r.errors for r in results),
-        duration=sum(r.duration for r in results),
-        latencies=[lat for r in results for lat in r.latencies],
-        status_counts={},
-    )
-    for r in results:
-        for code, n in r.status_counts.items():
-            total.status_counts[code] = total.status_counts.get(code, 0) + n
+    total = merge(results, sum(r.duration for r in results))
     statuses = dict(sorted(total.status_counts.items()))
     print(f"orders: {total.requests} in {total.duration:.1f}s = {total.rps:.0f} req/s; "
           f"statuses {statuses}; errors {total.errors}")  # fmt: skip
