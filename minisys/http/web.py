@@ -27,6 +27,7 @@ no content negotiation, no streaming request bodies; HEAD is answered by the GET
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -49,6 +50,8 @@ from minisys.metrics import Registry
 __all__ = ["App", "Problem", "Request", "Response", "json_response", "problem", "problem_body"]
 
 access_log = get_logger("minisys.http.access")
+# Routes whose successful hits the access log keeps at DEBUG (probes, scrapes).
+QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 log = get_logger("minisys.http.web")
 
 RouteHandler = Callable[[Request], Awaitable[Response]]
@@ -231,7 +234,12 @@ class App:
             self._requests.inc(method=request.method, route=route, status=str(response.status))
             self._latency.observe(elapsed, route=route)
             if self.access_log:
-                access_log.info(
+                # Health probes arrive every few seconds from every gateway and lb: logging
+                # them at INFO would bury the requests a learner is watching for.
+                quiet = route in QUIET_ROUTES and response.status < 400
+                level = logging.DEBUG if quiet else logging.INFO
+                access_log.log(
+                    level,
                     '%s "%s %s" %d %.1fms',
                     request.peer[0] if request.peer else "-",
                     request.method,
