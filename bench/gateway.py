@@ -36,23 +36,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from minisys.testing import RealServer, can_connect, free_port  # noqa: E402
+from minisys.testing import RealServer, can_connect, free_port, nginx_server  # noqa: E402
 
 BENCH_KEY = "minisys-bench-key"
 
 
-NGINX_CONF = """
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
+# The inside of nginx's http block (minisys.testing.nginx_server writes the rest).
+NGINX_HTTP = """
     keepalive_requests 1000000;
     limit_req_zone $binary_remote_addr zone=api:10m rate=1000000r/s;
     upstream app {{ server 127.0.0.1:{upstream}; keepalive 64; }}
@@ -69,9 +59,7 @@ http {{
             proxy_set_header Connection "";
             proxy_set_header X-Forwarded-For $remote_addr;
         }}
-    }}
-}}
-"""
+    }}"""
 
 ENGINE_PROXY = """
 import asyncio, sys
@@ -150,8 +138,6 @@ def main() -> int:
 
     upstream, proxy, gw_port, engine_port = free_port(), free_port(), free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="minisys-bench-gw-") as tmp, ExitStack() as stack:
-        conf = Path(tmp) / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(dir=tmp, upstream=upstream, proxy=proxy))
         toml = Path(tmp) / "gateway.toml"
         toml.write_text(GATEWAY_TOML.format(upstream=upstream, key=BENCH_KEY))
         engine = Path(tmp) / "engine_proxy.py"
@@ -159,12 +145,14 @@ def main() -> int:
         env = {"PYTHONPATH": str(REPO)}
         gateway = [sys.executable, "-m", "gateway", "--port", str(gw_port), "--admin-port", "0"]
         gateway += ["--config", str(toml), "--log-level", "warning"]
+        nginx_http = NGINX_HTTP.format(upstream=upstream, proxy=proxy)
+        stack.enter_context(
+            nginx_server(
+                tmp, nginx_http, proxy, connections=4096,
+                ready=lambda p: can_connect(p) and can_connect(upstream),
+            )
+        )  # fmt: skip
         for argv, port, ready in (
-            (
-                ["nginx", "-p", tmp, "-c", str(conf), "-g", "daemon off;"],
-                proxy,
-                lambda p: can_connect(p) and can_connect(upstream),
-            ),
             (gateway, gw_port, can_connect),
             (
                 [sys.executable, str(engine), str(engine_port), str(upstream)],

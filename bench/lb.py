@@ -39,28 +39,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from minisys.testing import RealServer, free_port  # noqa: E402
+from minisys.testing import RealServer, free_port, nginx_server  # noqa: E402
 
-NGINX_CONF = """
-daemon off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log stderr error;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+# The inside of nginx's http block (minisys.testing.nginx_server writes the rest).
+NGINX_HTTP = """
     keepalive_requests 1000000;
     server {{
         listen 127.0.0.1:{port} backlog=4096;
         location / {{ return 200 "hello\\n"; }}
-    }}
-}}
-"""
+    }}"""
 
 HAPROXY_CONF = """
 global
@@ -101,16 +88,10 @@ asyncio.run(main())
 def start_backend(tmp: str) -> tuple[RealServer, int, str]:
     port = free_port()
     if shutil.which("nginx"):
-        for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            os.makedirs(f"{tmp}/{d}", exist_ok=True)
-        conf = Path(tmp, "nginx.conf")
-        conf.write_text(NGINX_CONF.format(tmp=tmp, port=port))
-        argv = ["nginx", "-c", str(conf), "-p", tmp]
-        kind = "nginx"
-    else:
-        argv = [sys.executable, "-c", PY_BACKEND, str(port)]
-        kind = "python asyncio"
-    return RealServer(argv, port).start(), port, kind
+        server = nginx_server(tmp, NGINX_HTTP.format(port=port), port, connections=4096)
+        return server.start(), port, "nginx"
+    argv = [sys.executable, "-c", PY_BACKEND, str(port)]
+    return RealServer(argv, port).start(), port, "python asyncio"
 
 
 def start_haproxy(tmp: str, backend: int) -> tuple[RealServer | None, int]:

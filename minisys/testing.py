@@ -461,3 +461,32 @@ def beanstalkd(*args: str, port: int | None = None) -> RealServer:
         return ["beanstalkd", "-l", "127.0.0.1", "-p", str(port), *args]
 
     return RealServer(argv, port, ready=beanstalk_ready)
+
+
+NGINX_PREAMBLE = """\
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections {connections}; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+{http}
+}}
+"""
+
+
+def nginx_server(
+    workdir: str | Path, http: str, port: int, *, connections: int = 1024, **kwargs: object
+) -> RealServer:
+    """nginx in the foreground with everything (pid, logs, temp files) under `workdir`;
+    `http` is the inside of the `http {}` block (upstreams, servers listening on `port`).
+    Not started. Its error log is `workdir/error.log`."""
+    conf = Path(workdir) / "nginx.conf"
+    conf.write_text(NGINX_PREAMBLE.format(dir=workdir, connections=connections, http=http))
+    argv = ["nginx", "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"]
+    return RealServer(argv, port, **kwargs)  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from minisys.testing import RealServer, ServerFailed, ServerProcess, free_port
+from minisys.testing import ServerFailed, ServerProcess, free_port, nginx_server
 
 STUB = "tests.gateway.stub_upstream"
 
@@ -214,18 +214,8 @@ def h():
     )  # fmt: skip
 
 
-NGINX_PROXY_CONF = """
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
+# The inside of nginx's http block (minisys.testing.nginx_server writes the rest).
+NGINX_PROXY_HTTP = """
     upstream main {{ server 127.0.0.1:{a}; server 127.0.0.1:{b}; keepalive 8; }}
     server {{
         listen 127.0.0.1:{port};
@@ -234,9 +224,7 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }}
-    }}
-}}
-"""
+    }}"""
 
 
 @pytest.fixture(scope="session")
@@ -248,11 +236,9 @@ def nginx_proxy(stubs, tmp_path_factory):
         pytest.skip("nginx is not installed")
     workdir = tmp_path_factory.mktemp("nginx")
     port = free_port()
-    conf = workdir / "nginx.conf"
-    conf.write_text(NGINX_PROXY_CONF.format(dir=workdir, a=stubs[0], b=stubs[1], port=port))
-    argv = ["nginx", "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"]
+    http = NGINX_PROXY_HTTP.format(a=stubs[0], b=stubs[1], port=port)
     try:
-        proc = RealServer(argv, port).start()
+        proc = nginx_server(workdir, http, port, connections=256).start()
     except ServerFailed:
         pytest.skip(f"nginx did not start: {(workdir / 'error.log').read_text()[-300:]}")
     with proc:

@@ -21,7 +21,7 @@ from minisys.http.server import http_server
 from minisys.http.testkit import VECTORS, ServerThread, probe
 from minisys.http.web import App
 from minisys.server import ServerConfig
-from minisys.testing import RealServer, ServerFailed, free_port
+from minisys.testing import ServerFailed, free_port, nginx_server
 
 pytestmark = pytest.mark.interop
 
@@ -126,39 +126,22 @@ def test_curl_http10(srv):
 # --- nginx, probed with the same table -------------------------------------------------
 
 
-NGINX_CONF = """
-daemon off;
-master_process off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+# The inside of nginx's http block (minisys.testing.nginx_server writes the rest).
+NGINX_HTTP = """
     server {{
         listen 127.0.0.1:{port};
         location / {{ return 200 "ok\\n"; }}
-    }}
-}}
-"""
+    }}"""
 
 
 @pytest.fixture(scope="module")
 def nginx(tmp_path_factory):
-    path = shutil.which("nginx") or shutil.which("/usr/sbin/nginx")
-    if path is None:
+    if shutil.which("nginx") is None:
         pytest.skip("nginx is not installed")
     tmp = tmp_path_factory.mktemp("nginx")
     port = free_port()  # nginx takes its port from the config, not --port 0
-    conf = tmp / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp, port=port))
     try:
-        proc = RealServer([path, "-p", str(tmp), "-c", str(conf)], port).start()
+        proc = nginx_server(tmp, NGINX_HTTP.format(port=port), port, connections=64).start()
     except ServerFailed as e:
         pytest.skip(f"nginx did not start: {str(e)[-300:]}")
     with proc:
