@@ -28,8 +28,9 @@ import sys
 import threading
 import time
 
+from minisys.server import SD_LISTEN_FDS_START
+
 PR_SET_PDEATHSIG = 1
-SD_LISTEN_FDS_START = 3
 # Temporary descriptors go above this so renumbering never overwrites a source fd.
 SCRATCH_FD_BASE = 100
 # How often the fallback watcher checks whether the launcher is still our parent.
