@@ -78,3 +78,46 @@ def test_wrong_labels_and_negative_counter_are_errors():
         c.inc(-1, a="1")
     with pytest.raises(ValueError):
         reg.counter("x_total", "again")
+
+
+def test_label_handles_share_the_value_of_their_label_set():
+    reg = Registry()
+    requests = reg.counter("requests_total", "Requests.", ["route"])
+    depth = reg.gauge("depth", "Queue depth.", ["tube"])
+    latency = reg.histogram("latency_seconds", "Latency.", ["route"], buckets=[0.1])
+    users = requests.labels(route="/users")
+    users.inc()
+    users.inc(4)
+    requests.inc(route="/users")
+    assert requests.value(route="/users") == 6
+    assert requests.labels(route="/users") is users  # one child per label set
+    emails = depth.labels(tube="emails")
+    emails.set(7)
+    emails.dec(2)
+    depth.inc(tube="emails")
+    assert depth.value(tube="emails") == 6
+    handle = latency.labels(route="/users")
+    handle.observe(0.05)
+    latency.observe(0.5, route="/users")
+    assert latency.snapshot(route="/users") == (2, 0.55)
+    samples = parse_text(reg.render())
+    assert samples[("requests_total", (("route", "/users"),))] == 6
+    assert samples[("latency_seconds_bucket", (("le", "0.1"), ("route", "/users")))] == 1
+
+
+def test_counter_handle_only_goes_up():
+    handle = Registry().counter("c_total", "C.", ["k"]).labels(k="a")
+    for change in (lambda: handle.inc(-1), lambda: handle.dec(), lambda: handle.set(3)):
+        with pytest.raises(ValueError):
+            change()
+    assert handle.value == 0
+
+
+def test_handles_past_the_cardinality_bound_share_the_overflow_child():
+    c = Registry().counter("c_total", "C.", ["k"])
+    for i in range(MAX_CHILDREN):
+        c.inc(k=str(i))
+    late = c.labels(k="late")
+    assert late is c.labels(k="later")
+    late.inc()
+    assert c.value(k=OVERFLOW) == 1
