@@ -84,11 +84,14 @@ async def main(args: argparse.Namespace, server_config: ServerConfig) -> None:
         limits=Limits(max_body=cfg.max_body, max_header_bytes=cfg.max_header),
         server_header="",
     )
-    server = http_server("gateway", server_config, gateway.handle, settings=settings)
-    # Our connections read an optional PROXY v1 line from trusted peers before HTTP.
-    server.protocol_factory = lambda: GatewayConnection(
-        gateway.handle, settings, gateway.config.trusted_proxies
-    )
+    # Our connections read an optional PROXY v1 line from trusted peers before HTTP; the
+    # trusted list is read per connection, so a reload applies to new connections.
+    server = http_server(
+        "gateway", server_config, gateway.handle, settings=settings,
+        connection_factory=lambda handle, settings: GatewayConnection(
+            handle, settings, gateway.config.trusted_proxies
+        ),
+    )  # fmt: skip
     admin_config = ServerConfig(**{**server_config.__dict__, "port": args.admin_port})
     admin_server = http_server("gateway-admin", admin_config, admin.handle)
 

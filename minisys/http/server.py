@@ -402,13 +402,23 @@ class HttpConnection(Connection):
             waiter.exception()  # retrieved, so asyncio does not log it if nobody awaits
 
 
+# Builds one connection from the server's handler and settings: HttpConnection itself, or
+# a subclass that reads something before HTTP (the gateway's PROXY v1 line).
+ConnectionFactory = Callable[[Handler, HttpSettings], HttpConnection]
+
+
 class HttpServer(Server):
     """A Server whose connections speak HTTP, plus the sweep that enforces HTTP timeouts."""
 
     def __init__(
-        self, name: str, config: ServerConfig, handler: Handler, settings: HttpSettings
+        self,
+        name: str,
+        config: ServerConfig,
+        handler: Handler,
+        settings: HttpSettings,
+        connection_factory: ConnectionFactory = HttpConnection,
     ) -> None:
-        super().__init__(name, config, lambda: HttpConnection(handler, settings))
+        super().__init__(name, config, lambda: connection_factory(handler, settings))
         self.settings = settings
         self._timer_task: asyncio.Task | None = None
 
@@ -443,9 +453,13 @@ def http_server(
     *,
     settings: HttpSettings | None = None,
     limits: Limits | None = None,
+    connection_factory: ConnectionFactory = HttpConnection,
 ) -> HttpServer:
-    """An HTTP server calling `handler` for every request; `await server.start()` binds it."""
+    """An HTTP server calling `handler` for every request; `await server.start()` binds it.
+
+    `connection_factory(handler, settings)` makes each connection (default HttpConnection).
+    """
     settings = settings or HttpSettings()
     if limits is not None:
         settings = dataclasses.replace(settings, limits=limits)
-    return HttpServer(name, config, handler, settings)
+    return HttpServer(name, config, handler, settings, connection_factory)
