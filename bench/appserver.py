@@ -1,6 +1,6 @@
 """Benchmark one appserver on our stores against the same appserver on the real products.
 
-    python bench/appserver.py [--duration 5] [--rounds 2] [--connections 32] [--fsync always]
+    python bench/appserver.py [--duration 5] [--rounds 3] [--connections 32] [--fsync always]
 
 Two stacks run side by side, each with one `python -m appserver` process:
 
@@ -8,9 +8,15 @@ Two stacks run side by side, each with one `python -m appserver` process:
     peer   redis-server (cache) + redis-server (db) + beanstalkd (queue)
 
 The appserver code is identical; only the stores differ, so the ratio says what our
-stores cost the shop end to end. Durability matches the launcher's default: minidb and mq
-with `--fsync always`, the peer's db redis with `appendfsync always` and beanstalkd with
-`-f 0` (`--fsync no` relaxes both sides alike).
+stores cost the shop end to end. Durability is the same on both sides and printed at the
+start (`PARITY` lines): with the default `--fsync always` minidb and mq fsync before they
+acknowledge a write, the peer's db redis has `appendfsync always` and beanstalkd `-f 0`;
+`everysec` and `no` map to `appendfsync everysec`/`-f 1000` and `appendfsync no`/`-F`. Neither
+cache persists anything. Both appservers use RESP2.
+
+Because wall-clock figures swing on a shared machine, every run also reports the CPU
+time each process spent per request (utime+stime from /proc/<pid>/stat, before and after
+the run, divided by wrk's request count): `CPU` lines, medians over the rounds.
 
 wrk drives each figure, alternating ours/peer within every round so machine noise hits
 both alike:
@@ -34,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import shutil
 import statistics
@@ -44,6 +51,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -55,6 +63,9 @@ UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 # many things sell at once; `--hot` puts every order on one product (a flash sale), where
 # WATCH conflicts dominate.
 BENCH_SKUS = 20
+FIGURES = ("get_product", "place_order")
+FIGURE_PATHS = {"get_product": "/products/sku-1", "place_order": "/place-order"}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 ORDER_LUA = """
 local skus = SKUS
 request = function()
@@ -65,40 +76,76 @@ end
 """
 
 
+# The durability flags of each side for one `--fsync` setting: the same promise.
+OUR_FSYNC = {"always": "always", "everysec": "everysec", "no": "no"}
+REDIS_FSYNC = {
+    "always": ["--appendonly", "yes", "--appendfsync", "always"],
+    "everysec": ["--appendonly", "yes", "--appendfsync", "everysec"],
+    "no": ["--appendonly", "yes", "--appendfsync", "no"],
+}
+BEANSTALKD_FSYNC = {"always": ["-f", "0"], "everysec": ["-f", "1000"], "no": ["-F"]}
+
+
+class Stores(NamedTuple):
+    urls: tuple[str, str, str]  # cache, db, queue
+    pids: dict[str, int]  # process name → pid, for the CPU accounting
+
+
 @contextlib.contextmanager
-def our_stores(tmp: Path, fsync: str) -> Iterator[tuple[str, str, str]]:
+def our_stores(tmp: Path, fsync: str) -> Iterator[Stores]:
     with (
         ServerProcess("kvcache") as kv,
         ServerProcess("minidb", "--data-dir", str(tmp / "minidb"), "--fsync", fsync) as db,
         ServerProcess("mq", "--data-dir", str(tmp / "mq"), "--fsync", fsync) as mq,
     ):
-        yield (
-            f"redis://127.0.0.1:{kv.port}",
-            f"redis://127.0.0.1:{db.port}",
-            f"beanstalk://127.0.0.1:{mq.port}",
+        yield Stores(
+            (
+                f"redis://127.0.0.1:{kv.port}",
+                f"redis://127.0.0.1:{db.port}",
+                f"beanstalk://127.0.0.1:{mq.port}",
+            ),
+            {"kvcache": kv.pid, "minidb": db.pid, "mq": mq.pid},
         )
 
 
 @contextlib.contextmanager
-def peer_stores(tmp: Path, fsync: str) -> Iterator[tuple[str, str, str]]:
-    redis_fsync = {
-        "always": ["--appendonly", "yes", "--appendfsync", "always"],
-        "everysec": ["--appendonly", "yes", "--appendfsync", "everysec"],
-        "no": ["--appendonly", "no"],
-    }[fsync]
+def peer_stores(tmp: Path, fsync: str) -> Iterator[Stores]:
     (tmp / "redis-db").mkdir()
     (tmp / "beanstalkd").mkdir()
-    queue_args = ["-b", str(tmp / "beanstalkd"), "-f", "0"] if fsync == "always" else []
     with (
         redis_server() as cache,
-        redis_server("--dir", str(tmp / "redis-db"), *redis_fsync) as db,
-        beanstalkd(*queue_args) as queue,
+        redis_server("--dir", str(tmp / "redis-db"), *REDIS_FSYNC[fsync]) as db,
+        beanstalkd("-b", str(tmp / "beanstalkd"), *BEANSTALKD_FSYNC[fsync]) as queue,
     ):
-        yield (
-            f"redis://127.0.0.1:{cache.port}",
-            f"redis://127.0.0.1:{db.port}",
-            f"beanstalk://127.0.0.1:{queue.port}",
+        yield Stores(
+            (
+                f"redis://127.0.0.1:{cache.port}",
+                f"redis://127.0.0.1:{db.port}",
+                f"beanstalk://127.0.0.1:{queue.port}",
+            ),
+            {"redis-cache": cache.pid, "redis-db": db.pid, "beanstalkd": queue.pid},
         )
+
+
+def print_parity(fsync: str) -> None:
+    ours = f"--fsync {OUR_FSYNC[fsync]}"
+    print(f"PARITY ours: kvcache (no persistence), minidb {ours}, mq {ours}")
+    print(
+        "PARITY peer: redis cache (--save '' --appendonly no), redis db "
+        f"{' '.join(REDIS_FSYNC[fsync])}, beanstalkd -b DIR {' '.join(BEANSTALKD_FSYNC[fsync])}"
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process so far, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+class Run(NamedTuple):
+    rps: float
+    p99: float  # ms
+    cpu: dict[str, float]  # process name → CPU µs per request
 
 
 def http(port: int, method: str, path: str, body: object = None) -> tuple[int, object]:
@@ -125,8 +172,10 @@ def prepare(port: int) -> None:
         assert http(port, "GET", path)[0] == 200, path
 
 
-def wrk(url: str, duration: float, connections: int, script: Path | None) -> tuple[float, float]:
-    """Run wrk; return (requests per second, p99 latency in ms)."""
+def wrk(
+    url: str, duration: float, connections: int, script: Path | None
+) -> tuple[float, float, int]:
+    """Run wrk; return (requests per second, p99 latency in ms, requests completed)."""
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency"]
     if script is not None:
         cmd += ["-s", str(script)]
@@ -134,10 +183,11 @@ def wrk(url: str, duration: float, connections: int, script: Path | None) -> tup
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
     p99 = float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
+    total = int(re.search(r"(\d+) requests in", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if bad:
         print(f"    ({bad.group(1)} non-2xx answers)")
-    return rps, p99
+    return rps, p99, total
 
 
 def result(name: str, ours: float, peer: float, *, lower_is_better: bool = False) -> None:
@@ -151,15 +201,19 @@ def result(name: str, ours: float, peer: float, *, lower_is_better: bool = False
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--fsync", choices=("always", "everysec", "no"), default="always")
     parser.add_argument("--hot", action="store_true", help="every order on one product")
+    parser.add_argument("--only", choices=FIGURES, help="run one figure (iterating on one path)")
     args = parser.parse_args()
     for tool in ("wrk", "redis-server", "beanstalkd"):
         if shutil.which(tool) is None:
             print(f"bench/appserver.py needs {tool} (apt-get install {tool})")
             return 1
+    print_parity(args.fsync)
+    figures = [f for f in FIGURES if args.only in (None, f)]
+    runs: dict[tuple[str, str], list[Run]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-appserver-") as tmp_name:
         tmp = Path(tmp_name)
         (tmp / "ours").mkdir()
@@ -167,59 +221,69 @@ def main() -> int:
         script = tmp / "order.lua"
         script.write_text(ORDER_LUA.replace("SKUS", "1" if args.hot else str(BENCH_SKUS)))
         with (
-            our_stores(tmp / "ours", args.fsync) as ours_urls,
-            peer_stores(tmp / "peer", args.fsync) as peer_urls,
+            our_stores(tmp / "ours", args.fsync) as ours,
+            peer_stores(tmp / "peer", args.fsync) as peer,
+            contextlib.ExitStack() as stack,
         ):
-            apps = {}
-            with contextlib.ExitStack() as stack:
-                for side, (cache, db, queue) in (("ours", ours_urls), ("peer", peer_urls)):
-                    app = stack.enter_context(
-                        ServerProcess(
-                            "appserver",
-                            "--cache",
-                            cache,
-                            "--db",
-                            db,
-                            "--queue",
-                            queue,
-                            "--seed",
-                            "--log-level",
-                            "warning",
-                        )
+            apps: dict[str, tuple[int, dict[str, int]]] = {}
+            for side, stores in (("ours", ours), ("peer", peer)):
+                cache, db, queue = stores.urls
+                app = stack.enter_context(
+                    ServerProcess(
+                        "appserver",
+                        "--cache",
+                        cache,
+                        "--db",
+                        db,
+                        "--queue",
+                        queue,
+                        "--seed",
+                        "--log-level",
+                        "warning",
                     )
-                    prepare(app.port)
-                    apps[side] = app.port
-                figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
-                for n in range(args.rounds):
-                    for figure, path, lua in (
-                        ("get_product", "/products/sku-1", None),
-                        ("place_order", "/place-order", script),
-                    ):
-                        for side in ("ours", "peer"):
-                            rps, p99 = wrk(
-                                f"http://127.0.0.1:{apps[side]}{path}",
-                                args.duration,
-                                args.connections,
-                                lua,
-                            )
-                            print(
-                                f"round {n + 1} {figure:<12} {side}: {rps:9.0f} req/s  "
-                                f"p99 {p99:7.2f} ms"
-                            )
-                            figures.setdefault((figure, side), []).append((rps, p99))
-                            time.sleep(0.5)
-    for figure in ("get_product", "place_order"):
-        ours = figures[(figure, "ours")]
-        peer = figures[(figure, "peer")]
+                )
+                prepare(app.port)
+                apps[side] = (app.port, {"appserver": app.pid, **stores.pids})
+            for n in range(args.rounds):
+                for figure in figures:
+                    path, lua = FIGURE_PATHS[figure], (script if figure == "place_order" else None)
+                    for side in ("ours", "peer"):
+                        port, pids = apps[side]
+                        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                        rps, p99, total = wrk(
+                            f"http://127.0.0.1:{port}{path}", args.duration, args.connections, lua
+                        )
+                        cpu = {
+                            name: (cpu_seconds(pid) - before[name]) * 1e6 / max(total, 1)
+                            for name, pid in pids.items()
+                        }
+                        print(
+                            f"round {n + 1} {figure:<12} {side}: {rps:7.0f} req/s  "
+                            f"p99 {p99:7.2f} ms  CPU µs/req "
+                            + " ".join(f"{name}={us:.0f}" for name, us in cpu.items())
+                        )
+                        runs.setdefault((figure, side), []).append(Run(rps, p99, cpu))
+                        time.sleep(0.5)
+    for figure in figures:
+        for side in ("ours", "peer"):
+            cpus = [r.cpu for r in runs[(figure, side)]]
+            per = {name: statistics.median(c[name] for c in cpus) for name in cpus[0]}
+            print(
+                f"CPU {figure} {side} (µs per request, median): "
+                + " ".join(f"{name}={us:.0f}" for name, us in per.items())
+                + f" total={sum(per.values()):.0f}"
+            )
+    for figure in figures:
+        ours_runs, peer_runs = runs[(figure, "ours")], runs[(figure, "peer")]
         result(
             f"appserver_{figure}_rps",
-            statistics.median(r for r, _ in ours),
-            statistics.median(r for r, _ in peer),
+            statistics.median(r.rps for r in ours_runs),
+            statistics.median(r.rps for r in peer_runs),
         )
         result(
             f"appserver_{figure}_p99_ms",
-            statistics.median(p for _, p in ours),
-            statistics.median(p for _, p in peer),
+            statistics.median(r.p99 for r in ours_runs),
+            statistics.median(r.p99 for r in peer_runs),
             lower_is_better=True,
         )
     return 0

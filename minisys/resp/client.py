@@ -9,9 +9,10 @@ gateways share token buckets through kvcache, and how tests talk to our stores:
         await conn.execute("WATCH", "stock:42")
         replies = await conn.pipeline([("MULTI",), ("DECRBY", "stock:42", 1), ("EXEC",)])
 
-How a connection works: every `execute` writes its command at once and appends a future
-to a FIFO; the reader completes futures in order as replies arrive. So concurrent callers
-on one connection are pipelined for free — RESP guarantees replies in request order.
+How a connection works: every `execute` queues its command and appends a future to a
+FIFO; at the end of the event loop's turn everything queued goes out in one write, and
+the reader completes futures in order as replies arrive. So concurrent callers on one
+connection are pipelined for free — RESP guarantees replies in request order.
 
 Failure rules, chosen so a caller never gets someone else's reply:
 - a read timeout or a broken socket closes the connection and fails every waiting call
@@ -57,23 +58,78 @@ class RespTimeout(RespConnectionError, TimeoutError):
 
 
 class _ClientProtocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    """One socket: commands go out in batches, replies come back matched to waiters."""
+
+    def __init__(self, read_timeout: float | None = None) -> None:
         self.parser = RespParser(max_bulk=MAX_REPLY_BULK)
+        self.read_timeout = read_timeout
         self.waiters: collections.deque[asyncio.Future] = collections.deque()
+        # When each waiter's reply is due (loop time), parallel to `waiters`.
+        self.deadlines: collections.deque[float] = collections.deque()
+        self.outgoing: list[bytes] = []  # encoded commands not yet handed to the socket
+        self.flush_scheduled = False
+        self.watchdog: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
         self.closed_exc: Exception | None = None
         self.can_write = asyncio.Event()  # cleared while the socket's buffer is full
         self.can_write.set()
         self.room = asyncio.Event()  # cleared while MAX_IN_FLIGHT requests await replies
         self.room.set()
+        self.loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
+    def send(self, payload: bytes, count: int) -> list[asyncio.Future]:
+        """Queue `count` commands' bytes; return one future per reply.
+
+        The bytes are written at the end of this turn of the event loop, together with
+        every other command queued meanwhile: thirty requests that each send one command
+        in the same turn cost the server one read instead of thirty (and us one send).
+        Measured on the appserver's GET path: kvcache woke 0.88 times per request before,
+        see the appserver README for after."""
+        loop = self.loop
+        futures = [loop.create_future() for _ in range(count)]
+        self.waiters.extend(futures)
+        if self.read_timeout is not None:
+            due = loop.time() + self.read_timeout
+            self.deadlines.extend([due] * count)
+            if self.watchdog is None:
+                self.watchdog = loop.call_at(due, self.check_deadline)
+        self.outgoing.append(payload)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            loop.call_soon(self.flush)
+        return futures
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        if self.closed_exc is not None or not self.outgoing:
+            return
+        out = self.outgoing
+        self.outgoing = []
+        assert self.transport is not None
+        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def check_deadline(self) -> None:
+        """One timer per connection, not one per command: it fires at the oldest waiting
+        reply's deadline (replies come in order, so that is the first to expire) and
+        moves on to the next one's. Saves ≈7 µs per command over `asyncio.timeout`."""
+        self.watchdog = None
+        if not self.deadlines:
+            return
+        due = self.deadlines[0]
+        if due <= self.loop.time():
+            self.fail(RespTimeout(f"no reply within {self.read_timeout}s"))
+        else:
+            self.watchdog = self.loop.call_at(due, self.check_deadline)
+
     def data_received(self, data: bytes) -> None:
         parser = self.parser
         parser.feed(data)
+        waiters = self.waiters
+        deadlines = self.deadlines
         while True:
             try:
                 value = parser.next_reply()
@@ -84,18 +140,25 @@ class _ClientProtocol(asyncio.Protocol):
                 return
             if type(value) is Push:
                 continue  # out-of-band RESP3 message; we subscribe to nothing
-            if not self.waiters:
+            if not waiters:
                 self.fail(RespConnectionError("reply without a request"))
                 return
-            waiter = self.waiters.popleft()
+            waiter = waiters.popleft()
+            if deadlines:
+                deadlines.popleft()
             if not waiter.done():
                 waiter.set_result(value)
-            if len(self.waiters) < MAX_IN_FLIGHT // 2:
+            if not self.room.is_set() and len(waiters) < MAX_IN_FLIGHT // 2:
                 self.room.set()
 
     def fail(self, exc: Exception) -> None:
         if self.closed_exc is None:
             self.closed_exc = exc
+        self.outgoing.clear()
+        self.deadlines.clear()
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
@@ -120,7 +183,16 @@ class RespClient:
 
     def __init__(self, protocol: _ClientProtocol, read_timeout: float | None) -> None:
         self._protocol = protocol
-        self.read_timeout = read_timeout
+        protocol.read_timeout = read_timeout
+
+    @property
+    def read_timeout(self) -> float | None:
+        """Seconds a reply may take; then the connection is closed (None: wait forever)."""
+        return self._protocol.read_timeout
+
+    @read_timeout.setter
+    def read_timeout(self, seconds: float | None) -> None:
+        self._protocol.read_timeout = seconds
 
     @classmethod
     async def connect(
@@ -169,33 +241,23 @@ class RespClient:
     def closed(self) -> bool:
         return self._protocol.closed_exc is not None
 
-    async def _send(self, payload: bytes, count: int) -> list[asyncio.Future]:
+    async def _wait_for_room(self) -> None:
+        """Let replies come back (or the socket drain) before piling on more."""
         proto = self._protocol
-        if proto.closed_exc is not None:
-            raise proto.closed_exc
-        while len(proto.waiters) >= MAX_IN_FLIGHT or not proto.can_write.is_set():
-            # Let replies come back (or the socket drain) before piling on more.
+        while proto.closed_exc is None and (
+            len(proto.waiters) >= MAX_IN_FLIGHT or not proto.can_write.is_set()
+        ):
             if len(proto.waiters) >= MAX_IN_FLIGHT:
                 proto.room.clear()
                 await proto.room.wait()
             else:
                 await proto.can_write.wait()
-            if proto.closed_exc is not None:
-                raise proto.closed_exc
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in range(count)]
-        proto.waiters.extend(futures)
-        assert proto.transport is not None
-        proto.transport.write(payload)
-        return futures
+        if proto.closed_exc is not None:
+            raise proto.closed_exc
 
-    async def _wait(self, futures: list[asyncio.Future]) -> list[object]:
+    async def _await(self, future: asyncio.Future) -> object:
         try:
-            async with asyncio.timeout(self.read_timeout):
-                return [await f for f in futures]
-        except TimeoutError:
-            self._protocol.fail(RespTimeout(f"no reply within {self.read_timeout}s"))
-            raise RespTimeout(f"no reply within {self.read_timeout}s") from None
+            return await future
         except asyncio.CancelledError:
             # The caller gave up: the connection no longer knows whose reply comes next.
             self._protocol.fail(RespConnectionError("a waiting call was cancelled"))
@@ -203,8 +265,15 @@ class RespClient:
 
     async def execute(self, *args: bytes | str | int | float) -> object:
         """Send one command and return its reply; an error reply is raised as RespError."""
-        futures = await self._send(encode_command(*args), 1)
-        (reply,) = await self._wait(futures)
+        proto = self._protocol
+        if (
+            proto.closed_exc is not None
+            or not proto.can_write.is_set()
+            or len(proto.waiters) >= MAX_IN_FLIGHT
+        ):
+            await self._wait_for_room()
+        (future,) = proto.send(encode_command(*args), 1)
+        reply = await self._await(future)
         if isinstance(reply, RespError):
             raise reply
         return reply
@@ -214,8 +283,9 @@ class RespClient:
         cmds = list(commands)
         if not cmds:
             return []
+        await self._wait_for_room()
         payload = b"".join(encode_command(*cmd) for cmd in cmds)
-        return await self._wait(await self._send(payload, len(cmds)))
+        return [await self._await(f) for f in self._protocol.send(payload, len(cmds))]
 
     def abort(self) -> None:
         """Drop the connection at once (no await needed)."""
@@ -224,6 +294,7 @@ class RespClient:
     async def close(self) -> None:
         proto = self._protocol
         if proto.transport is not None and proto.closed_exc is None:
+            proto.flush()  # commands queued this turn still go out, as if written at once
             proto.transport.close()
         proto.fail(RespConnectionError("client closed"))
 
