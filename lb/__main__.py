@@ -4,7 +4,8 @@
         --algorithm leastconn --health http:/healthz --admin-port 8070 [--send-proxy]
 
 Prints `READY lb 127.0.0.1:8080` (and `READY lb-admin …`) once listening, drains on
-SIGTERM/SIGINT. See lb/README.md for every flag.
+SIGTERM/SIGINT. With `--workers N` this process becomes the master of N worker
+processes that share the port (lb/workers.py). See lb/README.md for every flag.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from lb.backend import Pool, parse_backend
 from lb.checks import HealthChecker, parse_health_spec
 from lb.health import HealthSettings
 from lb.proxy import DEFAULT_QUEUE_SIZE, Balancer, ProxySettings
+from lb.workers import MAX_WORKERS, run_master
 from minisys.server import (
     Server,
     ServerConfig,
@@ -57,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--eject-after", type=int, default=3, help="connect failures; 0 = never")
     h.add_argument("--eject-cooldown", type=float, default=10.0)
     h.add_argument("--slow-start", type=float, default=0.0, help="seconds; 0 = off")
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port, each with its own pool and checks (lb/workers.py)",
+    )
     a = p.add_argument_group("admin")
     a.add_argument(
         "--admin-port", type=int, default=DEFAULT_ADMIN_PORT, help="stats/admin HTTP; -1 = off"
@@ -65,8 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     config = server_config_from_args(args)
+    if not 1 <= args.workers <= MAX_WORKERS:
+        print(f"lb: --workers must be 1..{MAX_WORKERS}", file=sys.stderr)
+        return 2
     try:
         kind, path = parse_health_spec(args.health)
         settings = HealthSettings(
@@ -96,6 +108,14 @@ def main(argv: list[str] | None = None) -> int:
             queue_timeout=args.queue_timeout,
         ),
     )
+    if args.workers > 1:
+        # The flags were checked above; each worker parses them again and does the work.
+        code = [0]
+
+        async def master() -> None:
+            code[0] = await run_master(args, argv, config)
+
+        return run(master, component="lb", config=config) or code[0]
     checker = HealthChecker(pool, kind, path, send_proxy=args.send_proxy)
 
     async def amain() -> None:
