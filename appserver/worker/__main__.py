@@ -3,9 +3,10 @@
     python -m appserver.worker --queue beanstalk://127.0.0.1:11301 \\
         --outbox ./minisys-data/outbox.mbox [--concurrency 4] [--max-attempts 5]
 
-Prints `READY worker 127.0.0.1:0` (it listens on no port) once its first connection to mq
-watches the `emails` tube; keeps reconnecting with back-off while mq is down. SIGTERM or
-Ctrl-C: idle lanes stop at once, busy ones finish their current job, then it exits 0.
+Prints `READY worker emails@127.0.0.1:11301` — the tube it consumes and the mq it is on;
+it listens on no port of its own — once its first connection to mq watches `emails`;
+keeps reconnecting with back-off while mq is down. SIGTERM or Ctrl-C: idle lanes stop at
+once, busy ones finish their current job, then it exits 0.
 
 `--stall SECONDS` is a teaching seam: each job waits that long before its e-mail is
 written, so you can kill (or `kill -STOP`) the worker mid-job and watch mq hand the job to
@@ -22,7 +23,7 @@ import sys
 
 from appserver.stores import parse_store_url
 from appserver.worker.mbox import MboxOutbox
-from appserver.worker.runner import Worker, WorkerSettings
+from appserver.worker.runner import EMAIL_TUBE, Worker, WorkerSettings
 from appserver.worker.source import connector
 from minisys.logs import get_logger, setup_logging
 from minisys.server import wait_for_stop_signal
@@ -96,7 +97,7 @@ async def main_async(args: argparse.Namespace) -> None:
     stop = wait_for_stop_signal()
 
     def ready() -> None:
-        print("READY worker 127.0.0.1:0", flush=True)
+        print(f"READY worker {EMAIL_TUBE}@{args.queue_at.host}:{args.queue_at.port}", flush=True)
         log.info(
             "watching tube emails on %s:%d, writing %s",
             args.queue_at.host,

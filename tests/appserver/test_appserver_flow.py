@@ -52,6 +52,9 @@ class Stack:
             port_flag=False,
             ready=("worker",),
         ).start()
+        # The READY line names what the worker consumes (it listens on no port).
+        watched = "emails@" + self.queue.removeprefix("beanstalk://").rstrip("/")
+        assert f"READY worker {watched}" in self.worker.output_tail()
         return self.worker
 
     def url(self, path: str) -> str:
