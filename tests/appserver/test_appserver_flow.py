@@ -215,6 +215,22 @@ def test_idempotent_retries_over_real_stores_place_one_order(stack):
     assert status == 422 and doc["type"].endswith("idempotency-mismatch")
 
 
+def test_cache_aside_fills_with_ttls_and_orders_invalidate_the_stock(stack):
+    sku = new_product(stack, stock=3)
+    status, headers, _ = stack.request("GET", f"/products/{sku}")
+    assert status == 200 and headers["X-Cache"] == "MISS"
+    assert stack.request("GET", f"/products/{sku}")[1]["X-Cache"] == "HIT"
+    # The fill set each key's TTL on the cache server itself (PX), product 300 s, stock 10 s.
+    product_ttl = asyncio.run(redis_call(stack.cache, "PTTL", f"product:{sku}"))
+    stock_ttl = asyncio.run(redis_call(stack.cache, "PTTL", f"stock:{sku}"))
+    assert 290_000 < product_ttl <= 300_000 and 0 < stock_ttl <= 10_000
+    assert stack.request("GET", "/users/2")[0] == 200
+    assert 290_000 < asyncio.run(redis_call(stack.cache, "PTTL", "user:2")) <= 300_000
+    assert stack.request("POST", "/place-order", order_body(sku))[0] == 201
+    assert asyncio.run(redis_call(stack.cache, "EXISTS", f"stock:{sku}")) == 0
+    assert stack.request("GET", f"/products/{sku}")[2]["stock"] == 2
+
+
 @pytest.mark.parametrize(
     "body",
     [

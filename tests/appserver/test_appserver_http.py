@@ -10,6 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appserver.app import build_app
+from appserver.products import STOCK_TTL
+from appserver.users import USER_TTL
 from minisys.http.head import Headers
 from minisys.http.message import Request
 
@@ -135,6 +137,18 @@ def test_users_crud_and_cache_invalidation(app, shop):
     assert call(app, "PATCH", "/users/4", {})[0] == 422
     assert call(app, "POST", "/users", {"name": "x", "email": "nope"})[0] == 422
     assert call(app, "DELETE", "/users/4")[0] == 405
+
+
+def test_cached_entries_expire_after_their_ttl(app, clock):
+    assert call(app, "GET", "/users/1")[1]["X-Cache"] == "MISS"
+    clock.advance(USER_TTL - 1)
+    assert call(app, "GET", "/users/1")[1]["X-Cache"] == "HIT"
+    clock.advance(2)
+    assert call(app, "GET", "/users/1")[1]["X-Cache"] == "MISS"
+    assert call(app, "GET", "/products/sku-1")[1]["X-Cache"] == "MISS"
+    clock.advance(STOCK_TTL + 1)  # the stock expired, the description did not
+    assert call(app, "GET", "/products/sku-1")[1]["X-Cache"] == "MISS"
+    assert call(app, "GET", "/products/sku-1")[1]["X-Cache"] == "HIT"
 
 
 def test_products_create_get_page_and_restock(app, shop):

@@ -193,6 +193,34 @@ def test_graceful_stop_finishes_the_current_job(tmp_path, beanstalk):
     assert beanstalk.in_state("deleted") and len(read_mbox(tmp_path / "o.mbox")) == 1
 
 
+def test_concurrency_n_sends_n_jobs_at_once(tmp_path, beanstalk):
+    for order_id in (1, 2, 3):
+        put(beanstalk, job(order_id))
+    in_flight, lock, all_in = [0], threading.Lock(), threading.Event()
+
+    class CountingOutbox(MboxOutbox):
+        def append(self, message_id, message, now=None):
+            with lock:
+                in_flight[0] += 1
+                if in_flight[0] == 3:
+                    all_in.set()
+            # Finish only once all three are being sent together: one lane would hang here.
+            assert all_in.wait(10), "the jobs were not sent concurrently"
+            return super().append(message_id, message, now)
+
+    worker = Worker(
+        beanstalk.connect,
+        CountingOutbox(tmp_path / "o.mbox"),
+        WorkerSettings(concurrency=3),
+    )
+
+    async def done():
+        return len(beanstalk.in_state("deleted")) == 3
+
+    asyncio.run(work_until(worker, done))
+    assert worker.stats.sent == 3 and len(read_mbox(tmp_path / "o.mbox")) == 3
+
+
 def test_stop_while_idle_returns_promptly(tmp_path, beanstalk):
     worker = Worker(
         beanstalk.connect, MboxOutbox(tmp_path / "o.mbox"), WorkerSettings(concurrency=3)
