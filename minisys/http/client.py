@@ -88,16 +88,64 @@ class ClientResponse:
         return f"<ClientResponse {self.status} {len(self.body)} bytes>"
 
 
+class _Deadlines:
+    """The read deadlines of one client's requests in flight, enforced by one timer.
+
+    A timer per request (`loop.call_at`, cancelled when the response arrives) costs a
+    TimerHandle and a heap push and pop for every request. Instead each connection in
+    flight notes its deadline here, and a single timer is armed at the earliest one. As
+    every request of a client usually has the same timeout, a new deadline is later than
+    the armed one and arms nothing: the timer fires about once per timeout period, looks
+    at the connections still in flight, fails the overdue ones with TimeoutError and
+    re-arms at the earliest deadline left. Deadlines stay exact (to the loop's clock).
+    """
+
+    def __init__(self) -> None:
+        self.pending: set[_Connection] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_at = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the timer is on
+
+    def add(self, conn: _Connection, deadline: float, loop: asyncio.AbstractEventLoop) -> None:
+        conn.deadline = deadline
+        self.pending.add(conn)
+        if self._timer is None or deadline < self._armed_at or loop is not self._loop:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._armed_at = deadline
+            self._loop = loop
+            self._timer = loop.call_at(deadline, self._expire, loop)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        now = loop.time()
+        earliest = None
+        for conn in list(self.pending):
+            if conn.deadline <= now:
+                conn.expire()  # fails its waiter and leaves `pending`
+            elif earliest is None or conn.deadline < earliest:
+                earliest = conn.deadline
+        if earliest is not None:
+            self._armed_at = earliest
+            self._timer = loop.call_at(earliest, self._expire, loop)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 class _Connection(asyncio.Protocol):
     """One upstream connection; at most one request in flight."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, deadlines: _Deadlines) -> None:
         self.parser = ResponseParser(limits)
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future | None = None
         self.closed = False
         self.got_bytes = False
-        self._timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0
+        self._deadlines = deadlines
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -105,22 +153,17 @@ class _Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
 
     def send(self, method: str, data: bytes, deadline: float) -> asyncio.Future:
-        """Write one request; the future gets its response, or TimeoutError at `deadline`.
-
-        The deadline is one timer on the loop's clock, cancelled when the response is
-        complete: cheaper than wrapping the await in `asyncio.timeout`, which builds a
-        context manager and looks up the loop and the current task each time.
-        """
+        """Write one request; the future gets its response, or TimeoutError at `deadline`."""
         assert self.transport is not None
         self.waiter = waiter = self._loop.create_future()
-        self._timer = self._loop.call_at(deadline, self._expire)
+        self._deadlines.add(self, deadline, self._loop)
         self.got_bytes = False
         self.parser.expect_response(method)
         self.transport.write(data)
         return waiter
 
-    def _expire(self) -> None:
-        self._timer = None
+    def expire(self) -> None:
+        """The deadline passed before the response was complete."""
         self._fail(TimeoutError())
 
     def data_received(self, data: bytes) -> None:
@@ -146,9 +189,7 @@ class _Connection(asyncio.Protocol):
 
     def _settle(self) -> None:
         """The request is over (answered or failed): its deadline no longer applies."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._deadlines.pending.discard(self)
 
     def _pump(self) -> None:
         parser = self.parser
@@ -196,6 +237,16 @@ class _Pool:
         self.slots = asyncio.Semaphore(size)
 
 
+def _warm(idle: deque[_Connection]) -> _Connection | None:
+    """The most recently used idle connection still fit for a request (LIFO), or None."""
+    while idle:
+        conn = idle.pop()
+        if conn.reusable:
+            return conn
+        conn.close()
+    return None
+
+
 def split_url(url: str) -> tuple[str, int, str]:
     """`http://h:8080/p?q` → ("h", 8080, "/p?q")."""
     parts = urlsplit(url)
@@ -229,6 +280,7 @@ class HttpClient:
         self.limits = limits
         self.default_headers = list(headers)
         self._pools: dict[tuple[str, int], _Pool] = {}
+        self._deadlines = _Deadlines()
         self.connections_opened = 0  # for tests and stats: reuse shows as few opens
 
     async def request(
@@ -242,7 +294,12 @@ class HttpClient:
     ) -> ClientResponse:
         """Send one request and read its whole response."""
         host, port, target = split_url(url) if isinstance(url, str) else url
-        items = list(headers.items()) if isinstance(headers, Mapping) else list(headers or ())
+        if type(headers) is list:  # the proxy's case: skip the (slow) Mapping ABC check
+            items = headers.copy()
+        elif isinstance(headers, Mapping):
+            items = list(headers.items())
+        else:
+            items = list(headers or ())
         if self.default_headers:
             items = self.default_headers + items
         for name, _ in items:  # a plain loop: this runs for every proxied request
@@ -290,7 +347,10 @@ class HttpClient:
         loop = asyncio.get_running_loop()
         try:
             for attempt in (1, 2):
-                conn, reused = await self._checkout(pool, origin, deadline)
+                conn = _warm(pool.idle)
+                reused = conn is not None
+                if conn is None:
+                    conn = await self._connect(origin, deadline)
                 read_deadline = min(deadline, loop.time() + self.read_timeout)
                 try:
                     response = await conn.send(method, data, read_deadline)
@@ -320,19 +380,15 @@ class HttpClient:
             slots.release()
         raise AssertionError("unreachable")
 
-    async def _checkout(
-        self, pool: _Pool, origin: tuple[str, int], deadline: float
-    ) -> tuple[_Connection, bool]:
-        while pool.idle:
-            conn = pool.idle.pop()
-            if conn.reusable:
-                return conn, True
-            conn.close()
+    async def _connect(self, origin: tuple[str, int], deadline: float) -> _Connection:
+        """A new connection to `origin`, within the connect timeout and `deadline`."""
         loop = asyncio.get_running_loop()
         connect_deadline = loop.time() + self.connect_timeout
         try:
             async with asyncio.timeout_at(min(connect_deadline, deadline)):
-                _, conn = await loop.create_connection(lambda: _Connection(self.limits), *origin)
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self.limits, self._deadlines), *origin
+                )
         except TimeoutError:
             if deadline < connect_deadline:
                 raise  # the total timeout ran out first: request() words the error
@@ -342,7 +398,7 @@ class HttpClient:
                 f"cannot connect to {origin[0]}:{origin[1]}: {exc.strerror or exc}"
             ) from None
         self.connections_opened += 1
-        return conn, False
+        return conn
 
     async def close(self) -> None:
         """Close every idle connection (in-flight ones close when their request ends)."""
@@ -350,6 +406,8 @@ class HttpClient:
             while pool.idle:
                 pool.idle.pop().close()
         self._pools.clear()
+        if not self._deadlines.pending:
+            self._deadlines.cancel()
 
     async def __aenter__(self) -> HttpClient:
         return self

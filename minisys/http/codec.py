@@ -269,6 +269,25 @@ class _Parser:
             self.state = EOM
         return Data(data)
 
+    def _whole_length_body(self) -> bytes | None:
+        """A Content-Length body already buffered whole, taken in one slice (else None).
+
+        The whole-message paths (next_message, next_response) use this right after the
+        head: a small body usually arrives with its head, and slicing it here skips the
+        Data and EndOfMessage events (about a third of parsing a small response).
+        """
+        if self.state is not BODY_LENGTH:
+            return None
+        pos = self._pos
+        end = pos + self._remaining
+        if end > len(self._buf):
+            return None
+        self._pos = end
+        self._remaining = 0
+        self.state = HEAD
+        self._scanned = 0
+        return self._buf[pos:end]
+
     def _next_chunk_data(self) -> Data | None:
         data = self._next_length_data()
         if self.state is EOM:
@@ -373,6 +392,9 @@ class RequestParser(_Parser):
                 if self.state is EOM:  # no body: skip the EndOfMessage event
                     self.state = HEAD
                     return event, b""  # type: ignore[return-value]
+                body = self._whole_length_body()
+                if body is not None:
+                    return event, body  # type: ignore[return-value]
                 self.current = event  # type: ignore[assignment]
                 self._parts = []
             elif kind is Data:
@@ -443,6 +465,9 @@ class ResponseParser(_Parser):
                 if self.state is EOM:  # no body: skip the EndOfMessage event
                     self.state = HEAD
                     return event, b""  # type: ignore[return-value]
+                body = self._whole_length_body()
+                if body is not None:
+                    return event, body  # type: ignore[return-value]
                 self._current = event  # type: ignore[assignment]
                 self._parts = []
             elif kind is Data:
