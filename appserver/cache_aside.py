@@ -71,9 +71,14 @@ class GuardedCache:
         self.cooldown = cooldown
         self._skip_until = float("-inf")
         registry = registry or Registry()
-        self._requests = registry.counter(
+        requests = registry.counter(
             "appserver_cache_requests_total", "Cache lookups by result.", ["result"]
         )
+        # One handle per result, kept: counting is then an addition, not a label lookup.
+        self._hits = requests.labels(result="hit")
+        self._misses = requests.labels(result="miss")
+        self._skipped = requests.labels(result="skipped")
+        self._errors = requests.labels(result="error")
 
     @property
     def degraded(self) -> bool:
@@ -86,23 +91,22 @@ class GuardedCache:
                 "cache %s failed (%s); reading from the db for %.1fs", what, exc, self.cooldown
             )
         self._skip_until = self.clock() + self.cooldown
-        self._requests.inc(result="error")
+        self._errors.inc()
 
     async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
         """Cached values, None for each miss (every key is a miss while degraded)."""
         if self.degraded:
-            self._requests.inc(len(keys), result="skipped")
+            self._skipped.inc(len(keys))
             return [None] * len(keys)
         try:
             values = await self.cache.mget(keys)
         except (StoreUnavailable, StoreError) as exc:
             self._failed("read", exc)
             return [None] * len(keys)
-        hits = sum(value is not None for value in values)
-        if hits:
-            self._requests.inc(hits, result="hit")
-        if hits < len(keys):
-            self._requests.inc(len(keys) - hits, result="miss")
+        misses = values.count(None)
+        self._hits.inc(len(keys) - misses)
+        if misses:
+            self._misses.inc(misses)
         return values
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
