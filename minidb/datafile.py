@@ -11,6 +11,12 @@ around seek+read; `pread` takes the position as an argument and needs no lock. A
 straight to the kernel with `os.write`, so a process killed with SIGKILL loses nothing that
 was already acknowledged; only a power loss can lose what was not yet fsynced.
 
+Lifetime without a read lock: a `get` looks up the `DataFile` object and holds it for the
+length of its `pread`. A merge that retires a file only drops its references to it; the
+descriptor is closed by `__del__` once the last reference is gone. So a read racing a
+merge can never `pread` a descriptor that was closed (or, worse, reused by the kernel for
+another file), and gets need no lock. Only `DB.close()` closes descriptors explicitly.
+
 Simpler than the real thing: Bitcask also keeps files open lazily and caps open descriptors;
 we keep every file open for the life of the database (a few hundred files at most).
 """
@@ -117,6 +123,11 @@ class DataFile:
             if not self.closed:
                 self.closed = True
                 os.close(self.fd)
+
+    def __del__(self) -> None:
+        # The last reference (keydir entry, reader, db.files) is gone: see the docstring.
+        if not getattr(self, "closed", True):
+            self.close()
 
     def __repr__(self) -> str:
         return f"DataFile({self.path.name}, size={self.size}, writable={self.writable})"

@@ -48,8 +48,9 @@ LOCK_NAME = "LOCK"
 # (summing file sizes per write would cost more than the write).
 MERGE_CHECK_BYTES = 1024 * 1024
 
-_unpack_header = record.HEADER.unpack_from
+_unpack_crc = record.CRC.unpack_from
 _crc32 = zlib.crc32
+_pread = os.pread
 _HEADER_SIZE = record.HEADER_SIZE
 _COPY_LIMIT = 4096
 
@@ -134,8 +135,11 @@ class DB:
         self.faults = faults
         self._lock = threading.Lock()
         self.keydir = KeyDir()
-        self._entries = self.keydir.entries  # the same dict for the db's life (get's hot path)
+        # get's hot path reads this dict directly; close() swaps in an empty one, so a get
+        # after close misses, looks at `closed` and raises instead of reading a closed fd.
+        self._entries = self.keydir.entries
         self.files: dict[int, DataFile] = {}
+        self._files = self.files  # the same dict for the db's life (get's hot path)
         self.live_bytes = 0
         self.appended_bytes = 0  # since the last "is a merge due?" check
         self._merge_check_bytes = min(MERGE_CHECK_BYTES, max(1, merge_min_dead_bytes // 8))
@@ -309,22 +313,30 @@ class DB:
     def get(self, key: bytes) -> bytes | None:
         """The value of `key` or None: one keydir lookup, one pread, one CRC check.
 
-        The lock is held across the pread because a merge closes old files under it; a
-        descriptor closed mid-read could otherwise be reused by the kernel for another file.
+        No lock: dict reads are atomic, and the `DataFile` we hold keeps its descriptor
+        open for as long as this read needs it (datafile.py, "Lifetime"). The CRC covers
+        the whole record, so a record damaged on disk raises instead of being returned.
         """
-        with self._lock:
+        while True:
             entry = self._entries.get(key)
             if entry is None:
+                if self.closed:
+                    raise DatabaseClosed("the database is closed")
                 return None
             file_id, offset, size, _ts = entry
-            data = os.pread(self.files[file_id].fd, size, offset)
-        crc, _flags, _ts, klen, _vlen = _unpack_header(data)
+            datafile = self._files.get(file_id)
+            if datafile is not None:
+                break
+            # A merge retired the file after we read the entry; it re-pointed the key to
+            # the merged copy first (merge.py steps 4-5), so looking again finds that.
+        data = _pread(datafile.fd, size, offset)
         # Small records: copying the bytes is cheaper than making a memoryview of them.
         body = data[4:] if size < _COPY_LIMIT else memoryview(data)[4:]
-        if len(data) != size or _crc32(body) != crc:
+        if len(data) != size or _crc32(body) != _unpack_crc(data)[0]:
             ok = record.check(data, 0) if len(data) == size else "short read"
             raise CorruptionError(f"record of {key!r} at {file_id}:{offset} is bad: {ok}")
-        return data[_HEADER_SIZE + klen :]
+        # The value follows the 21-byte header and the key (whose length we know).
+        return data[_HEADER_SIZE + len(key) :]
 
     def __contains__(self, key: bytes) -> bool:
         return key in self.keydir.entries
@@ -395,6 +407,7 @@ class DB:
             self.commit.sync_now()
         with self._lock:
             self.closed = True
+            self._entries = {}
         self._release_files()
 
     def abandon(self) -> None:
@@ -404,6 +417,7 @@ class DB:
         thread of this process would otherwise race the db that the test opens next.
         """
         self.closed = True
+        self._entries = {}
         self.merge_state.join()
         if self._everysec is not None:
             self._everysec.stop()

@@ -14,7 +14,7 @@ ever wait for the short lock holds marked [lock] below, never for the copying.
     3 rename every .tmp to its real name, then fsync the dir    old files + some merged files
     4 [lock, in chunks] re-point keydir entries that still      (memory only)
       point at the old spot (compare-and-set: newer writes win)
-    5 [lock] close the inputs; unlink them OLDEST FIRST, fsync  the newest inputs + merged files
+    5 [lock] forget the inputs; unlink them OLDEST FIRST, fsync the newest inputs + merged files
 
 Why this is safe at every step: recovery replays files in id order, and the merged files'
 ids sit between the inputs and the active file. A merged file only restates the latest
@@ -248,7 +248,9 @@ def _merge(db: DB, state: MergeState) -> None:
 
     with db._lock:  # step 5
         for file_id in inputs:
-            db.files.pop(file_id).close()
+            # Not closed here: a get may be mid-pread on it. Its descriptor closes when the
+            # last reference goes (datafile.py, "Lifetime").
+            del db.files[file_id]
     for file_id in inputs:  # oldest first: see the module docstring
         os.unlink(data_path(db.dir, file_id))
         faults.point("merge.unlink_data")

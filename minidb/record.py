@@ -46,7 +46,7 @@ HEADER = struct.Struct(">IBQII")
 HEADER_SIZE = HEADER.size  # 21
 # Everything after the CRC field: flags, timestamp, key_len, value_len.
 _BODY_HEAD = struct.Struct(">BQII")
-_CRC = struct.Struct(">I")
+CRC = struct.Struct(">I")
 
 FLAG_TOMBSTONE = 0x01
 FLAG_BATCH = 0x02
@@ -71,7 +71,7 @@ def encode(key: bytes, value: bytes, flags: int, timestamp_ms: int) -> bytes:
     if len(value) > MAX_VALUE_SIZE:
         raise RecordTooLarge(f"value of {len(value)} bytes is over {MAX_VALUE_SIZE}")
     body = _BODY_HEAD.pack(flags, timestamp_ms, len(key), len(value)) + key + value
-    return _CRC.pack(zlib.crc32(body)) + body
+    return CRC.pack(zlib.crc32(body)) + body
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import os
+
 import pytest
 
 from minidb import CorruptionError, DatabaseClosed, DatabaseLocked, open_db
@@ -75,6 +78,8 @@ def test_limits_and_closed_db(db_dir, opener):
     db.close()
     with pytest.raises(DatabaseClosed):
         db.put(b"a", b"1")
+    with pytest.raises(DatabaseClosed):
+        db.get(b"a")
 
 
 def test_stats_track_live_and_dead_bytes(db_dir, opener):
@@ -114,3 +119,42 @@ def test_batch_context_manager_is_all_or_nothing(db_dir, opener):
         raise RuntimeError("abandon the batch")
     assert contents(db) == {b"b": b"2"}
     assert db.stats().writes == 1
+
+
+def test_a_get_racing_a_merge_finds_the_merged_copy(db_dir, opener):
+    """get reads the keydir, then the file table, without a lock; a merge may retire the
+    file in between. Run a whole merge exactly there and check the get still answers."""
+    db = opener(max_file_size=200)
+    for i in range(20):
+        db.put(b"k%d" % i, b"v%d" % i)
+
+    class MergeOnFirstLookup(dict):
+        merged = False
+
+        def get(self, file_id, default=None):
+            if not self.merged:
+                self.merged = True
+                assert db.merge()
+            return super().get(file_id, default)
+
+    old_file = db.keydir.get(b"k3")[0]
+    db.files = db._files = MergeOnFirstLookup(db.files)
+    assert db.get(b"k3") == b"v3"
+    assert db.files.merged and old_file not in db.files
+    assert contents(db) == {b"k%d" % i: b"v%d" % i for i in range(20)}
+
+
+def test_a_retired_file_stays_open_while_a_reader_holds_it(db_dir, opener):
+    db = opener(max_file_size=200)
+    for i in range(20):
+        db.put(b"k%d" % i, b"v%d" % i)
+    file_id, offset, size, _ts = db.keydir.get(b"k0")
+    held = db.files[file_id]  # what a get holds during its pread
+    assert db.merge() and file_id not in db.files
+    assert not held.closed
+    assert len(os.pread(held.fd, size, offset)) == size  # still the old, unlinked file
+    fd = held.fd
+    del held  # the last reference: the descriptor closes now
+    gc.collect()
+    with pytest.raises(OSError):
+        os.fstat(fd)
