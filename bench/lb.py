@@ -1,24 +1,38 @@
 """Benchmark the lb against HAProxy `mode tcp`, both in front of the same backend.
 
-    python bench/lb.py [--duration 5] [--rounds 3] [--connections 50] [--profile]
+    python bench/lb.py [--workers 2] [--duration 3] [--rounds 3] [--connections 50]
+                       [--pace-share 0.5] [--pace-max 8000] [--profile]
 
 One backend (nginx answering a fixed 200, or a small asyncio HTTP server when nginx is
-missing) is measured three ways with wrk, alternating so that machine noise hits all
-three alike: directly, through `python -m lb`, and through `haproxy` in `mode tcp`. Each
-round runs keep-alive (one connection carries many requests: the splice path) and
-`Connection: close` (a new TCP connection per request: the accept + connect path).
+missing) is measured with wrk, alternating so that machine noise hits every target alike:
 
-Ends with one line per figure (medians over the rounds):
+    direct    the backend itself
+    lb        python -m lb --workers N        (N processes; the RESULT lines)
+    haproxy   haproxy mode tcp, nbthread N    (N threads; the RESULT lines)
+    lb-1      python -m lb, one process       (the single-process hot path)
+    bare      a 40-line asyncio splice        (the floor for one asyncio process)
+
+N defaults to the number of cores, so both proxies may use the whole machine: the
+comparison is the same number of threads/processes on each side, and it is printed.
+Each round runs keep-alive (one connection carries many requests: the splice path) and
+`Connection: close` (a new TCP connection per request: the accept + connect path). Next
+to req/s it prints the CPU each proxy used per request (all its processes/threads, from
+/proc), the figure least disturbed by other programs sharing the machine.
+
+The latency a hop adds cannot be read from saturated wrk runs (closed-loop load measures
+queueing). So a paced, open-loop probe follows: 50 keep-alive connections send requests
+on a fixed schedule at `--pace-share` of the slowest target's measured keep-alive
+capacity (capped at `--pace-max`, about what this Python pacer sustains on one core), and
+each latency is counted from the request's *scheduled* time, so a stall delays every
+request behind it as it would for real users (wrk2's correction). It prints p50/p99 of
+direct, lb and haproxy, and ends with one line per figure (medians over the rounds):
 
     RESULT lb_keepalive_rps: ours=… peer=… ratio=… target=0.8
     RESULT lb_close_rps: ours=… peer=… ratio=… target=0.35
     RESULT lb_added_p99_ms: ours=… peer=… ratio=… target=1.0   (ms over direct; lower is better)
 
-The added p99 comes from a paced probe (50 keep-alive connections, each sending a request
-every 50 ms) rather than from saturated wrk runs, whose percentiles measure queueing.
-
-`--profile` also runs the lb under cProfile during one `Connection: close` run and prints
-where the accept + connect path spends its time.
+`--profile` also runs a one-process lb under cProfile during one `Connection: close` run
+and prints where the accept + connect path spends its time.
 """
 
 from __future__ import annotations
@@ -33,7 +47,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +65,7 @@ NGINX_HTTP = """
 HAPROXY_CONF = """
 global
     maxconn 8000
+    nbthread {threads}
 defaults
     mode tcp
     timeout connect 2s
@@ -84,6 +98,39 @@ async def main():
 asyncio.run(main())
 """
 
+# The floor: the least an asyncio TCP splice can do (no pool, no limits, no counters).
+BARE_SPLICE = """
+import asyncio, sys
+class Side(asyncio.Protocol):
+    peer = None
+    def connection_made(self, t):
+        self.t = t; t.set_write_buffer_limits(high=256 * 1024)
+    def data_received(self, d): self.peer.t.write(d)
+    def eof_received(self):
+        if self.peer.t.can_write_eof(): self.peer.t.write_eof()
+        return True
+    def connection_lost(self, exc): self.peer.t.close() if self.peer else None
+    def pause_writing(self): self.peer.t.pause_reading()
+    def resume_writing(self): self.peer.t.resume_reading()
+class Client(Side):
+    def connection_made(self, t):
+        super().connection_made(t); t.pause_reading()
+        asyncio.get_running_loop().create_task(self.connect())
+    async def connect(self):
+        try:
+            await asyncio.get_running_loop().create_connection(lambda: self.back(), HOST, PORT)
+        except OSError:
+            self.t.close()
+    def back(self):
+        b = Side(); b.peer = self; self.peer = b
+        self.t.resume_reading(); return b
+HOST, PORT = "127.0.0.1", int(sys.argv[2])
+async def main():
+    s = await asyncio.get_running_loop().create_server(Client, "127.0.0.1", int(sys.argv[1]))
+    await s.serve_forever()
+asyncio.run(main())
+"""
+
 
 def start_backend(tmp: str) -> tuple[RealServer, int, str]:
     port = free_port()
@@ -94,23 +141,32 @@ def start_backend(tmp: str) -> tuple[RealServer, int, str]:
     return RealServer(argv, port).start(), port, "python asyncio"
 
 
-def start_haproxy(tmp: str, backend: int) -> tuple[RealServer | None, int]:
+def start_haproxy(tmp: str, backend: int, threads: int) -> tuple[RealServer | None, int]:
     if not shutil.which("haproxy"):
         return None, 0
     port = free_port()
     conf = Path(tmp, "haproxy.cfg")
-    conf.write_text(HAPROXY_CONF.format(port=port, backend=backend))
+    conf.write_text(HAPROXY_CONF.format(port=port, backend=backend, threads=threads))
     return RealServer(["haproxy", "-db", "-f", str(conf)], port).start(), port
 
 
-def start_lb(backend: int, profile_to: str | None = None) -> tuple[RealServer, int]:
+def start_lb(
+    backend: int, workers: int = 1, profile_to: str | None = None
+) -> tuple[RealServer, int]:
     port = free_port()
     args = ["-m", "lb", "--port", str(port), "--admin-port", "-1", "--health", "none"]
     args += ["--backend", f"127.0.0.1:{backend}", "--log-level", "warning"]
+    args += ["--workers", str(workers)]
     if profile_to:
         args = ["-m", "cProfile", "-o", profile_to, *args]
     env = {"PYTHONPATH": str(ROOT)}
     return RealServer([sys.executable, *args], port, env=env).start(), port
+
+
+def start_bare(backend: int) -> tuple[RealServer, int]:
+    port = free_port()
+    argv = [sys.executable, "-c", BARE_SPLICE, str(port), str(backend)]
+    return RealServer(argv, port).start(), port
 
 
 def stop(proc: RealServer | None) -> None:
@@ -138,53 +194,115 @@ def wrk(port: int, duration: float, connections: int, close: bool) -> tuple[floa
     return rps, p99
 
 
-# The paced latency probe: each of 50 keep-alive connections sends one request every
-# PACE seconds, so the targets are far from saturated and a percentile measures the
-# latency a hop adds rather than how long requests queue at full load.
-PACE = 0.05
+# --- the paced (open-loop) latency probe -------------------------------------------------
+
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+# A paced run ends this long after its last scheduled request at the latest.
+PACE_GRACE = 5.0
 
 
-async def _paced_connection(port: int, until: float, samples: list[float]) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    loop = asyncio.get_running_loop()
-    next_at = loop.time() + random.random() * PACE
-    try:
-        while next_at < until:
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            start = time.perf_counter()
-            writer.write(REQUEST)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = re.search(rb"(?i)content-length:\s*(\d+)", head)
-            await reader.readexactly(int(length.group(1)) if length else 0)
-            samples.append((time.perf_counter() - start) * 1000)
-            next_at += PACE
-    finally:
-        writer.close()
+class Paced(asyncio.Protocol):
+    """One keep-alive connection that sends a request every `interval` seconds.
+
+    At most one request is in flight (as in wrk). If a reply comes late, the next request
+    goes out at once, and its latency still counts from when it was *due*.
+    """
+
+    def __init__(self, interval: float, first: float, until: float, samples: list) -> None:
+        self.interval = interval
+        self.due = first
+        self.until = until
+        self.samples = samples
+        self.buf = b""
+        self.loop = asyncio.get_running_loop()
+        self.done = self.loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.loop.call_at(self.due, self.send)
+
+    def send(self) -> None:
+        if self.due >= self.until:
+            self.transport.close()
+            return
+        self.transport.write(REQUEST)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        head_end = self.buf.find(b"\r\n\r\n")
+        if head_end < 0:
+            return
+        length = re.search(rb"(?i)content-length:\s*(\d+)", self.buf[:head_end])
+        end = head_end + 4 + (int(length.group(1)) if length else 0)
+        if len(self.buf) < end:
+            return
+        self.buf = self.buf[end:]
+        now = self.loop.time()
+        self.samples.append(now - self.due)
+        self.due += self.interval
+        self.loop.call_at(max(now, self.due), self.send)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
 
 
-def paced_p99(port: int, duration: float, connections: int) -> float:
-    """p99 latency in ms of requests sent at a modest, fixed pace."""
+def paced(port: int, rate: float, duration: float, connections: int) -> tuple[float, float, float]:
+    """Open-loop probe at `rate` req/s in total: (p50 ms, p99 ms, achieved req/s)."""
 
     async def run() -> list[float]:
+        loop = asyncio.get_running_loop()
         samples: list[float] = []
-        until = asyncio.get_running_loop().time() + duration
-        await asyncio.gather(*(_paced_connection(port, until, samples) for _ in range(connections)))
+        interval = connections / rate
+        start = loop.time() + 0.2
+        until = start + duration
+        protocols = []
+        for _ in range(connections):
+            first = start + random.random() * interval
+            protocol = Paced(interval, first, until, samples)
+            await loop.create_connection(lambda p=protocol: p, "127.0.0.1", port)
+            protocols.append(protocol)
+        await asyncio.wait([p.done for p in protocols], timeout=duration + PACE_GRACE)
+        for p in protocols:
+            p.transport.abort()
         return samples
 
     samples = sorted(asyncio.run(run()))
-    return samples[int(len(samples) * 0.99)] if samples else float("nan")
+    if not samples:
+        return float("nan"), float("nan"), 0.0
+    p50 = samples[len(samples) // 2] * 1000
+    p99 = samples[int(len(samples) * 0.99)] * 1000
+    return p50, p99, len(samples) / duration
+
+
+# --- CPU accounting ----------------------------------------------------------------------
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (an lb with workers is a master and its children)."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        try:
+            children = Path(f"/proc/{pids[i]}/task/{pids[i]}/children").read_text().split()
+        except OSError:
+            children = []
+        pids += [int(c) for c in children]
+        i += 1
+    return pids
 
 
 def cpu_seconds(proc: RealServer | None) -> float:
-    """User + system CPU the process (all its threads) has used so far, from /proc."""
+    """User + system CPU the process and its children (all threads) have used so far."""
     if proc is None:
         return 0.0
-    try:
-        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in process_tree(proc.pid):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def result(name: str, ours: float, peer: float, target: float, digits: int = 0) -> None:
@@ -212,9 +330,16 @@ def profile(backend: int, tmp: str, duration: float, connections: int) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
+    p.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--connections", type=int, default=50)
+    p.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="lb workers = haproxy nbthread"
+    )
+    p.add_argument("--pace-share", type=float, default=0.5, help="of the slowest capacity")
+    p.add_argument("--pace-max", type=float, default=8000.0, help="req/s the pacer sustains")
+    p.add_argument("--pace-rounds", type=int, default=2)
+    p.add_argument("--only", default="", help="comma-separated targets (default: all)")
     p.add_argument("--profile", action="store_true")
     args = p.parse_args()
     if not shutil.which("wrk"):
@@ -222,19 +347,33 @@ def main() -> int:
         return 1
     tmp = tempfile.mkdtemp(prefix="bench-lb-")
     procs: list[RealServer | None] = []
+    n = args.workers
     try:
         backend_proc, backend, kind = start_backend(tmp)
         procs.append(backend_proc)
-        haproxy, haproxy_port = start_haproxy(tmp, backend)
-        procs.append(haproxy)
-        lb, lb_port = start_lb(backend)
+        targets: dict[str, tuple[int, RealServer]] = {"direct": (backend, backend_proc)}
+        lb, lb_port = start_lb(backend, workers=n)
         procs.append(lb)
-        targets = {"direct": (backend, backend_proc), "lb": (lb_port, lb)}
+        targets["lb"] = (lb_port, lb)
+        haproxy, haproxy_port = start_haproxy(tmp, backend, n)
+        procs.append(haproxy)
         if haproxy:
             targets["haproxy"] = (haproxy_port, haproxy)
-        print(f"backend: {kind}; wrk -t2 -c{args.connections} -d{args.duration:g}s; 2 cores shared")
-        # CPU per request of the process under test (the proxy itself, or the backend for
-        # "direct") is the figure least disturbed by other programs sharing the machine.
+        if n > 1:
+            lb1, lb1_port = start_lb(backend, workers=1)
+            procs.append(lb1)
+            targets["lb-1"] = (lb1_port, lb1)
+        bare, bare_port = start_bare(backend)
+        procs.append(bare)
+        targets["bare"] = (bare_port, bare)
+        if args.only:
+            keep = set(args.only.split(",")) | {"direct"}
+            targets = {k: v for k, v in targets.items() if k in keep}
+        print(
+            f"backend: {kind}; wrk -t2 -c{args.connections} -d{args.duration:g}s; "
+            f"{os.cpu_count()} cores shared; lb --workers {n}, haproxy nbthread {n}; "
+            "lb-1 and bare are one process"
+        )
         runs: dict[tuple[str, bool], list[tuple[float, float, float]]] = {}
         for r in range(args.rounds):
             for close in (False, True):
@@ -246,42 +385,56 @@ def main() -> int:
                     mode = "close     " if close else "keep-alive"
                     cpu = f"{cpu_us:6.1f} us CPU/req" if name != "direct" else ""
                     line = f"{mode} {name:8} {rps:9.0f} req/s  p99 {p99:7.2f} ms  {cpu}"
-                    print(f"  round {r + 1} {line}")
-        paced: dict[str, list[float]] = {}
-        for _ in range(args.rounds):
-            for name, (port, _) in targets.items():
-                paced.setdefault(name, []).append(
-                    paced_p99(port, min(args.duration, 3.0), args.connections)
-                )
-        for name, values in paced.items():
-            shown = " ".join(f"{v:.2f}" for v in values)
-            print(f"  paced {args.connections} x {1 / PACE:.0f} req/s  {name:8} p99 ms: {shown}")
-        if args.profile:
-            stop(lb)
-            procs.remove(lb)
-            profile(backend, tmp, args.duration, args.connections)
+                    print(f"  round {r + 1} {line}", flush=True)
 
         def med(name: str, close: bool, i: int) -> float:
             values = [run[i] for run in runs.get((name, close), [])]
             return statistics.median(values) if values else float("nan")
 
+        print("medians (CPU per request: all processes/threads of the target, from /proc):")
+        for name in targets:
+            if name == "direct":
+                continue
+            print(
+                f"  {name:8} keep-alive {med(name, False, 0):7.0f} req/s "
+                f"{med(name, False, 2):6.1f} us/req   close {med(name, True, 0):6.0f} req/s "
+                f"{med(name, True, 2):6.1f} us/conn"
+            )
+
+        probe = [t for t in ("direct", "lb", "haproxy", "lb-1") if t in targets]
+        slowest = min(med(t, False, 0) for t in probe)
+        rate = min(args.pace_share * slowest, args.pace_max)
+        print(
+            f"paced probe: {args.connections} connections, {rate:.0f} req/s in total "
+            f"({args.pace_share:g} x the slowest keep-alive capacity {slowest:.0f}, "
+            f"capped at {args.pace_max:g}); latency from each request's scheduled time"
+        )
+        lat: dict[str, list[tuple[float, float, float]]] = {}
+        for _ in range(args.pace_rounds):
+            for name in probe:
+                port = targets[name][0]
+                lat.setdefault(name, []).append(
+                    paced(port, rate, min(args.duration, 3.0), args.connections)
+                )
+        for name, values in lat.items():
+            shown = "  ".join(f"p50 {a:.2f} p99 {b:.2f} ({c:.0f}/s)" for a, b, c in values)
+            print(f"  paced {name:8} ms: {shown}")
+        if args.profile:
+            profile(backend, tmp, args.duration, args.connections)
+
+        def lat_med(name: str, i: int) -> float:
+            return statistics.median(v[i] for v in lat[name]) if name in lat else float("nan")
+
         if not haproxy:
             print("haproxy is not installed: comparing with direct instead")
-        else:
-            print(
-                "proxy CPU per request (medians; haproxy uses every core, we use one): "
-                f"keep-alive lb {med('lb', False, 2):.1f} us vs haproxy "
-                f"{med('haproxy', False, 2):.1f} us; close lb {med('lb', True, 2):.1f} us "
-                f"vs haproxy {med('haproxy', True, 2):.1f} us"
-            )
         peer = "haproxy" if haproxy else "direct"
         result("lb_keepalive_rps", med("lb", False, 0), med(peer, False, 0), 0.8)
         result("lb_close_rps", med("lb", True, 0), med(peer, True, 0), 0.35)
-        direct_p99 = statistics.median(paced["direct"])
+        direct_p99 = lat_med("direct", 1)
         result(
             "lb_added_p99_ms",
-            statistics.median(paced["lb"]) - direct_p99,
-            statistics.median(paced[peer]) - direct_p99,
+            lat_med("lb", 1) - direct_p99,
+            lat_med(peer, 1) - direct_p99,
             1.0,
             digits=2,
         )
