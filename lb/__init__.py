@@ -17,6 +17,9 @@ HTTP, RESP or anything else. A map of the package, in the order a connection mee
     checks.py      active TCP / HTTP probes that feed health.py on a timer
     admin.py       HTTP admin: JSON stats, Prometheus metrics, drain/enable/disable,
                    add/remove backends at runtime (uses minisys/http)
+    workers.py     `--workers N`: a master that starts N lb processes on one port
+                   (SO_REUSEPORT), replaces dead ones, stops them all on SIGTERM
+    fanout.py      the master's admin endpoint: asks every worker, sums, labels
     __main__.py    the command line: `python -m lb --backend … --algorithm …`
 
 Shared code it uses from the kernel: minisys/server.py (listener, limits, idle sweep,

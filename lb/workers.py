@@ -18,8 +18,8 @@ per request.
 Sockets: the master binds one listening socket per worker on the same port with
 SO_REUSEPORT, and the kernel spreads new connections over them by a hash of the addresses
 (nginx's `listen … reuseport`). One shared socket that every worker accepts from is
-simpler, but measured here the busier worker took 70 % of the connections (asyncio
-accepts in bursts). The master keeps its copies, so connections that arrive while a
+simpler, but in one of two runs here it split the work 72 % / 28 % (asyncio accepts
+in bursts). The master keeps its copies, so connections that arrive while a
 worker is being replaced wait in that socket's backlog instead of being refused. When the
 launcher passed the port in (`LISTEN_FDS`), that one socket is shared by all workers.
 
@@ -158,6 +158,9 @@ class Supervisor:
         worker.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "minisys.child", "lb", *self.argv,
             env=env, pass_fds=(worker.sock.fileno(),),
+            # Its own session: a Ctrl-C in the terminal reaches only the master, which then
+            # stops the workers once, in order (a second signal would skip their drain).
+            start_new_session=True,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, limit=MAX_LINE,
         )  # fmt: skip
