@@ -3,11 +3,12 @@
 Both stores speak the same protocol, so one small class does the talking (`_RespStore`)
 and two thin ones give it the shape the shop expects.
 
-Plain commands from every concurrent request share **one multiplexed connection**: each
-command is written at once and the replies come back in order (RESP guarantees it), so
-thirty requests in flight are thirty pipelined commands on one socket. The server then
-reads many commands per wakeup and answers them in one write — far fewer system calls
-on both sides than one connection per request, which matters most when the server is
+Plain commands from every concurrent request share **one multiplexed connection**: the
+client queues each command and writes everything queued in one turn of the event loop
+at once; the replies come back in order (RESP guarantees it), so thirty requests in
+flight are thirty pipelined commands in one write on one socket. The server then reads
+them in one wakeup and answers them in one write — far fewer system calls on both sides
+than one connection (or one write) per request, which matters most when the server is
 Python (kvcache, minidb). StackExchange.Redis and Lettuce work this way; redis-py does not.
 
 A transaction cannot share: WATCH and MULTI are per-connection state. It borrows a

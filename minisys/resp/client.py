@@ -84,11 +84,13 @@ class _ClientProtocol(asyncio.Protocol):
     def send(self, payload: bytes, count: int) -> list[asyncio.Future]:
         """Queue `count` commands' bytes; return one future per reply.
 
-        The bytes are written at the end of this turn of the event loop, together with
+        The bytes are written at the start of the event loop's next turn, together with
         every other command queued meanwhile: thirty requests that each send one command
         in the same turn cost the server one read instead of thirty (and us one send).
-        Measured on the appserver's GET path: kvcache woke 0.88 times per request before,
-        see the appserver README for after."""
+        Measured (CPU µs per request, /proc/<pid>/stat, bench/appserver.py): on the
+        appserver's cached GET kvcache went from 38 to 16 and the appserver from 141 to
+        127; per order kvcache 187 → 96, the appserver 856 → 662. The cost: a command
+        waits for the current turn to finish (microseconds)."""
         loop = self.loop
         futures = [loop.create_future() for _ in range(count)]
         self.waiters.extend(futures)

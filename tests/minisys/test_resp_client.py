@@ -192,3 +192,103 @@ def test_in_flight_requests_are_bounded(monkeypatch):
             await client.close()
 
     run(main())
+
+
+class _ScriptedServer:
+    """A raw TCP server that records each read and answers `+OK` to every command line
+    it is told to (`answer`), so a test sees exactly what reached the socket and when."""
+
+    def __init__(self, answer=lambda n: True) -> None:
+        self.reads: list[bytes] = []
+        self.commands = 0
+        self.answer = answer
+        self.server: asyncio.AbstractServer | None = None
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[:2]
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader, writer):
+        while data := await reader.read(65536):
+            self.reads.append(data)
+            for _ in range(data.count(b"*")):  # one array per command in these tests
+                self.commands += 1
+                if self.answer(self.commands):
+                    writer.write(b"+OK\r\n")
+            await writer.drain()
+        writer.close()
+
+
+def test_commands_of_one_loop_turn_go_out_in_one_write():
+    async def main():
+        scripted = _ScriptedServer()
+        async with scripted as (host, port):
+            client = await RespClient.connect(host, port)
+            transport = client._protocol.transport
+            writes: list[bytes] = []
+            real_write = transport.write
+            transport.write = lambda data: (writes.append(data), real_write(data))[1]
+            replies = await asyncio.gather(*(client.execute("SET", f"k{i}", i) for i in range(30)))
+            assert replies == ["OK"] * 30
+            # Thirty callers in one turn: one write of thirty commands, one read for the server.
+            assert len(writes) == 1 and writes[0].count(b"*3\r\n") == 30
+            assert len(scripted.reads) == 1
+            assert await client.pipeline([("PING",), ("PING",)]) == ["OK", "OK"]
+            assert len(writes) == 2
+            await client.close()
+
+    run(main())
+
+
+def test_a_command_whose_reply_never_comes_times_out_though_earlier_ones_were_answered():
+    async def main():
+        scripted = _ScriptedServer(answer=lambda n: n <= 2)  # answers two, then goes silent
+        async with scripted as (host, port):
+            client = await RespClient.connect(host, port, read_timeout=0.2)
+            assert await client.execute("PING") == "OK"
+            assert await client.execute("PING") == "OK"
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            first, second = await asyncio.gather(
+                client.execute("PING"), client.execute("PING"), return_exceptions=True
+            )
+            assert isinstance(first, RespTimeout) and isinstance(second, RespTimeout)
+            assert 0.15 < loop.time() - started < 5
+            assert client.closed
+            with pytest.raises(RespConnectionError):
+                await client.execute("PING")
+
+    run(main())
+
+
+def test_replies_within_the_timeout_keep_the_connection():
+    async def main():
+        async with demo() as server:
+            client = await RespClient.connect(*server.address, read_timeout=0.2)
+            for _ in range(3):  # spans more than one timeout period in total
+                assert await client.execute("PING") == "PONG"
+                await asyncio.sleep(0.1)
+            assert not client.closed and client.read_timeout == 0.2
+            await client.close()
+
+    run(main())
+
+
+def test_a_cancelled_caller_closes_the_connection_and_fails_the_others():
+    async def main():
+        scripted = _ScriptedServer(answer=lambda n: False)  # never answers
+        async with scripted as (host, port):
+            client = await RespClient.connect(host, port, read_timeout=None)
+            waiting = asyncio.ensure_future(client.execute("PING"))
+            other = asyncio.ensure_future(client.execute("PING"))
+            await async_wait_until(lambda: asyncio.sleep(0, scripted.commands == 2))
+            waiting.cancel()
+            with pytest.raises(RespConnectionError, match="cancelled"):
+                await other  # its reply could now be mistaken for the cancelled one's
+            assert client.closed
+
+    run(main())
