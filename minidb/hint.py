@@ -77,13 +77,19 @@ def load_hint(buf: bytes, data_size: int, file_id: int, keydir: dict) -> int:
     fixed = memoryview(buf)[len(MAGIC) : keys_at]
     live = 0
     pos = keys_at
-    get = keydir.get
+    # setdefault inserts a new key and returns what is there in one lookup (get + set
+    # would be two); only a key some older file already had needs a second store.
+    setdefault = keydir.setdefault
     for ts, klen, offset, size in ENTRY.iter_unpack(fixed):
         key = buf[pos : pos + klen]
         pos += klen
-        old = get(key)
-        keydir[key] = (file_id, offset, size, ts)
-        live += size if old is None else size - old[2]
+        entry = (file_id, offset, size, ts)
+        old = setdefault(key, entry)
+        if old is entry:
+            live += size
+        else:
+            keydir[key] = entry
+            live += size - old[2]
     return live
 
 
