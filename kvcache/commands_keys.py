@@ -16,24 +16,23 @@ EXPIRE's options (7.0): NX only without a TTL, XX only with one, GT only if the 
 deadline is later (no TTL counts as forever, so GT never applies to it), LT only if
 earlier. A deadline at or before now deletes the key and still answers 1.
 
-Simpler than the real thing: no COPY, MOVE, DUMP/RESTORE, SORT, OBJECT IDLETIME (exact LRU
-order keeps no per-key access clock) or OBJECT FREQ (no LFU).
+Which lookups count as a use of the key (its recency and OBJECT IDLETIME) is Redis's:
+EXPIRE, PERSIST and RENAME look keys up for writing (`cache.touch`, no hit/miss counted),
+TOUCH reads (`cache.get`), EXISTS, TYPE and the TTL family do not touch (`cache.probe`).
+
+Simpler than the real thing: no COPY, MOVE, DUMP/RESTORE, SORT. OBJECT: commands_object.py.
 """
 
 from __future__ import annotations
 
 from kvcache.commands_strings import INT64_MAX, INT64_MIN, OK
 from kvcache.keyspace import Keyspace
-from minisys.resp.codec import strict_int
 from minisys.resp.engine import CommandTable, Session, parse_int
 from minisys.resp.glob import glob_matcher
 from minisys.resp.scan import parse_scan
 from minisys.resp.values import CommandError, SimpleString
 
 table = CommandTable()
-
-# OBJECT ENCODING: Redis stores short strings inline ("embstr") up to this many bytes.
-EMBSTR_LIMIT = 44
 
 
 def _ks(session: Session) -> Keyspace:
@@ -102,19 +101,20 @@ def randomkey(session: Session, argv: list[bytes]) -> object:
 def _rename(session: Session, argv: list[bytes], *, nx: bool) -> object:
     ks = _ks(session)
     src, dst = argv[1], argv[2]
-    value = ks.cache.peek(src)
+    value = ks.cache.touch(src)
     if value is None:
         raise CommandError("ERR no such key")
     if src == dst:
         return 0 if nx else OK
-    if nx and dst in ks.cache:
+    if nx and ks.cache.touch(dst) is not None:
         return 0
     deadline = ks.deadline_ms(src)
+    tag = ks.cache.tag(src)  # the value moves as it is: its encoding goes with it
     ks.cache.delete(src)
     if deadline is None:
-        ks.store(dst, value)
+        ks.store(dst, value, tag=tag)
     else:
-        ks.store_ms(dst, value, deadline)
+        ks.store_ms(dst, value, deadline, tag=tag)
     return 1 if nx else OK
 
 
@@ -155,10 +155,9 @@ def _expire(session: Session, argv: list[bytes], *, unit_ms: int, absolute: bool
             raise CommandError(f"ERR invalid expire time in '{name}' command")
         when += base
     key = argv[1]
-    try:
-        current = ks.deadline_ms(key)
-    except KeyError:
+    if ks.cache.touch(key) is None:
         return 0
+    current = ks.deadline_ms(key)
     if (
         (b"NX" in flags and current is not None)
         or (b"XX" in flags and current is None)
@@ -233,70 +232,7 @@ def pexpiretime(session: Session, argv: list[bytes]) -> object:
 def persist(session: Session, argv: list[bytes]) -> object:
     """Remove the expiration from a key."""
     ks = _ks(session)
-    try:
-        if ks.deadline_ms(argv[1]) is None:
-            return 0
-    except KeyError:
+    if ks.cache.touch(argv[1]) is None or ks.deadline_ms(argv[1]) is None:
         return 0
     ks.expire_ms(argv[1], None)
     return 1
-
-
-table.add("object", None, -2, ("slow",))
-
-
-def encoding_of(value: bytes) -> bytes:
-    """The encoding Redis would pick for a fresh string value."""
-    if len(value) <= 20 and strict_int(value) is not None:
-        return b"int"
-    return b"embstr" if len(value) <= EMBSTR_LIMIT else b"raw"
-
-
-@table.subcommand("object", "encoding", 3, ("readonly",))
-def object_encoding(session: Session, argv: list[bytes]) -> object:
-    """Inspect the internal encoding of a Redis object."""
-    value = _ks(session).cache.probe(argv[2])
-    return None if value is None else encoding_of(value)
-
-
-@table.subcommand("object", "refcount", 3, ("readonly",))
-def object_refcount(session: Session, argv: list[bytes]) -> object:
-    """Get the number of references to the value of the key."""
-    return None if _ks(session).cache.probe(argv[2]) is None else 1
-
-
-@table.subcommand("object", "idletime", 3, ("readonly",))
-def object_idletime(session: Session, argv: list[bytes]) -> object:
-    """Get the time since a Redis object was last accessed (not tracked by kvcache)."""
-    if _ks(session).cache.probe(argv[2]) is None:
-        return None
-    raise CommandError("ERR kvcache keeps exact LRU order, not per-key access times")
-
-
-@table.subcommand("object", "freq", 3, ("readonly",))
-def object_freq(session: Session, argv: list[bytes]) -> object:
-    """Get the logarithmic access frequency counter of a Redis object."""
-    if _ks(session).cache.probe(argv[2]) is None:
-        return None
-    raise CommandError(
-        "ERR An LFU maxmemory policy is not selected, access frequency not tracked. "
-        "Please note that when switching between policies at runtime LRU and LFU data "
-        "will take some time to adjust."
-    )
-
-
-@table.subcommand("object", "help", 2, ("loading", "stale"))
-def object_help(session: Session, argv: list[bytes]) -> object:
-    """Show helpful text about the different subcommands."""
-    lines = [
-        "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-        "ENCODING <key>",
-        "    Return the kind of internal representation used in order to store the value",
-        "    associated with a <key>.",
-        "REFCOUNT <key>",
-        "    Return the number of references of the value associated with the specified",
-        "    <key>.",
-        "HELP",
-        "    Print this help.",
-    ]
-    return [SimpleString(line) for line in lines]

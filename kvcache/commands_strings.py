@@ -12,8 +12,13 @@ stored bytes as a signed 64-bit integer and stores the result back as digits.
 Redis keeps a key's TTL when a command edits the value (INCR, APPEND, SETRANGE) and drops
 it when a command replaces the value (SET, GETSET, MSET) unless SET is given KEEPTTL.
 
-Simpler than the real thing: values carry no encoding (OBJECT ENCODING derives one), and
-there is no LCS or SUBSTR.
+Commands that edit a value look the key up for writing first (`cache.touch`: a use of
+the key, no hit or miss counted), as Redis's lookupKeyWrite does, even when they then
+fail (INCR on "abc") or refuse (SET NX on an existing key). Values edited in place
+(APPEND, SETRANGE) or made as strings (INCRBYFLOAT) are stored with a tag so that
+OBJECT ENCODING answers as Redis would (commands_object.py).
+
+Simpler than the real thing: there is no LCS or SUBSTR.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from fractions import Fraction
 
 from kvcache import long_double
 from kvcache.cache import OutOfMemory
-from kvcache.keyspace import Keyspace
+from kvcache.keyspace import TAG_RAW, TAG_STRING, Keyspace
 from minisys.resp.codec import strict_int
 from minisys.resp.engine import (
     ERR_NOT_FLOAT,
@@ -130,7 +135,8 @@ def set_(session: Session, argv: list[bytes]) -> object:
     flags = parse_set_options(argv, 3, for_set=True)
     deadline = _expire_from(ks, flags, "set")
     key = argv[1]
-    old = cache.get(key) if b"GET" in flags else cache.peek(key)
+    # Redis looks the key up for writing even when NX or XX then refuses: a use.
+    old = cache.get(key) if b"GET" in flags else cache.touch(key)
     if (b"NX" in flags and old is not None) or (b"XX" in flags and old is None):
         return old if b"GET" in flags else None
     if deadline is not None:
@@ -145,7 +151,7 @@ def setnx(session: Session, argv: list[bytes]) -> object:
     """Set the value of a key, only if the key does not exist."""
     ks = _ks(session)
     ks.check_room()
-    if argv[1] in ks.cache:
+    if ks.cache.touch(argv[1]) is not None:
         return 0
     ks.store(argv[1], argv[2])
     return 1
@@ -236,7 +242,8 @@ def msetnx(session: Session, argv: list[bytes]) -> object:
     _check_pairs(argv, "msetnx")
     ks = _ks(session)
     ks.check_room()
-    if any(argv[i] in ks.cache for i in range(1, len(argv), 2)):
+    # Redis stops at the first existing key, which its write lookup has touched.
+    if any(ks.cache.touch(argv[i]) is not None for i in range(1, len(argv), 2)):
         return 0
     ks.store_many(list(zip(argv[1::2], argv[2::2], strict=True)))
     return 1
@@ -247,14 +254,14 @@ def append(session: Session, argv: list[bytes]) -> object:
     """Append a value to a key."""
     ks = _ks(session)
     ks.check_room()
-    old = ks.cache.peek(argv[1])
+    old = ks.cache.touch(argv[1])
     if old is None:
         ks.store(argv[1], argv[2])
         return len(argv[2])
     if len(old) + len(argv[2]) > MAX_STRING:
         raise CommandError(ERR_TOO_BIG)
     value = old + argv[2]
-    ks.store(argv[1], value, keep_ttl=True)
+    ks.store(argv[1], value, keep_ttl=True, tag=TAG_RAW)
     return len(value)
 
 
@@ -268,7 +275,7 @@ def strlen(session: Session, argv: list[bytes]) -> object:
 def _incr(session: Session, key: bytes, delta: int) -> int:
     ks = _ks(session)
     ks.check_room()
-    old = ks.cache.peek(key)
+    old = ks.cache.touch(key)
     current = 0
     if old is not None:
         parsed = strict_int(old) if len(old) <= 20 else None
@@ -314,7 +321,7 @@ def incrbyfloat(session: Session, argv: list[bytes]) -> object:
     """Increment the float value of a key by the given amount."""
     ks = _ks(session)
     ks.check_room()
-    old = ks.cache.peek(argv[1])
+    old = ks.cache.touch(argv[1])
     current = long_double.parse(old) if old is not None else Fraction(0)
     delta = long_double.parse(argv[2])
     if current is None or delta is None:
@@ -323,7 +330,7 @@ def incrbyfloat(session: Session, argv: list[bytes]) -> object:
     if isinstance(result, float):
         raise CommandError("ERR increment would produce NaN or Infinity")
     value = long_double.format_human(result)
-    ks.store(argv[1], value, keep_ttl=True)
+    ks.store(argv[1], value, keep_ttl=True, tag=TAG_STRING)
     return value
 
 
@@ -354,7 +361,7 @@ def setrange(session: Session, argv: list[bytes]) -> object:
     if offset < 0:
         raise CommandError("ERR offset is out of range")
     patch = argv[3]
-    old = ks.cache.peek(argv[1])
+    old = ks.cache.touch(argv[1])
     if not patch:
         return 0 if old is None else len(old)
     if offset + len(patch) > MAX_STRING:
@@ -363,5 +370,5 @@ def setrange(session: Session, argv: list[bytes]) -> object:
     if len(base) < offset:
         base += b"\0" * (offset - len(base))
     value = base[:offset] + patch + base[offset + len(patch) :]
-    ks.store(argv[1], value, keep_ttl=True)
+    ks.store(argv[1], value, keep_ttl=True, tag=TAG_RAW)
     return len(value)

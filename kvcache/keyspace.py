@@ -6,7 +6,8 @@ It adds to the embedded cache the few things only the server needs:
 - milliseconds: Redis speaks Unix milliseconds (`PXAT`, `PEXPIRETIME`), the cache keeps
   float seconds on its clock; `now_ms`, `deadline_ms` and `store_ms` translate;
 - Redis's out-of-memory error: `OutOfMemory` from the cache becomes `-OOM …`;
-- SCAN cursors (see `scan`).
+- SCAN cursors (see `scan`);
+- tags that remember how a value was made, for OBJECT ENCODING (`TAG_RAW`, `TAG_STRING`).
 
 Why SCAN keeps snapshots: Redis's cursor walks its hash table's buckets in reverse-bit
 order, which survives rehashing and guarantees that a key present for the whole scan is
@@ -27,6 +28,10 @@ from kvcache.cache import LRUCache, OutOfMemory
 from kvcache.eviction import NOEVICTION
 from minisys.resp.engine import ERR_OOM
 from minisys.resp.values import CommandError
+
+# Tags stored with a value whose OBJECT ENCODING its bytes cannot tell (commands_object.py):
+TAG_RAW = "raw"  # edited in place (APPEND to an existing key, SETRANGE): always raw
+TAG_STRING = "string"  # made as a string (INCRBYFLOAT): embstr or raw by length, never int
 
 # Live SCAN iterations remembered at once; an older one restarts from a fresh snapshot.
 MAX_SCAN_SNAPSHOTS = 64
@@ -59,17 +64,22 @@ class Keyspace:
 
     # --- writes -------------------------------------------------------------------------
 
-    def store(self, key: bytes, value: bytes, *, keep_ttl: bool = False) -> None:
-        """SET without expiry (clears the TTL unless keep_ttl), or -OOM."""
+    def store(
+        self, key: bytes, value: bytes, *, keep_ttl: bool = False, tag: str | None = None
+    ) -> None:
+        """SET without expiry (clears the TTL unless keep_ttl), or -OOM. `tag`: how the
+        value was made, when OBJECT ENCODING cannot tell from the bytes (see below)."""
         try:
-            self.cache.store(key, value, keep_ttl=keep_ttl)
+            self.cache.store(key, value, keep_ttl=keep_ttl, tag=tag)
         except OutOfMemory:
             raise CommandError(ERR_OOM) from None
 
-    def store_ms(self, key: bytes, value: bytes, deadline_ms: int) -> None:
+    def store_ms(
+        self, key: bytes, value: bytes, deadline_ms: int, *, tag: str | None = None
+    ) -> None:
         """SET with an absolute deadline in Unix ms, or -OOM."""
         try:
-            self.cache.store(key, value, deadline_ms / 1000)
+            self.cache.store(key, value, deadline_ms / 1000, tag=tag)
         except OutOfMemory:
             raise CommandError(ERR_OOM) from None
 

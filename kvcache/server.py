@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from kvcache import commands_keys, commands_server, commands_strings
+from kvcache import commands_keys, commands_object, commands_server, commands_strings
 from kvcache.cache import LRUCache
 from kvcache.commands_server import install_info_and_config
 from kvcache.keyspace import Keyspace
@@ -39,7 +39,7 @@ MAX_BULK = 512 * 1024 * 1024
 def command_table() -> CommandTable:
     """A fresh table with every kvcache command (the engine adds the connection ones)."""
     table = CommandTable()
-    for module in (commands_strings, commands_keys, commands_server):
+    for module in (commands_strings, commands_keys, commands_object, commands_server):
         for cmd in module.table:
             info = dict(first_key=cmd.first_key, last_key=cmd.last_key, key_step=cmd.key_step)
             table.add(cmd.name, cmd.handler, cmd.arity, cmd.flags, group="string", **info)

@@ -4,7 +4,9 @@ must get identical replies, errors included.
 Hypothesis draws commands from the string and generic-key families with small key and
 value alphabets (so keys collide, numbers get incremented, ranges overlap); TTLs are long
 (1000 s) so that the replies cannot depend on how fast the two servers are. OBJECT
-ENCODING is left out: ours derives it from the value, Redis remembers in-place edits.
+ENCODING and REFCOUNT are in: how a value was written (APPEND, SETRANGE, INCRBYFLOAT)
+decides them, so they check that we remember it as Redis does. IDLETIME is not (it
+depends on when a second ticks; test_kvcache_object.py covers it).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ COMMAND = st.one_of(
     cmd(b"SETEX", KEY, st.sampled_from([b"1000", b"0", b"-1", b"x"]), VALUE),
     cmd(b"TOUCH", KEY, KEY),
     cmd(b"UNLINK", KEY),
+    cmd(b"OBJECT", st.sampled_from([b"ENCODING", b"REFCOUNT"]), KEY),
 )
 
 

@@ -1,9 +1,10 @@
 """LRUCache against a plain model: a dict in recency order, driven by a fake clock.
 
-Hypothesis runs random sequences of sets (with and without TTL), gets, peeks, deletes,
-EXPIRE/PERSIST, clock jumps and active sweeps; after every step the cache must answer as
-the model does, stay within its bounds, and every eviction must pick the key the policy
-names (for allkeys-lru: exactly the least recently used live key).
+Hypothesis runs random sequences of sets (with and without TTL), gets, touches, peeks,
+deletes, EXPIRE/PERSIST, clock jumps, LRU clock ticks and active sweeps; after every step
+the cache must answer as the model does (values, deadlines, idle times), stay within its
+bounds, and every eviction must pick the key the policy names (for allkeys-lru: exactly
+the least recently used live key).
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ def make_machine(policy: str, max_keys: int, max_bytes: int) -> type[RuleBasedSt
             )
             # key -> (value, deadline or None), least recently used first.
             self.model: OrderedDict[bytes, tuple[bytes, float | None]] = OrderedDict()
+            # The LRU clock as the model sees it (whole seconds at the last tick), and
+            # each key's stamp on it at its last use.
+            self.lru = int(self.clock.now)
+            self.atime: dict[bytes, int] = {}
             self.hits = 0
             self.misses = 0
 
@@ -118,6 +123,7 @@ def make_machine(policy: str, max_keys: int, max_bytes: int) -> type[RuleBasedSt
                 deadline = self.model[key][1]
             self.model[key] = (value, deadline)
             self.model.move_to_end(key)
+            self.atime[key] = self.lru
 
         @rule(key=KEYS)
         def get(self, key: bytes) -> None:
@@ -125,21 +131,34 @@ def make_machine(policy: str, max_keys: int, max_bytes: int) -> type[RuleBasedSt
             if self.live(key):
                 assert got == self.model[key][0]
                 self.model.move_to_end(key)
+                self.atime[key] = self.lru
                 self.hits += 1
             else:
                 assert got is None
                 self.misses += 1
 
         @rule(key=KEYS)
+        def touch(self, key: bytes) -> None:
+            got = self.cache.touch(key)
+            if self.live(key):
+                assert got == self.model[key][0]
+                self.model.move_to_end(key)
+                self.atime[key] = self.lru
+            else:
+                assert got is None
+
+        @rule(key=KEYS)
         def peek_and_deadline(self, key: bytes) -> None:
             if self.live(key):
                 assert self.cache.peek(key) == self.model[key][0]
                 assert self.cache.deadline(key) == self.model[key][1]
+                assert self.cache.idle_time(key) == max(0, self.lru - self.atime[key])
             else:
                 assert self.cache.peek(key) is None
                 assert key not in self.cache
                 with pytest.raises(KeyError):
                     self.cache.deadline(key)
+                assert self.cache.idle_time(key) is None
 
         @rule(key=KEYS)
         def delete(self, key: bytes) -> None:
@@ -156,14 +175,21 @@ def make_machine(policy: str, max_keys: int, max_bytes: int) -> type[RuleBasedSt
                 else:
                     self.model[key] = (self.model[key][0], deadline)
                     self.model.move_to_end(key)
+                    self.atime[key] = self.lru
 
         @rule(dt=st.sampled_from([0.25, 0.5, 1.0, 3.0]))
         def advance(self, dt: float) -> None:
             self.clock.now += dt
 
         @rule()
+        def tick(self) -> None:
+            self.cache.tick()
+            self.lru = int(self.clock.now)
+
+        @rule()
         def sweep(self) -> None:
-            self.cache.active_expire()
+            self.cache.active_expire()  # ticks the LRU clock first
+            self.lru = int(self.clock.now)
 
         @precondition(lambda self: policy == "allkeys-lru")
         @rule()
