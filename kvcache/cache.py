@@ -42,7 +42,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
-from kvcache.entry import BYTES_ENTRY, CacheStats, entry_size, idle_seconds
+from kvcache.entry import BYTES_ENTRY, CacheStats, charged, entry_size, idle_seconds
 from kvcache.eviction import ALLKEYS_LRU, Eviction, OutOfMemory
 from kvcache.expiry import DEFAULT_BUDGET, KeyBag, active_expire_cycle
 
@@ -225,15 +225,16 @@ class LRUCache(Eviction):
         data = self._data
         if key.__class__ is bytes and value.__class__ is bytes:
             size = len(key) + len(value) + BYTES_ENTRY  # entry_size, inlined: every SET
+            kept = None  # recomputable from the two lengths: no int stored (entry.py)
         else:
-            size = entry_size(key, value)
+            size = kept = entry_size(key, value)
         old = data.get(key)
         if old is not None and self._deadlines and self._expired(key):
             old = None
         if old is None:
             if len(data) >= self._key_limit or self.used_bytes + size > self._byte_limit:
                 self._make_room(key, size, new_key=True)
-            data[key] = (value, size, self.lru_clock)
+            data[key] = (value, kept, self.lru_clock)
             # KeyBag.add, inlined: this line runs for every new key.
             bag = self._all_keys
             bag.keys.append(key)
@@ -241,10 +242,10 @@ class LRUCache(Eviction):
                 bag.rebuild(data)
             self.used_bytes += size
         else:
-            grow = size - old[1]
+            grow = size - charged(key, old)
             if self.used_bytes + grow > self._byte_limit:
                 self._make_room(key, size, new_key=False)
-            data[key] = (value, size, self.lru_clock)
+            data[key] = (value, kept, self.lru_clock)
             data.move_to_end(key)
             self.used_bytes += grow
             if self._tags:  # a tag describes the value it came with (a new key has none)
@@ -375,6 +376,8 @@ class LRUCache(Eviction):
     def _remove(self, key: Any) -> Any:
         """Drop the key from every table; returns its value."""
         value, size, _ = self._data.pop(key)
+        if size is None:  # charged(), inlined: every eviction passes here
+            size = len(key) + len(value) + BYTES_ENTRY
         self.used_bytes -= size
         if self._deadlines:
             self._deadlines.pop(key, None)

@@ -10,7 +10,7 @@ themselves; this module plugs kvcache's sections and parameters into them
 powers of 1000 and `kb`/`mb`/`gb` for powers of 1024, any case: `64mb` = 67108864.
 
 Simpler than the real thing: `used_memory` is the cache's estimate of its keys and values
-(cache.py's ENTRY_OVERHEAD), not the allocator's count of the whole process; the process's
+(entry.py's ENTRY_OVERHEAD), not the allocator's count of the whole process; the process's
 real footprint is `used_memory_rss` next to it.
 """
 

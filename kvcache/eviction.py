@@ -23,7 +23,8 @@ Why exact LRU when Redis samples: Redis keeps a 24-bit access clock per object a
 `OrderedDict` already is a hash table threaded on a linked list, so "least recently used"
 is just its first key, O(1). Under `volatile-lru` the deadlines table is an `OrderedDict`
 in recency order too, which makes that policy exact and O(1) as well (the other policies
-keep deadlines in a plain dict, cheaper per write).
+keep deadlines in a plain dict, cheaper per write). Entries carry Redis's coarse access
+time too (entry.py), but only for OBJECT IDLETIME: the order, not the stamp, picks victims.
 
 Read next: `cache.py`, which keeps the tables this module reads and writes.
 
@@ -39,7 +40,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from kvcache.entry import entry_size
+from kvcache.entry import charged, entry_size
 from kvcache.expiry import KeyBag
 
 ALLKEYS_LRU = "allkeys-lru"
@@ -117,7 +118,7 @@ class Eviction:
     It works on the tables `LRUCache` keeps (declared here so a reader sees what it uses).
     """
 
-    _data: OrderedDict[Any, tuple[Any, int, int]]
+    _data: OrderedDict[Any, tuple[Any, int | None, int]]
     _deadlines: dict[Any, float]
     _all_keys: KeyBag
     _volatile_keys: KeyBag
@@ -196,7 +197,7 @@ class Eviction:
             if key in sizes:
                 used += size - sizes[key]
             elif (old := self._data.get(key)) is not None:
-                used += size - old[1]
+                used += size - charged(key, old)
             else:
                 keys += 1
                 used += size
@@ -242,7 +243,7 @@ class Eviction:
             raise OutOfMemory(key)
         data = self._data
         new_keys = 1 if new_key else 0
-        grow = size if new_key else size - data[key][1]
+        grow = size if new_key else size - charged(key, data[key])
         while len(data) + new_keys > self._key_limit or self.used_bytes + grow > self._byte_limit:
             if self._policy == ALLKEYS_LRU:
                 # The common case, without the policy dispatch: the oldest key goes.

@@ -206,6 +206,11 @@ def make_machine(policy: str, max_keys: int, max_bytes: int) -> type[RuleBasedSt
             live = self.live_keys()
             assert sorted(self.cache.keys()) == sorted(live)
             assert stats.used_bytes >= sum(entry_size(k, self.model[k][0]) for k in live)
+            # Exact accounting (white-box): what is charged is what the stored entries
+            # cost, expired ones not reclaimed yet included, whether or not an entry keeps
+            # its size (entry.py).
+            stored = self.cache._data.items()
+            assert stats.used_bytes == sum(entry_size(k, e[0]) for k, e in stored)
 
         @invariant()
         def counters_agree(self) -> None:
