@@ -1,6 +1,6 @@
 """Benchmark the lb against HAProxy `mode tcp`, both in front of the same backend.
 
-    python bench/lb.py [--workers 2] [--duration 3] [--rounds 3] [--connections 50]
+    python bench/lb.py [--workers 2] [--duration 2] [--rounds 3] [--connections 50]
                        [--pace-share 0.5] [--pace-max 8000] [--profile]
 
 One backend (nginx answering a fixed 200, or a small asyncio HTTP server when nginx is
@@ -10,6 +10,7 @@ missing) is measured with wrk, alternating so that machine noise hits every targ
     lb        python -m lb --workers N        (N processes; the RESULT lines)
     haproxy   haproxy mode tcp, nbthread N    (N threads; the RESULT lines)
     lb-1      python -m lb, one process       (the single-process hot path)
+    haproxy-1 haproxy, nbthread 1             (one thread: the like-for-like peer of lb-1)
     bare      a 40-line asyncio splice        (the floor for one asyncio process)
 
 N defaults to the number of cores, so both proxies may use the whole machine: the
@@ -145,7 +146,7 @@ def start_haproxy(tmp: str, backend: int, threads: int) -> tuple[RealServer | No
     if not shutil.which("haproxy"):
         return None, 0
     port = free_port()
-    conf = Path(tmp, "haproxy.cfg")
+    conf = Path(tmp, f"haproxy-{threads}.cfg")
     conf.write_text(HAPROXY_CONF.format(port=port, backend=backend, threads=threads))
     return RealServer(["haproxy", "-db", "-f", str(conf)], port).start(), port
 
@@ -330,7 +331,7 @@ def profile(backend: int, tmp: str, duration: float, connections: int) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--duration", type=float, default=3.0, help="seconds per wrk run")
+    p.add_argument("--duration", type=float, default=2.0, help="seconds per wrk run")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--connections", type=int, default=50)
     p.add_argument(
@@ -363,6 +364,10 @@ def main() -> int:
             lb1, lb1_port = start_lb(backend, workers=1)
             procs.append(lb1)
             targets["lb-1"] = (lb1_port, lb1)
+            haproxy1, haproxy1_port = start_haproxy(tmp, backend, 1)
+            procs.append(haproxy1)
+            if haproxy1:
+                targets["haproxy-1"] = (haproxy1_port, haproxy1)
         bare, bare_port = start_bare(backend)
         procs.append(bare)
         targets["bare"] = (bare_port, bare)
@@ -372,7 +377,7 @@ def main() -> int:
         print(
             f"backend: {kind}; wrk -t2 -c{args.connections} -d{args.duration:g}s; "
             f"{os.cpu_count()} cores shared; lb --workers {n}, haproxy nbthread {n}; "
-            "lb-1 and bare are one process"
+            "lb-1, haproxy-1 and bare are one process/thread"
         )
         runs: dict[tuple[str, bool], list[tuple[float, float, float]]] = {}
         for r in range(args.rounds):
@@ -384,7 +389,7 @@ def main() -> int:
                     runs.setdefault((name, close), []).append((rps, p99, cpu_us))
                     mode = "close     " if close else "keep-alive"
                     cpu = f"{cpu_us:6.1f} us CPU/req" if name != "direct" else ""
-                    line = f"{mode} {name:8} {rps:9.0f} req/s  p99 {p99:7.2f} ms  {cpu}"
+                    line = f"{mode} {name:9} {rps:9.0f} req/s  p99 {p99:7.2f} ms  {cpu}"
                     print(f"  round {r + 1} {line}", flush=True)
 
         def med(name: str, close: bool, i: int) -> float:
@@ -396,7 +401,7 @@ def main() -> int:
             if name == "direct":
                 continue
             print(
-                f"  {name:8} keep-alive {med(name, False, 0):7.0f} req/s "
+                f"  {name:9} keep-alive {med(name, False, 0):7.0f} req/s "
                 f"{med(name, False, 2):6.1f} us/req   close {med(name, True, 0):6.0f} req/s "
                 f"{med(name, True, 2):6.1f} us/conn"
             )
@@ -414,7 +419,7 @@ def main() -> int:
             for name in probe:
                 port = targets[name][0]
                 lat.setdefault(name, []).append(
-                    paced(port, rate, min(args.duration, 3.0), args.connections)
+                    paced(port, rate, min(max(args.duration, 2.5), 5.0), args.connections)
                 )
         for name, values in lat.items():
             shown = "  ".join(f"p50 {a:.2f} p99 {b:.2f} ({c:.0f}/s)" for a, b, c in values)

@@ -77,7 +77,13 @@ def test_killed_backend_is_taken_out_and_admin_controls_the_pool(kit):
             await async_wait_until(a_is_down, timeout=10)
             assert time.monotonic() - killed <= FALL * INTERVAL * 1.1 + INTERVAL + 2.0
             _, stats = await http(admin, "GET", "/backends")
-            failures = backend_named(stats, name_a)["connect_failures"]
+            down = backend_named(stats, name_a)
+            failures = down["connect_failures"]
+            # Health history on the stats page: the failed checks and the way down.
+            assert down["check_failures"] >= FALL and down["down_transitions"] == 1
+            assert down["last_checks"][-1]["ok"] is False
+            assert "DOWN" in [h["event"] for h in down["history"]]
+            assert down["bytes_in"] == down["bytes_out"] - 2 * down["total"] > 0
             # Every client is served (by B) and A gets no new connect attempts.
             for i in range(10):
                 assert await talk(port, b"%d" % i) == b"B:%d" % i
