@@ -56,14 +56,6 @@ TRANSITIONS: dict[tuple[str, str], str] = {
 URGENT_THRESHOLD = 1024
 
 
-def next_state(state: str, event: str) -> str:
-    """The state after `event`, or ValueError if the table has no such move."""
-    try:
-        return TRANSITIONS[(state, event)]
-    except KeyError:
-        raise ValueError(f"a {state} job cannot {event}") from None
-
-
 class Job:
     """One job. `deadline` means: ready-at for a delayed job, TTR expiry for a reserved one.
 
@@ -118,8 +110,11 @@ class Job:
         self.kicks = 0
 
     def move(self, event: str) -> None:
-        """Apply one row of TRANSITIONS."""
-        self.state = next_state(self.state, event)
+        """Apply one row of TRANSITIONS; a move the table lacks is a bug (ValueError)."""
+        try:
+            self.state = TRANSITIONS[self.state, event]
+        except KeyError:
+            raise ValueError(f"a {self.state} job cannot {event}") from None
 
     def counters(self) -> tuple[int, int, int, int, int]:
         return self.reserves, self.timeouts, self.releases, self.buries, self.kicks

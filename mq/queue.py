@@ -19,7 +19,8 @@ the longest-waiting client of its tube. Timers (delays, TTRs, waits, pauses) liv
 `timers.py`.
 
 Persistence is a listener: `on_change(job, kind, must_sync)` is called after each change
-worth journaling (see journal.py); the queue itself never touches a disk.
+worth journaling (see journal.py); the queue itself never touches a disk. Without a
+journal it is a function that does nothing, so the hot paths need no `if` for it.
 
 Simpler than the real thing: no out-of-memory paths (beanstalkd buries a job when its
 heap cannot grow). And one thing better: each client's reservations are kept in a heap,
@@ -51,6 +52,10 @@ Delivery = tuple[Client, "Job | str"]
 ChangeListener = Callable[[Job, str, bool], None]
 
 
+def _no_journal(job: Job, kind: str, must_sync: bool) -> None:
+    """The change listener of a queue kept in memory only."""
+
+
 class Queue:
     """All tubes and jobs of one server."""
 
@@ -61,22 +66,17 @@ class Queue:
         self.next_id = 1
         self.job_timeouts = 0
         self.total_jobs = 0
-        self.on_change: ChangeListener | None = None
+        self.on_change: ChangeListener = _no_journal
         self.timers = Timers(self._pending_timers)
-        self._deliveries: list[Delivery] = []
+        # Replies for clients that were waiting in reserve; the server checks this list
+        # after each batch of commands and empties it with take_deliveries().
+        self.deliveries: list[Delivery] = []
 
     # --- helpers ----------------------------------------------------------------------
-
-    def _timer(self, when: float, kind: str, obj: object, gen: int) -> None:
-        self.timers.push(when, kind, obj, gen)
 
     def _pending_timers(self) -> int:
         pending = sum(t.reserved_count + t.delayed_count + 1 for t in self.tubes.values())
         return pending + 2 * len(self.clients)
-
-    def _changed(self, job: Job, kind: str, must_sync: bool) -> None:
-        if self.on_change is not None:
-            self.on_change(job, kind, must_sync)
 
     def tube(self, name: str) -> Tube:
         """The tube called `name`, created on first reference."""
@@ -133,7 +133,7 @@ class Queue:
         for job in list(client.reserved.values()):
             self._leave(job)
             self._make_ready(job, "reserver-gone")
-            self._changed(job, "state", False)
+            self.on_change(job, "state", False)
             touched.add(job.tube)
         self.clients.pop(client.id, None)
         self.tubes[client.use].using -= 1
@@ -178,9 +178,10 @@ class Queue:
 
     def put(self, client: Client, pri: int, delay: int, ttr: int, body: bytes, now: float) -> Job:
         client.producer = True
-        job = Job(self.next_id, client.use, pri, delay, max(ttr, 1), body, now)
-        self.next_id += 1
-        self.jobs[job.id] = job
+        job_id = self.next_id
+        self.next_id = job_id + 1
+        job = Job(job_id, client.use, pri, delay, ttr or 1, body, now)  # a TTR of 0 means 1
+        self.jobs[job_id] = job
         tube = self.tubes[client.use]
         tube.jobs += 1
         tube.total_jobs += 1
@@ -189,12 +190,12 @@ class Queue:
             job.move("put-delayed")
             job.deadline = now + delay
             tube.push_delayed(job)
-            self._timer(job.deadline, "d", job, job.gen)
+            self.timers.push(job.deadline, "d", job, job.gen)
         else:
             job.move("put")
             tube.push_ready(job)
-        self._changed(job, "put", True)
-        if job.state == READY and tube.waiting:
+        self.on_change(job, "put", True)
+        if tube.waiting and job.state == READY:
             self._serve(tube, now)
         return job
 
@@ -219,7 +220,7 @@ class Queue:
                 tube.push_buried(job)
             elif job.state == DELAYED and job.deadline > now:
                 tube.add_delayed_unordered(job)
-                self._timer(job.deadline, "d", job, job.gen)
+                self.timers.push(job.deadline, "d", job, job.gen)
             else:
                 job.state = READY
                 tube.add_ready_unordered(job)
@@ -227,18 +228,6 @@ class Queue:
             tube.reheap()
 
     # --- worker -----------------------------------------------------------------------
-
-    def _best_ready(self, client: Client, now: float) -> Job | None:
-        best: Job | None = None
-        tubes = self.tubes
-        for name in client.watching:
-            tube = tubes[name]
-            if not tube.ready_count or (tube.unpause_at and tube.unpause_at > now):
-                continue
-            job = tube.peek_ready()
-            if job is not None and (best is None or (job.pri, job.id) < (best.pri, best.id)):
-                best = job
-        return best
 
     def _reserve_for(self, client: Client, job: Job, now: float) -> None:
         self._leave(job)
@@ -254,13 +243,21 @@ class Queue:
             deadlines[:] = [e for e in deadlines if e[3].gen == e[2] and e[3].reserver is client]
             heapq.heapify(deadlines)
         heapq.heappush(deadlines, (job.deadline, job.id, job.gen, job))
-        self._timer(job.deadline, "r", job, job.gen)
-        self._changed(job, "state", False)
+        self.timers.push(job.deadline, "r", job, job.gen)
+        self.on_change(job, "state", False)
 
     def reserve(self, client: Client, now: float, timeout: float | None = None) -> Job | str | None:
         """A job (reserved now), DEADLINE_SOON / TIMED_OUT, or None: the client waits."""
         client.worker = True
-        job = self._best_ready(client, now)
+        job: Job | None = None  # the best ready job among the watched tubes
+        tubes = self.tubes
+        for name in client.watching:
+            tube = tubes[name]
+            if not tube.ready_count or (tube.unpause_at and tube.unpause_at > now):
+                continue
+            ready = tube.peek_ready()
+            if ready is not None and (job is None or (ready.pri, ready.id) < (job.pri, job.id)):
+                job = ready
         if job is None:
             soonest = client.soonest_deadline()
             if soonest is not None and soonest <= now + SAFETY_MARGIN:
@@ -278,9 +275,9 @@ class Queue:
         for name in client.watching:
             self.tubes[name].waiting[client] = None
         if timeout is not None:
-            self._timer(now + timeout, "w", client, client.wait_gen)
+            self.timers.push(now + timeout, "w", client, client.wait_gen)
         if soonest is not None:
-            self._timer(soonest - SAFETY_MARGIN, "s", client, client.wait_gen)
+            self.timers.push(soonest - SAFETY_MARGIN, "s", client, client.wait_gen)
 
     def cancel_wait(self, client: Client, deliver: bool = True) -> None:
         """End a waiting reserve (half-closed socket: TIMED_OUT; closed: nothing)."""
@@ -291,7 +288,7 @@ class Queue:
         for name in client.watching:
             self.tubes[name].waiting.pop(client, None)
         if deliver:
-            self._deliveries.append((client, TIMED_OUT))
+            self.deliveries.append((client, TIMED_OUT))
 
     def _serve(self, tube: Tube, now: float) -> None:
         self._serve_tubes((tube,), now)
@@ -318,11 +315,12 @@ class Queue:
             client = next(iter(best_tube.waiting))
             self.cancel_wait(client, deliver=False)
             self._reserve_for(client, best, now)
-            self._deliveries.append((client, best))
+            self.deliveries.append((client, best))
 
     def take_deliveries(self) -> list[Delivery]:
         """Replies for clients that were waiting in reserve, in the order they happened."""
-        out, self._deliveries = self._deliveries, []
+        out = self.deliveries
+        self.deliveries = []
         return out
 
     def reserve_job(self, client: Client, job_id: int, now: float) -> Job | None:
@@ -343,7 +341,7 @@ class Queue:
         tube = self.tubes[job.tube]
         tube.jobs -= 1
         tube.cmd_delete += 1
-        self._changed(job, "delete", True)
+        self.on_change(job, "delete", True)
         self._maybe_drop(tube)
         return True
 
@@ -360,11 +358,11 @@ class Queue:
             job.delay = delay
             job.deadline = now + delay
             tube.push_delayed(job)
-            self._timer(job.deadline, "d", job, job.gen)
-            self._changed(job, "state", True)
+            self.timers.push(job.deadline, "d", job, job.gen)
+            self.on_change(job, "state", True)
         else:
             self._make_ready(job, "release")
-            self._changed(job, "state", True)
+            self.on_change(job, "state", True)
             self._serve(tube, now)
         return True
 
@@ -377,7 +375,7 @@ class Queue:
         job.buries += 1
         job.reserver = None
         self.tubes[job.tube].push_buried(job)
-        self._changed(job, "state", True)
+        self.on_change(job, "state", True)
         return True
 
     def touch(self, client: Client, job_id: int, now: float) -> bool:
@@ -387,14 +385,14 @@ class Queue:
         job.deadline = now + job.ttr
         job.gen += 1
         heapq.heappush(client.deadlines, (job.deadline, job.id, job.gen, job))
-        self._timer(job.deadline, "r", job, job.gen)
+        self.timers.push(job.deadline, "r", job, job.gen)
         return True
 
     def _kick(self, job: Job, now: float) -> None:
         self._leave(job)
         self._make_ready(job, "kick")
         job.kicks += 1
-        self._changed(job, "state", True)
+        self.on_change(job, "state", True)
 
     def kick(self, client: Client, bound: int, now: float) -> int:
         """Kick up to `bound` buried jobs of the used tube, or delayed ones if none is buried."""
@@ -440,7 +438,7 @@ class Queue:
         tube.pause = delay
         tube.unpause_at = now + (delay or MIN_PAUSE)
         tube.cmd_pause += 1
-        self._timer(tube.unpause_at, "p", tube, 0)
+        self.timers.push(tube.unpause_at, "p", tube, 0)
         return True
 
     # --- time -------------------------------------------------------------------------
@@ -467,14 +465,14 @@ class Queue:
                     self._make_ready(job, "ttr-expired")
                     job.timeouts += 1
                     self.job_timeouts += 1
-                    self._changed(job, "state", False)
+                    self.on_change(job, "state", False)
                     affected[self.tubes[job.tube]] = None
             elif kind in ("w", "s"):
                 client = obj
                 assert isinstance(client, Client)
                 if client.waiting and client.wait_gen == gen:
                     self.cancel_wait(client, deliver=False)
-                    self._deliveries.append((client, TIMED_OUT if kind == "w" else DEADLINE_SOON))
+                    self.deliveries.append((client, TIMED_OUT if kind == "w" else DEADLINE_SOON))
             elif kind == "p":
                 tube = obj
                 assert isinstance(tube, Tube)

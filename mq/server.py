@@ -48,6 +48,7 @@ MAX_INPUT_BUFFER = 1 << 20
 log = get_logger("mq.server")
 _DEADLINE_SOON = codec.DEADLINE_SOON
 _TIMED_OUT = codec.TIMED_OUT
+_Reject = codec.Reject
 
 
 class MqApp:
@@ -63,13 +64,15 @@ class MqApp:
         self.max_job_size = max_job_size
         self.journal = journal
         self.draining = False
-        self.cmd_counts: dict[str, int] = collections.Counter()
+        # Every command word counted, even the few `stats` does not show: an unconditional
+        # `+= 1` on a pre-filled dict is the cheapest counter there is.
+        self.cmd_counts: dict[str, int] = dict.fromkeys(_HANDLERS, 0)
         self.started = time.time()
         self.instance_id = os.urandom(8).hex()
         self.conns: dict[int, BeanstalkConnection] = {}
         self.server: Server | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self.timer_at = math.inf  # when the tick timer fires (inf: not armed)
         self._pumping = False
         if journal is not None:
             self.queue.on_change = journal.record
@@ -86,17 +89,19 @@ class MqApp:
     # --- after every batch: hand out deliveries, reschedule the timer -----------------
 
     def pump(self) -> None:
-        """Deliver replies to waiting reserves and re-arm the tick timer."""
+        """Deliver replies to waiting reserves and re-arm the tick timer.
+
+        Cheap to call when there is nothing to do, which is most of the time (a put with
+        no waiter, a reserve that found a job, a delete): connections check the same two
+        conditions inline before they call it (`needs_pump`).
+        """
         if self._pumping:
             return
         self._pumping = True
         try:
             queue = self.queue
-            while True:
-                deliveries = queue.take_deliveries()
-                if not deliveries:
-                    break
-                for client, what in deliveries:
+            while queue.deliveries:
+                for client, what in queue.take_deliveries():
                     conn = self.conns.get(client.id)
                     if conn is not None:
                         conn.delivered(what)
@@ -104,9 +109,14 @@ class MqApp:
             self._pumping = False
         self._schedule()
 
+    def needs_pump(self) -> bool:
+        """A waiting reserve got its answer, or something new comes due before the timer."""
+        queue = self.queue
+        return bool(queue.deliveries) or queue.timers.soonest_new < self.timer_at
+
     def _schedule(self, force: bool = False) -> None:
         queue = self.queue
-        armed_at = self._timer_at if self._timer is not None else math.inf
+        armed_at = self.timer_at
         if not force and queue.timers.soonest_new >= armed_at:
             return  # nothing new comes due before the timer that is already set
         queue.timers.soonest_new = math.inf
@@ -116,12 +126,13 @@ class MqApp:
         if self._timer is not None:
             self._timer.cancel()
         loop = asyncio.get_running_loop()
-        self._timer_at = wake
+        self.timer_at = wake
         # Wall-clock deadline to loop time; a hair late rather than early.
         self._timer = loop.call_later(max(0.0, wake - time.time()) + 0.001, self._tick)
 
     def _tick(self) -> None:
         self._timer = None
+        self.timer_at = math.inf
         self.queue.tick(time.time())
         self.pump()
         self._schedule(force=True)
@@ -155,10 +166,12 @@ class MqApp:
 class BeanstalkConnection(Connection):
     """One client connection speaking beanstalkd's protocol."""
 
+    # Set by on_connect, before any byte is read (a refused connection never gets one).
+    client: Client
+
     def __init__(self, app: MqApp) -> None:
         self.app = app
         self.parser = codec.CommandParser(app.max_job_size)
-        self.client: Client | None = None
         self.waiting = False
         self.held: collections.deque[tuple[int, bytes]] = collections.deque()
         self._out: list[bytes] = []
@@ -172,17 +185,16 @@ class BeanstalkConnection(Connection):
         self.app.conns[self.client.id] = self
 
     def on_close(self, exc: Exception | None) -> None:
-        if self.client is not None:
-            if self.parser.in_body:
-                # beanstalkd allocated the job (and its id) when it read the put line.
-                self.app.queue.burn_id()
-            self.app.conns.pop(self.client.id, None)
-            self.app.queue.disconnect(self.client, time.time())
-            self.app.pump()
+        if self.parser.in_body:
+            # beanstalkd allocated the job (and its id) when it read the put line.
+            self.app.queue.burn_id()
+        self.app.conns.pop(self.client.id, None)
+        self.app.queue.disconnect(self.client, time.time())
+        self.app.pump()
 
     def on_eof(self) -> bool | None:
         # A reserve waiting on a half-closed socket is answered TIMED_OUT (as beanstalkd).
-        if self.waiting and self.client is not None:
+        if self.waiting:
             self.app.queue.cancel_wait(self.client)
             self.app.pump()
         self._quit = True
@@ -192,7 +204,7 @@ class BeanstalkConnection(Connection):
     def on_idle(self) -> None:
         # beanstalkd never hangs up on a quiet client, and a worker blocked in `reserve`
         # or busy with a long job is quiet by design: only truly idle connections go.
-        if not self.waiting and not (self.client and self.client.reserved):
+        if not self.waiting and not self.client.reserved:
             self.close()
 
     def on_drain(self) -> None:
@@ -201,7 +213,10 @@ class BeanstalkConnection(Connection):
 
     # --- input ------------------------------------------------------------------------
 
-    def on_data(self, data: bytes) -> None:
+    def data_received(self, data: bytes) -> None:
+        # The kernel's data_received counts activity, then calls on_data; doing both here
+        # saves a call on the hottest path (one read per command when nothing is pipelined).
+        self._activity += 1
         self.parser.feed(data)
         if self.waiting:
             if self.parser.buffered > MAX_INPUT_BUFFER and self.transport is not None:
@@ -210,36 +225,47 @@ class BeanstalkConnection(Connection):
             return
         try:
             self._process()
-            self.app.pump()
+            app = self.app
+            queue = app.queue
+            # app.needs_pump(), inline: it is False after nearly every packet.
+            if queue.deliveries or queue.timers.soonest_new < app.timer_at:
+                app.pump()
         except Exception:
             # A bug must cost one connection, never the server (beanstalkd's last resort).
             log.exception("mq: internal error; closing connection from %s", self.peer)
             self.write(codec.INTERNAL_ERROR)
             self.close()
 
+    on_data = data_received
+
     def _process(self) -> None:
+        """Run every complete command buffered (until a reserve has to wait); reply once."""
         parser = self.parser
-        run = self._run
+        unparsed = parser.buffer
+        out = self._out
+        counts = self.app.cmd_counts
         now = time.time()
-        while not self.waiting and not self._quit:
+        while unparsed and not self.waiting and not self._quit:
             cmd = parser.next_command()
             if cmd is None:
                 break
-            if type(cmd) is codec.Reject:
+            if type(cmd) is _Reject:
                 if cmd.burns_id:
                     self.app.queue.burn_id()
-                self._out.append(cmd.reply)
+                out.append(cmd.reply)
                 continue
-            reply = run(cmd, now)
+            name = cmd.name
+            counts[name] += 1
+            reply = _HANDLERS[name](self, cmd.args, cmd.body, now)
             if reply is not None:
-                self._out.append(reply)
+                out.append(reply)
         self._flush()
 
     def delivered(self, what: Job | str) -> None:
         """The queue answered our waiting reserve; carry on with what is buffered."""
         self.waiting = False
-        if isinstance(what, Job):
-            self._out.append(codec.encode_data_reply(b"RESERVED", b"%d" % what.id, what.body))
+        if type(what) is Job:
+            self._out.append(b"RESERVED %d %d\r\n%b\r\n" % (what.id, len(what.body), what.body))
         else:
             self._out.append(_DEADLINE_SOON if what == DEADLINE_SOON else _TIMED_OUT)
         if self._paused_input and self.transport is not None:
@@ -252,15 +278,15 @@ class BeanstalkConnection(Connection):
     def _flush(self) -> None:
         out = self._out
         if out:
-            data = b"".join(out) if len(out) > 1 else out[0]
+            data = out[0] if len(out) == 1 else b"".join(out)  # one write per batch
             out.clear()
             journal = self.app.journal
             if journal is not None and (self.held or journal.need_seq > journal.durable_seq):
                 self.held.append((journal.need_seq, data))
                 self.set_busy(True)
                 journal.kick()
-            else:
-                self.write(data)
+            elif not self._closing:
+                self.transport.write(data)  # type: ignore[union-attr]  # self.write, inline
         if self._quit and not self.held:
             self.close()
 
@@ -275,63 +301,47 @@ class BeanstalkConnection(Connection):
 
     # --- commands ---------------------------------------------------------------------
 
-    def _run(self, cmd: codec.Command, now: float) -> bytes | None:
-        name = cmd.name
-        app = self.app
-        if name in _COUNTED:
-            app.cmd_counts[name] += 1
-        return _HANDLERS[name](self, cmd.args, cmd.body, now)
-
     def _put(self, args: tuple, body: bytes | None, now: float) -> bytes:
         app = self.app
         if app.draining:
             app.queue.burn_id()
             return codec.DRAINING
         pri, delay, ttr = args
-        assert body is not None and self.client is not None
-        job = app.queue.put(self.client, pri, delay, ttr, body, now)
+        job = app.queue.put(self.client, pri, delay, ttr, body, now)  # type: ignore[arg-type]
         return b"INSERTED %d\r\n" % job.id
 
     def _reserve(self, args: tuple, body: bytes | None, now: float) -> bytes | None:
-        timeout = args[0] if args else None
-        assert self.client is not None
-        got = self.app.queue.reserve(self.client, now, timeout)
+        got = self.app.queue.reserve(self.client, now, args[0] if args else None)
+        if type(got) is Job:
+            return b"RESERVED %d %d\r\n%b\r\n" % (got.id, len(got.body), got.body)
         if got is None:
             self.waiting = True
             return None
-        if isinstance(got, Job):
-            return codec.encode_data_reply(b"RESERVED", b"%d" % got.id, got.body)
         return _DEADLINE_SOON if got == DEADLINE_SOON else _TIMED_OUT
 
     def _reserve_job(self, args: tuple, body: bytes | None, now: float) -> bytes:
-        assert self.client is not None
         job = self.app.queue.reserve_job(self.client, args[0], now)
         if job is None:
             return codec.NOT_FOUND
         return codec.encode_data_reply(b"RESERVED", b"%d" % job.id, job.body)
 
     def _delete(self, args: tuple, body: bytes | None, now: float) -> bytes:
-        assert self.client is not None
         ok = self.app.queue.delete(self.client, args[0])
         return codec.DELETED if ok else codec.NOT_FOUND
 
     def _release(self, args: tuple, body: bytes | None, now: float) -> bytes:
-        assert self.client is not None
         ok = self.app.queue.release(self.client, args[0], args[1], args[2], now)
         return codec.RELEASED if ok else codec.NOT_FOUND
 
     def _bury(self, args: tuple, body: bytes | None, now: float) -> bytes:
-        assert self.client is not None
         ok = self.app.queue.bury(self.client, args[0], args[1])
         return codec.BURIED if ok else codec.NOT_FOUND
 
     def _touch(self, args: tuple, body: bytes | None, now: float) -> bytes:
-        assert self.client is not None
         ok = self.app.queue.touch(self.client, args[0], now)
         return codec.TOUCHED if ok else codec.NOT_FOUND
 
     def _kick(self, args: tuple, body: bytes | None, now: float) -> bytes:
-        assert self.client is not None
         return b"KICKED %d\r\n" % self.app.queue.kick(self.client, args[0], now)
 
     def _kick_job(self, args: tuple, body: bytes | None, now: float) -> bytes:
@@ -339,16 +349,13 @@ class BeanstalkConnection(Connection):
         return codec.KICKED if ok else codec.NOT_FOUND
 
     def _use(self, args: tuple, body: bytes | None, now: float) -> bytes:
-        assert self.client is not None
         self.app.queue.use(self.client, args[0])
         return b"USING %s\r\n" % args[0].encode()
 
     def _watch(self, args: tuple, body: bytes | None, now: float) -> bytes:
-        assert self.client is not None
         return b"WATCHING %d\r\n" % self.app.queue.watch(self.client, args[0])
 
     def _ignore(self, args: tuple, body: bytes | None, now: float) -> bytes:
-        assert self.client is not None
         count = self.app.queue.ignore(self.client, args[0])
         return codec.NOT_IGNORED if count is None else b"WATCHING %d\r\n" % count
 
@@ -361,15 +368,12 @@ class BeanstalkConnection(Connection):
         return self._found(self.app.queue.peek(args[0]))
 
     def _peek_ready(self, args: tuple, body: bytes | None, now: float) -> bytes:
-        assert self.client is not None
         return self._found(self.app.queue.peek_ready(self.client))
 
     def _peek_delayed(self, args: tuple, body: bytes | None, now: float) -> bytes:
-        assert self.client is not None
         return self._found(self.app.queue.peek_delayed(self.client))
 
     def _peek_buried(self, args: tuple, body: bytes | None, now: float) -> bytes:
-        assert self.client is not None
         return self._found(self.app.queue.peek_buried(self.client))
 
     def _stats_job(self, args: tuple, body: bytes | None, now: float) -> bytes:
@@ -394,11 +398,9 @@ class BeanstalkConnection(Connection):
         return codec.encode_data_reply(b"OK", b"", stats.yaml_list(names))
 
     def _list_tube_used(self, args: tuple, body: bytes | None, now: float) -> bytes:
-        assert self.client is not None
         return b"USING %s\r\n" % self.client.use.encode()
 
     def _list_tubes_watched(self, args: tuple, body: bytes | None, now: float) -> bytes:
-        assert self.client is not None
         names = list(self.client.watching)
         return codec.encode_data_reply(b"OK", b"", stats.yaml_list(names))
 
@@ -411,7 +413,6 @@ class BeanstalkConnection(Connection):
         return None
 
 
-_COUNTED = frozenset(stats.COUNTED_COMMANDS)
 _HANDLERS = {
     "put": BeanstalkConnection._put,
     "reserve": BeanstalkConnection._reserve,
