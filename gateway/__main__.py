@@ -10,6 +10,9 @@ replaces the demo's appservers, and `--cache redis://…` points shared limits a
 (the launcher passes both); with `--cache` and no `--config` the demo consumer's limit is
 `shared`, so both gateways behind the lb enforce one limit.
 
+`--workers N` runs N such processes on one port (gateway/workers.py), like nginx's
+`worker_processes`; `local` limits are then per worker, `shared` ones stay exact.
+
 On SIGHUP the config file is read again; if it is invalid the error is logged (naming the
 bad key) and the old configuration keeps serving. SIGTERM/SIGINT drain and stop.
 
@@ -28,7 +31,7 @@ import tomllib
 from minisys.config import ConfigError
 from minisys.http.head import Limits
 from minisys.http.server import HttpSettings, http_server
-from minisys.logs import get_logger
+from minisys.logs import get_logger, setup_logging
 from minisys.server import ServerConfig, add_server_arguments, run, serve, server_config_from_args
 
 from . import config as gwconfig
@@ -37,6 +40,7 @@ from .pipeline import Gateway
 from .proxy import GatewayConnection
 from .ratelimit import RateLimiter
 from .upstream import HttpTransport
+from .workers import supervise
 
 log = get_logger("gateway")
 
@@ -51,6 +55,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="with the demo config: appserver members instead of :8091 and :8092",
     )  # fmt: skip
     parser.add_argument("--cache", default="", help="kvcache URL for shared limits (redis://…)")
+    parser.add_argument(
+        "--workers", type=int, default=1,
+        help="processes sharing the port (SO_REUSEPORT); local limits become per worker",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -139,6 +147,15 @@ def cli(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"gateway: invalid configuration: {exc}", file=sys.stderr)
         return 2
+    if args.workers < 1:
+        print("gateway: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        setup_logging("gateway", fmt=server_config.log_format, level=server_config.log_level)
+        return supervise(
+            sys.argv[1:] if argv is None else argv,
+            server_config.host, server_config.port, args.admin_port, args.workers,
+        )  # fmt: skip
     return run(lambda: main(args, server_config), component="gateway", config=server_config)
 
 

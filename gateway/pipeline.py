@@ -11,7 +11,7 @@ This is the gateway's main line; each step's rules live in its own module:
     7. headers        hop-by-hop out, X-Forwarded-*, Via, ids in            proxy.py
     8. forward        breaker (503), member, retries, timeouts (502 / 504)  upstream.py
     9. answer         hop-by-hop out, rate-limit headers and request id in  proxy.py
-   10. account        access log line and metrics                           access_log.py
+   10. account        access log line and metrics                access_log.py, metrics.py
 
 Every refusal is an `application/problem+json` body, with the request id and (on limited
 routes) the rate-limit headers, so a client can tell the gateway's "no" from the app's.
@@ -40,6 +40,7 @@ from . import access_log
 from .access_log import AccessRecord
 from .auth import Authenticator, AuthError, Consumer, challenge
 from .config import GatewayConfig, Upstream
+from .metrics import GatewayMetrics
 from .proxy import client_headers, pick_request_id, upstream_headers
 from .ratelimit import Check, Outcome, RateLimiter
 from .ratelimit import headers as ratelimit_headers
@@ -64,45 +65,6 @@ SWEEP_INTERVAL_S = 5.0
 # Routing decisions remembered per (method, Host, raw path): real traffic repeats a few
 # thousand paths, and a flood of distinct ones must not grow memory past this.
 MAX_ROUTE_CACHE = 4096
-
-# Upper bounds for latency histograms: 0.25 ms … 30 s covers loopback to a hung upstream.
-LATENCY_BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                   1.0, 2.5, 5.0, 10.0, 30.0)  # fmt: skip
-
-
-class GatewayMetrics:
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
-        self.requests = registry.counter(
-            "gateway_requests_total", "Requests answered, by route and status.", ("route", "status")
-        )
-        self.latency = registry.histogram(
-            "gateway_request_duration_seconds",
-            "Time from complete request to response, by route.",
-            ("route",),
-            LATENCY_BUCKETS,
-        )
-        self.limited = registry.counter(
-            "gateway_ratelimited_total", "Requests refused with 429, by route and policy.",
-            ("route", "policy"),
-        )  # fmt: skip
-        self.upstream_errors = registry.counter(
-            "gateway_upstream_errors_total", "Failed upstream attempts, by upstream and kind.",
-            ("upstream", "kind"),
-        )  # fmt: skip
-        self.retries = registry.counter(
-            "gateway_upstream_retries_total", "Extra attempts on another member.", ("upstream",)
-        )
-        self.breaker = registry.gauge(
-            "gateway_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open.",
-            ("upstream",),
-        )  # fmt: skip
-        self.auth_failures = registry.counter(
-            "gateway_auth_failures_total", "Requests refused with 401 or 403.", ("route", "status")
-        )
-        self.store_errors = registry.counter(
-            "gateway_ratelimit_store_errors_total", "Shared rate-limit store failures."
-        )
 
 
 class Gateway:
@@ -148,6 +110,8 @@ class Gateway:
         self.routes = RouteTable(config.routes)
         # (method, Host, raw path) -> (route, path to send upstream); see _route.
         self._decisions: dict[tuple[str, str | None, str], tuple[Route, str]] = {}
+        # (route name, consumer id) -> (its consumer and route Checks, any shared?); _plan.
+        self._plans: dict[tuple[str, str | None], tuple[list[Check], bool]] = {}
         self.auth = Authenticator(config.consumers)
         self.config = config
         self.limiter.fail_open = config.fail_open
@@ -161,36 +125,47 @@ class Gateway:
             # limited, not logged (health checks every few seconds would drown the log).
             return Response(200, [("Content-Type", "application/json")], b'{"status":"ok"}')
         start = time.perf_counter()
-        headers = request.headers
-        rid = pick_request_id(headers.get("x-request-id"))
+        rid = pick_request_id(request.headers.get("x-request-id"))
         request_id.set(rid)
         client_ip = str(request.peer[0]) if request.peer else ""
         record = AccessRecord(rid, client_ip, request.method, request.path)
-        request.state["trusted_hop"] = bool(getattr(conn, "trusted_hop", False))
+        trusted_hop = conn is not None and conn.trusted_hop
         extra: list[tuple[str, str]] = []
         try:
-            response = await self._pipeline(request, rid, client_ip, record, extra)
+            route, target, consumer, shared = self._admit(request, client_ip, record, extra)
+            if shared is not None:
+                self._limit_outcomes(route, await self._rate_limit(shared), extra)
+            limit = consumer.max_concurrency if consumer is not None else 0
+            if not limit:
+                response = await self._forward(
+                    request, route, target, rid, client_ip, consumer, record, extra, trusted_hop
+                )
+            else:
+                response = await self._forward_counted(
+                    request, route, target, rid, client_ip, consumer, record, extra, trusted_hop
+                )
         except _Refusal as refusal:
             response = refusal.response(rid, extra)
             record.reason = refusal.reason
         elapsed = time.perf_counter() - start
-        record.status = response.status
-        record.bytes = len(response.body) if isinstance(response.body, bytes) else 0
+        status = response.status
+        record.status = status
+        record.bytes = len(response.body) if type(response.body) is bytes else 0
         record.total_ms = round(elapsed * 1000, 3)
-        self.metrics.requests.inc(route=record.route, status=str(response.status))
-        self.metrics.latency.observe(elapsed, route=record.route)
+        self.metrics.count(record.route, status, elapsed)
         if self.config.access_log:
             access_log.write(record)
         return response
 
-    async def _pipeline(
-        self,
-        request: Request,
-        rid: str,
-        client_ip: str,
-        record: AccessRecord,
-        extra: list[tuple[str, str]],
-    ) -> Response:
+    def _admit(
+        self, request: Request, client_ip: str, record: AccessRecord, extra: list[tuple[str, str]]
+    ) -> tuple[Route, str, Consumer | None, list[Check] | None]:
+        """Steps 2-5 up to the shared limits: route, auth, and the local rate limits.
+
+        Returns the route, the path to send upstream, the consumer, and the checks that
+        still need the shared store (None when every limit was local, the usual case: then
+        this step is complete without waiting for anything). Raises _Refusal.
+        """
         key = (request.method, request.headers.get("host"), request.path)
         decision = self._decisions.get(key)
         if decision is None:
@@ -208,55 +183,86 @@ class Gateway:
                 self.metrics.auth_failures.inc(route=route.name, status="403")
                 raise _Refusal(403, f"consumer {consumer.id!r} may not use this route", "forbidden")
 
+        plan = self._plans.get((route.name, consumer.id if consumer is not None else None))
+        if plan is None:
+            plan = self._plan(route, consumer)
+        checks, shared = plan
+        if consumer is None and route.client_limit is not None:
+            client = Check("client", route.client_limit, f"{route.name}|{client_ip}")
+            checks = [*checks, client]
+            shared = shared or route.client_limit.policy == "shared"
+        if not checks:
+            return route, target, consumer, None
+        if shared:
+            return route, target, consumer, checks
+        # Local buckets only: no store to wait for, so no coroutine either.
+        self._limit_outcomes(route, self.limiter.check_local(checks), extra)
+        return route, target, consumer, None
+
+    def _plan(self, route: Route, consumer: Consumer | None) -> tuple[list[Check], bool]:
+        """The consumer and route limits of one (route, consumer), remembered until `apply`."""
         checks = []
         if consumer is not None and consumer.limit is not None:
             checks.append(Check("consumer", consumer.limit, consumer.id))
         if route.limit is not None:
             checks.append(Check("route", route.limit, route.name))
-        if consumer is None and route.client_limit is not None:
-            checks.append(Check("client", route.client_limit, f"{route.name}|{client_ip}"))
-        if checks:
-            if any(c.limit.policy == "shared" for c in checks):
-                outcomes = await self._rate_limit(checks)
-            else:  # local buckets only: no store to wait for, so no coroutine either
-                outcomes = self.limiter.check_local(checks)
-            extra.extend(ratelimit_headers(outcomes))
-            refused = [o for o in outcomes if not o.allowed]
-            if refused:
-                for o in refused:
-                    self.metrics.limited.inc(route=route.name, policy=o.name)
-                raise _Refusal(
-                    429, "rate limit exceeded", "rate_limited",
-                    extra_doc={
-                        "type": QUOTA_EXCEEDED,
-                        "violated-policies": [o.name for o in refused],
-                    },
-                )  # fmt: skip
+        plan = checks, any(c.limit.policy == "shared" for c in checks)
+        if len(self._plans) < MAX_ROUTE_CACHE:
+            self._plans[(route.name, consumer.id if consumer is not None else None)] = plan
+        return plan
 
-        limit = consumer.max_concurrency if consumer is not None else 0
-        if limit and self.in_flight.get(consumer.id, 0) >= limit:  # type: ignore[union-attr]
+    def _limit_outcomes(
+        self, route: Route, outcomes: list[Outcome], extra: list[tuple[str, str]]
+    ) -> None:
+        """Add the rate-limit headers; raise the 429 if any limit refused."""
+        extra.extend(ratelimit_headers(outcomes))
+        refused = [o for o in outcomes if not o.allowed]
+        if refused:
+            for o in refused:
+                self.metrics.limited.inc(route=route.name, policy=o.name)
+            raise _Refusal(
+                429, "rate limit exceeded", "rate_limited",
+                extra_doc={
+                    "type": QUOTA_EXCEEDED,
+                    "violated-policies": [o.name for o in refused],
+                },
+            )  # fmt: skip
+
+    async def _forward_counted(
+        self,
+        request: Request,
+        route: Route,
+        target: str,
+        rid: str,
+        client_ip: str,
+        consumer: Consumer,
+        record: AccessRecord,
+        extra: list[tuple[str, str]],
+        trusted_hop: bool,
+    ) -> Response:
+        """Step 6, for consumers with `max_concurrency`: count the request while in flight."""
+        in_flight = self.in_flight
+        if in_flight.get(consumer.id, 0) >= consumer.max_concurrency:
             self.metrics.limited.inc(route=route.name, policy="concurrency")
             raise _Refusal(
                 429, "too many concurrent requests", "concurrency", [("Retry-After", "1")]
             )
-        if limit:
-            self.in_flight[consumer.id] = self.in_flight.get(consumer.id, 0) + 1  # type: ignore[union-attr]
+        in_flight[consumer.id] = in_flight.get(consumer.id, 0) + 1
         try:
             return await self._forward(
-                request, route, target, rid, client_ip, consumer, record, extra
+                request, route, target, rid, client_ip, consumer, record, extra, trusted_hop
             )
         finally:
-            if limit:
-                left = self.in_flight[consumer.id] - 1  # type: ignore[union-attr]
-                if left:
-                    self.in_flight[consumer.id] = left  # type: ignore[union-attr]
-                else:
-                    del self.in_flight[consumer.id]  # type: ignore[union-attr]
+            left = in_flight[consumer.id] - 1
+            if left:
+                in_flight[consumer.id] = left
+            else:
+                del in_flight[consumer.id]
 
     def _route(self, method: str, host: str | None, raw_path: str) -> tuple[Route, str]:
         """Steps 2 and 3: the route and the (canonical, re-encoded) path to send upstream.
 
-        A pure function of its arguments for a given route table, which is why _pipeline
+        A pure function of its arguments for a given route table, which is why _admit
         may remember its answers until the next `apply`. Refusals are not remembered.
         """
         try:
@@ -314,7 +320,9 @@ class Gateway:
         consumer: Consumer | None,
         record: AccessRecord,
         extra: list[tuple[str, str]],
+        trusted_hop: bool,
     ) -> Response:
+        """Steps 7-9: headers, the upstream attempt(s), and the answer."""
         pool = self.pools[route.upstream]
         if request.query:
             target += "?" + request.query
@@ -325,7 +333,7 @@ class Gateway:
             request_id=rid,
             consumer=consumer.id if consumer is not None else None,
             strip_credentials=route.auth,
-            trusted_hop=request.state["trusted_hop"],
+            trusted_hop=trusted_hop,
         )
         started = time.perf_counter()
         try:
@@ -358,7 +366,8 @@ class Gateway:
             keep_length=request.method == "HEAD",
         )  # fmt: skip
         out.extend(extra)
-        return Response(upstream.status, out, upstream.body, reason=upstream.reason or None)
+        reason = upstream.reason or None
+        return Response(upstream.status, Headers.adopt(out), upstream.body, reason=reason)
 
     def _count_attempts(self, pool: UpstreamPool, attempts: list) -> None:
         if len(attempts) == 1 and attempts[0].outcome == "ok":

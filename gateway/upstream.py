@@ -153,10 +153,10 @@ class Member:
     requests: int = 0
     failures: int = 0
     last_error: str = ""
+    name: str = field(init=False)  # "host:port", made once: logs and metrics use it per request
 
-    @property
-    def name(self) -> str:
-        return f"{self.host}:{self.port}"
+    def __post_init__(self) -> None:
+        self.name = f"{self.host}:{self.port}"
 
     def usable(self, now: float) -> bool:
         return self.healthy and now >= self.ejected_until

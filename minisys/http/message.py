@@ -128,9 +128,11 @@ class Response:
         reason: str | None = None,
     ) -> None:
         self.status = status
-        if isinstance(headers, Mapping):
-            headers = headers.items()
-        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        if type(headers) is not Headers:  # checked first: the Mapping ABC check is slow
+            if isinstance(headers, Mapping):
+                headers = headers.items()
+            headers = headers if isinstance(headers, Headers) else Headers(headers)
+        self.headers = headers
         self.body = body
         self.reason = reason
 
