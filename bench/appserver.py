@@ -1,6 +1,7 @@
 """Benchmark one appserver on our stores against the same appserver on the real products.
 
-    python bench/appserver.py [--duration 5] [--rounds 3] [--connections 32] [--fsync always]
+    python bench/appserver.py [--duration 5] [--rounds 4] [--warmup 1] [--connections 32]
+                              [--fsync always|everysec|no] [--hot] [--only FIGURE]
 
 Two stacks run side by side, each with one `python -m appserver` process:
 
@@ -18,8 +19,8 @@ Because wall-clock figures swing on a shared machine, every run also reports the
 time each process spent per request (utime+stime from /proc/<pid>/stat, before and after
 the run, divided by wrk's request count): `CPU` lines, medians over the rounds.
 
-wrk drives each figure, alternating ours/peer within every round so machine noise hits
-both alike:
+wrk drives each figure (after a 1 s warm-up of each side), alternating ours/peer within
+every round, and which goes first from round to round, so machine noise hits both alike:
 
     GET  /products/sku-1   the cache-hit path: one MGET to the cache, no db access
     POST /place-order      the full flow: cache reads, WATCH/MULTI/EXEC, DEL, put, DEL;
@@ -172,11 +173,9 @@ def prepare(port: int) -> None:
         assert http(port, "GET", path)[0] == 200, path
 
 
-def wrk(
-    url: str, duration: float, connections: int, script: Path | None
-) -> tuple[float, float, int]:
+def wrk(url: str, duration: int, connections: int, script: Path | None) -> tuple[float, float, int]:
     """Run wrk; return (requests per second, p99 latency in ms, requests completed)."""
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--latency"]
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
     if script is not None:
         cmd += ["-s", str(script)]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
@@ -200,8 +199,9 @@ def result(name: str, ours: float, peer: float, *, lower_is_better: bool = False
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=1, help="seconds per warm-up run (0: none)")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--fsync", choices=("always", "everysec", "no"), default="always")
     parser.add_argument("--hot", action="store_true", help="every order on one product")
@@ -244,10 +244,17 @@ def main() -> int:
                 )
                 prepare(app.port)
                 apps[side] = (app.port, {"appserver": app.pid, **stores.pids})
+            for figure in figures if args.warmup else ():  # unmeasured: all paths warm
+                path, lua = FIGURE_PATHS[figure], (script if figure == "place_order" else None)
+                for port, _ in apps.values():
+                    wrk(f"http://127.0.0.1:{port}{path}", args.warmup, args.connections, lua)
             for n in range(args.rounds):
+                # ours-peer in odd rounds, peer-ours in even ones: a drift in machine load
+                # during a round does not always favour the side that runs first.
+                order = ("ours", "peer") if n % 2 == 0 else ("peer", "ours")
                 for figure in figures:
                     path, lua = FIGURE_PATHS[figure], (script if figure == "place_order" else None)
-                    for side in ("ours", "peer"):
+                    for side in order:
                         port, pids = apps[side]
                         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
                         rps, p99, total = wrk(
