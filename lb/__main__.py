@@ -11,6 +11,7 @@ processes that share the port (lb/workers.py). See lb/README.md for every flag.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from lb.algorithms import ALGORITHMS, make_algorithm
@@ -18,7 +19,7 @@ from lb.backend import Pool, parse_backend
 from lb.checks import HealthChecker, parse_health_spec
 from lb.health import HealthSettings
 from lb.proxy import DEFAULT_QUEUE_SIZE, Balancer, ProxySettings
-from lb.workers import MAX_WORKERS, run_master
+from lb.workers import MAX_WORKERS, WORKER_ENV, run_master
 from minisys.server import (
     Server,
     ServerConfig,
@@ -133,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         checker.start()
         await serve(*servers, on_stop=checker.stop)
 
-    return run(amain, component="lb", config=config)
+    # A worker of `--workers N` says which one it is in every log line (lb/workers.py).
+    worker = os.environ.get(WORKER_ENV)
+    return run(amain, component=f"lb-worker-{worker}" if worker else "lb", config=config)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ combines the answers, so the operator still sees one lb and one set of routes:
     GET /metrics                    every worker's samples with a `worker="i"` label
                                     (sum them in PromQL: `sum without (worker) (…)`)
     POST/DELETE (drain, add, …)     sent to every worker; remembered, and replayed to a
-                                    worker that replaces a dead one
+                                    worker that replaces a dead one (which serves with
+                                    the command-line backends for the few milliseconds
+                                    between its READY line and the replay)
     a worker that is restarting     left out; `lb.workers_answering` says how many answered
 
 The combined answer tells the truth only as far as the workers agree: health checks run

@@ -76,6 +76,10 @@ STOP_GRACE = 5.0
 MAX_LINE = 64 * 1024
 
 
+# Set in each worker's environment to its index, so that its log lines say "lb-worker-1".
+WORKER_ENV = "LB_WORKER"
+
+
 class WorkerFailed(RuntimeError):
     """A worker could not start; the message says why."""
 
@@ -150,6 +154,7 @@ class Supervisor:
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"
+        env[WORKER_ENV] = str(worker.index)
         # minisys/child.py moves the socket to fd 3, sets LISTEN_FDS, and ties the
         # worker's life to ours.
         env["MINISYS_FDS"] = str(worker.sock.fileno())
