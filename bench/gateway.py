@@ -1,30 +1,39 @@
 """Benchmark: the gateway vs nginx as a reverse proxy, both in front of the same upstream.
 
-    python bench/gateway.py [--duration 5] [--connections 50] [--rounds 2]
+    python bench/gateway.py [--duration 5] [--connections 50] [--rounds 2] [--workers 2]
 
-Four targets, measured with wrk in alternating rounds so machine noise hits all alike:
+Targets, measured with wrk in alternating rounds so machine noise hits all alike:
 
     direct    wrk → upstream                      (what the upstream alone can do)
-    gateway   wrk → python -m gateway → upstream  (API key auth + token bucket on)
+    floor     wrk → bare asyncio proxy → upstream (two Protocols splicing fixed bytes,
+                                                   no HTTP parsing: what the event loop
+                                                   and the syscalls alone cost)
     engine    wrk → bare proxy → upstream         (the same HTTP server + pooled client
                                                    with no gateway logic: the floor cost
-                                                   of one Python process proxying)
+                                                   of one Python process proxying HTTP)
+    gateway   wrk → python -m gateway → upstream  (API key auth + token bucket on)
     nginx     wrk → nginx proxy_pass → upstream   (limit_req on, keep-alive upstream)
+    gateway×N, nginx×N   the same with N processes each (`--workers N` for the gateway,
+                         `worker_processes N` for nginx; `--workers 1` skips them)
 
-The upstream is an nginx server block answering `200 ok` from memory, so it is never the
-bottleneck. Both proxies have one worker (one process, one core: the gateway is one asyncio
-process) and no access log. The limits are set high enough never to trigger.
+The upstream is its own one-worker nginx answering `200 ok` from memory, so it is never
+the bottleneck and never shares a process with a proxy. Proxies log nothing and the
+limits are set high enough never to trigger. Besides req/s, every target's CPU time per
+request is measured from /proc (utime + stime of the process and its children, over the
+requests wrk counted): on this shared machine req/s swings with the neighbours, the CPU
+cost of a request much less.
 
 Added latency is measured separately with one connection (no queueing):
 added p50 = p50 through the proxy − p50 direct.
 
-Ends with RESULT lines (targets from issue 8: ≥ 0.3× nginx's req/s; added p50 ≤ 1 ms).
-Without wrk or nginx it says so and exits 0.
+Ends with RESULT lines (targets from issue 8: ≥ 0.3× nginx's req/s, one process against
+one worker and N against N; added p50 ≤ 1 ms). Without wrk or nginx it says so, exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -36,20 +45,23 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from minisys.testing import RealServer, can_connect, free_port, nginx_server  # noqa: E402
+from minisys.testing import RealServer, free_port, nginx_server  # noqa: E402
 
 BENCH_KEY = "minisys-bench-key"
 
 
 # The inside of nginx's http block (minisys.testing.nginx_server writes the rest).
-NGINX_HTTP = """
+NGINX_UPSTREAM = """
     keepalive_requests 1000000;
-    limit_req_zone $binary_remote_addr zone=api:10m rate=1000000r/s;
-    upstream app {{ server 127.0.0.1:{upstream}; keepalive 64; }}
     server {{
         listen 127.0.0.1:{upstream};
         location / {{ return 200 "ok"; }}
-    }}
+    }}"""
+
+NGINX_PROXY = """
+    keepalive_requests 1000000;
+    limit_req_zone $binary_remote_addr zone=api:10m rate=1000000r/s;
+    upstream app {{ server 127.0.0.1:{upstream}; keepalive 64; }}
     server {{
         listen 127.0.0.1:{proxy};
         location / {{
@@ -60,6 +72,56 @@ NGINX_HTTP = """
             proxy_set_header X-Forwarded-For $remote_addr;
         }}
     }}"""
+
+# Two Protocols splicing fixed bytes: a request in → one fixed request to the upstream on
+# this client's own upstream connection → its response out. No parsing, no Task, no
+# future: the least one asyncio process can do per proxied request.
+FLOOR_PROXY = """
+import asyncio, sys
+
+REQUEST = b"GET /bench HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"
+RESPONSE = b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok"
+
+
+class Upstream(asyncio.Protocol):
+    def __init__(self, client):
+        self.client = client
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.client.upstream_ready(self)
+
+    def data_received(self, data):  # the upstream answers `ok` to each request
+        for _ in range(data.count(b"\\r\\n\\r\\nok")):
+            self.client.transport.write(RESPONSE)
+
+
+class Client(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.upstream, self.waiting = transport, None, 0
+        loop = asyncio.get_running_loop()
+        loop.create_task(loop.create_connection(lambda: Upstream(self), "127.0.0.1", UP))
+
+    def upstream_ready(self, upstream):
+        self.upstream = upstream
+        upstream.transport.write(REQUEST * self.waiting)
+
+    def data_received(self, data):
+        n = data.count(b"\\r\\n\\r\\n")
+        if self.upstream is None:
+            self.waiting += n
+        else:
+            self.upstream.transport.write(REQUEST * n)
+
+
+async def main():
+    await asyncio.get_running_loop().create_server(Client, "127.0.0.1", int(sys.argv[1]))
+    await asyncio.Event().wait()
+
+
+UP = int(sys.argv[2])
+asyncio.run(main())
+"""
 
 ENGINE_PROXY = """
 import asyncio, sys
@@ -102,9 +164,29 @@ limit = {{ quota = 1000000, window = 1 }}
 """
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by `pid` and its live child processes."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
+
+
 def parse_wrk(out: str) -> dict[str, float]:
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    count = re.search(r"(\d+) requests in", out)
     result = {"rps": float(rps.group(1)) if rps else 0.0}
+    result["requests"] = float(count.group(1)) if count else 0.0
     for pct in ("50", "99"):
         m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
         if m:
@@ -115,13 +197,27 @@ def parse_wrk(out: str) -> dict[str, float]:
     return result
 
 
-def wrk(port: int, duration: float, connections: int, threads: int, key: bool) -> dict[str, float]:
+def wrk(
+    port: int, duration: float, connections: int, threads: int, key: bool, pid: int = 0
+) -> dict[str, float]:
+    """One wrk run; with `pid`, also the CPU µs that process tree spent per request."""
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency"]
     if key:
         cmd += ["-H", f"X-API-Key: {BENCH_KEY}"]
     cmd.append(f"http://127.0.0.1:{port}/bench")
+    before = tree_cpu(pid) if pid else 0.0
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30).stdout
-    return parse_wrk(out)
+    result = parse_wrk(out)
+    if pid and result["requests"]:
+        result["cpu_us"] = (tree_cpu(pid) - before) / result["requests"] * 1e6
+    return result
+
+
+def nginx_workers(server: RealServer, workdir: Path, workers: int) -> RealServer:
+    """`server` (from nginx_server, not started) with `worker_processes workers`."""
+    conf = workdir / "nginx.conf"
+    conf.write_text(conf.read_text().replace("worker_processes 1;", f"worker_processes {workers};"))
+    return server
 
 
 def main() -> int:
@@ -130,87 +226,118 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="N for the ×N pairing; 1 = skip")
     args = parser.parse_args()
     missing = [tool for tool in ("wrk", "nginx") if shutil.which(tool) is None]
     if missing:
         print(f"bench/gateway.py: skipped, not installed: {', '.join(missing)}")
         return 0
 
-    upstream, proxy, gw_port, engine_port = free_port(), free_port(), free_port(), free_port()
+    n = args.workers
     with tempfile.TemporaryDirectory(prefix="minisys-bench-gw-") as tmp, ExitStack() as stack:
-        toml = Path(tmp) / "gateway.toml"
-        toml.write_text(GATEWAY_TOML.format(upstream=upstream, key=BENCH_KEY))
-        engine = Path(tmp) / "engine_proxy.py"
-        engine.write_text(ENGINE_PROXY)
-        env = {"PYTHONPATH": str(REPO)}
-        gateway = [sys.executable, "-m", "gateway", "--port", str(gw_port), "--admin-port", "0"]
-        gateway += ["--config", str(toml), "--log-level", "warning"]
-        nginx_http = NGINX_HTTP.format(upstream=upstream, proxy=proxy)
+        root = Path(tmp)
+        upstream = free_port()
+        (root / "up").mkdir()
         stack.enter_context(
-            nginx_server(
-                tmp, nginx_http, proxy, connections=4096,
-                ready=lambda p: can_connect(p) and can_connect(upstream),
-            )
-        )  # fmt: skip
-        for argv, port, ready in (
-            (gateway, gw_port, can_connect),
-            (
-                [sys.executable, str(engine), str(engine_port), str(upstream)],
-                engine_port,
-                can_connect,
-            ),
+            nginx_server(root / "up", NGINX_UPSTREAM.format(upstream=upstream), upstream)
+        )
+        toml = root / "gateway.toml"
+        toml.write_text(GATEWAY_TOML.format(upstream=upstream, key=BENCH_KEY))
+        (root / "engine_proxy.py").write_text(ENGINE_PROXY)
+        (root / "floor_proxy.py").write_text(FLOOR_PROXY)
+        env = {"PYTHONPATH": str(REPO)}
+
+        def gateway(workers: int) -> RealServer:
+            port = free_port()
+            argv = [sys.executable, "-m", "gateway", "--port", str(port), "--admin-port", "0"]
+            argv += ["--config", str(toml), "--log-level", "warning", "--workers", str(workers)]
+            return stack.enter_context(RealServer(argv, port, env=env))
+
+        def script(name: str) -> RealServer:
+            port = free_port()
+            argv = [sys.executable, str(root / name), str(port), str(upstream)]
+            return stack.enter_context(RealServer(argv, port, env=env))
+
+        def nginx(workers: int) -> RealServer:
+            port = free_port()
+            workdir = root / f"nginx{workers}"
+            workdir.mkdir()
+            http = NGINX_PROXY.format(upstream=upstream, proxy=port)
+            server = nginx_server(workdir, http, port, connections=4096)
+            return stack.enter_context(nginx_workers(server, workdir, workers))
+
+        # name -> (port, send the API key?, pid whose CPU is measured)
+        targets: dict[str, tuple[int, bool, int]] = {"direct": (upstream, False, 0)}
+        for name, server, key in (
+            ("floor", script("floor_proxy.py"), False),
+            ("engine", script("engine_proxy.py"), False),
+            ("gateway", gateway(1), True),
+            ("nginx", nginx(1), False),
         ):
-            stack.enter_context(RealServer(argv, port, ready=ready, env=env))
-        targets = {
-            "direct": (upstream, False),
-            "gateway": (gw_port, True),
-            "engine": (engine_port, False),
-            "nginx": (proxy, False),
-        }
-        for port, key in targets.values():
+            targets[name] = (server.port, key, server.pid)
+        if n > 1:  # CPU of the supervisor's (or nginx master's) whole process tree
+            for name, server, key in (
+                (f"gateway×{n}", gateway(n), True),
+                (f"nginx×{n}", nginx(n), False),
+            ):
+                targets[name] = (server.port, key, server.pid)
+        for port, key, _ in targets.values():
             wrk(port, 1, args.connections, args.threads, key)  # warm up pools and caches
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
         for _ in range(args.rounds):
-            for name, (port, key) in targets.items():
-                runs[name].append(wrk(port, args.duration, args.connections, args.threads, key))
+            for name, (port, key, pid) in targets.items():
+                runs[name].append(
+                    wrk(port, args.duration, args.connections, args.threads, key, pid)
+                )
         single = {
             name: wrk(port, min(args.duration, 3.0), 1, 1, key)
-            for name, (port, key) in targets.items()
+            for name, (port, key, _) in targets.items()
+            if name in ("direct", "engine", "gateway", "nginx")
         }
 
     def best(name: str, field: str) -> float:
         values = [r.get(field, 0.0) for r in runs[name]]
         return max(values) if field == "rps" else min(values)
 
-    header = f"{'target':<8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
+    header = f"{'target':<10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
+    header += f" {'cpu µs/req':>11}"
     print(f"{header}  (c={args.connections})")
     for name in runs:
         for r in runs[name]:
+            cpu = f"{r['cpu_us']:>11.0f}" if "cpu_us" in r else f"{'-':>11}"
             print(
-                f"{name:<8} {r['rps']:>10.0f} {r.get('p50', 0):>8.2f} {r.get('p99', 0):>8.2f} "
-                f"{r['non2xx']:>8.0f}"
+                f"{name:<10} {r['rps']:>10.0f} {r.get('p50', 0):>8.2f} {r.get('p99', 0):>8.2f} "
+                f"{r['non2xx']:>8.0f} {cpu}"
             )
     print("one connection (latency):")
     for name, r in single.items():
-        print(f"{name:<8} {r['rps']:>10.0f} {r.get('p50', 0):>8.3f} {r.get('p99', 0):>8.3f}")
-    ours, peer = best("gateway", "rps"), max(best("nginx", "rps"), 1e-9)
-    print(f"RESULT gateway_rps: ours={ours:.0f} peer={peer:.0f} ratio={ours / peer:.2f} target=0.3")
-    p99_ours, p99_peer = best("gateway", "p99"), best("nginx", "p99")
-    print(
-        f"RESULT gateway_p99_ms: ours={p99_ours:.2f} peer={p99_peer:.2f} "
-        f"ratio={p99_ours / max(p99_peer, 1e-9):.2f} target=none"
-    )
-    engine_rps = max(best("engine", "rps"), 1e-9)
-    print(
-        f"RESULT gateway_vs_engine_rps: ours={ours:.0f} peer={engine_rps:.0f} "
-        f"ratio={ours / engine_rps:.2f} target=none"
-    )
+        print(f"{name:<10} {r['rps']:>10.0f} {r.get('p50', 0):>8.3f} {r.get('p99', 0):>8.3f}")
+
+    def result(label: str, ours: float, peer: float, target: str, fmt: str = ".0f") -> None:
+        ratio = ours / peer if peer else 0.0
+        print(
+            f"RESULT {label}: ours={ours:{fmt}} peer={peer:{fmt}} ratio={ratio:.2f} target={target}"
+        )
+
+    result("gateway_rps", best("gateway", "rps"), best("nginx", "rps"), "0.3")
+    result("gateway_p99_ms", best("gateway", "p99"), best("nginx", "p99"), "none", ".2f")
+    result("gateway_vs_engine_rps", best("gateway", "rps"), best("engine", "rps"), "none")
     added = single["gateway"].get("p50", 0) - single["direct"].get("p50", 0)
     added_peer = single["nginx"].get("p50", 0) - single["direct"].get("p50", 0)
     print(
         f"RESULT gateway_added_p50_ms: ours={added:.3f} peer={added_peer:.3f} "
         f"ratio={added / max(added_peer, 1e-3):.2f} target=1.0"
     )
+    result("gateway_cpu_us_per_req", best("gateway", "cpu_us"), best("nginx", "cpu_us"), "none")
+    result("engine_cpu_us_per_req", best("engine", "cpu_us"), best("floor", "cpu_us"), "none")
+    if n > 1:
+        result(
+            f"gateway_workers{n}_rps", best(f"gateway×{n}", "rps"), best(f"nginx×{n}", "rps"), "0.3"
+        )
+        result(
+            f"gateway_workers{n}_cpu_us_per_req",
+            best(f"gateway×{n}", "cpu_us"), best(f"nginx×{n}", "cpu_us"), "none",
+        )  # fmt: skip
     return 0
 
 
