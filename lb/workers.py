@@ -53,11 +53,19 @@ import socket
 import sys
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from minisys.logs import get_logger
-from minisys.server import LISTEN_BACKLOG, Server, ServerConfig, inherited_socket
+from minisys.server import (
+    LISTEN_BACKLOG,
+    Server,
+    ServerConfig,
+    inherited_socket,
+    serve,
+    wait_for_stop_signal,
+)
 
 log = get_logger("lb.workers")
 
@@ -114,7 +122,6 @@ class Worker:
     proc: asyncio.subprocess.Process | None = None
     admin_port: int = 0
     ready: bool = False
-    started_at: float = 0.0
 
 
 class Supervisor:
@@ -130,7 +137,7 @@ class Supervisor:
         self.recent_exits: deque[float] = deque(maxlen=MAX_RESTARTS + 1)
         self.crash_loop = asyncio.Event()
         # Called with a freshly replaced worker (the admin replays its changes to it).
-        self.on_replaced = None
+        self.on_replaced: Callable[[Worker], Awaitable[None]] | None = None
         self._tasks: set[asyncio.Task] = set()
 
     def ready_workers(self) -> list[Worker]:
@@ -170,7 +177,6 @@ class Supervisor:
             stderr=asyncio.subprocess.PIPE, limit=MAX_LINE,
         )  # fmt: skip
         self._keep(self._pump(worker.proc.stderr, sys.stderr))
-        worker.started_at = time.monotonic()
         try:
             async with asyncio.timeout(WORKER_READY_TIMEOUT):
                 await self._read_ready(worker)
@@ -238,7 +244,6 @@ class Supervisor:
     def _give_up(self, reason: str) -> None:
         self.failure = reason
         log.error("%s: giving up, stopping the lb", reason)
-        print(f"lb: {reason}; stopping", file=sys.stderr, flush=True)
         self.crash_loop.set()
 
     async def stop(self) -> None:
@@ -271,8 +276,7 @@ def worker_argv(argv: list[str]) -> list[str]:
 
 async def run_master(args: argparse.Namespace, argv: list[str], config: ServerConfig) -> int:
     """Bind, start the workers, serve the admin endpoint, supervise until told to stop."""
-    from lb.fanout import fanout_admin_server
-    from minisys.server import serve, wait_for_stop_signal
+    from lb.fanout import fanout_admin_server  # the HTTP stack, only for a master
 
     sockets = listening_sockets(config.host, config.port, args.workers)
     supervisor = Supervisor(worker_argv(argv), sockets, config.drain_timeout)
