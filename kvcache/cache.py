@@ -42,7 +42,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
-from kvcache.entry import BYTES_ENTRY, CacheStats, charged, entry_size, idle_seconds
+from kvcache.entry import BYTES_ENTRY, CacheStats, entry_size, idle_seconds
 from kvcache.eviction import ALLKEYS_LRU, Eviction, OutOfMemory
 from kvcache.expiry import DEFAULT_BUDGET, KeyBag, active_expire_cycle
 
@@ -242,7 +242,10 @@ class LRUCache(Eviction):
                 bag.rebuild(data)
             self.used_bytes += size
         else:
-            grow = size - charged(key, old)
+            old_size = old[1]
+            if old_size is None:  # charged(), inlined: every overwriting SET passes here
+                old_size = len(key) + len(old[0]) + BYTES_ENTRY
+            grow = size - old_size
             if self.used_bytes + grow > self._byte_limit:
                 self._make_room(key, size, new_key=False)
             data[key] = (value, kept, self.lru_clock)
