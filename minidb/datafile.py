@@ -86,10 +86,11 @@ class DataFile:
     def append(self, data: bytes) -> int:
         """Write `data` at the end; return the offset where it starts."""
         offset = self.size
-        view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
+        written = os.write(self.fd, data)
+        if written < len(data):  # a short write (say, a signal): write the rest
+            view = memoryview(data)[written:]
+            while view:
+                view = view[os.write(self.fd, view) :]
         self.size += len(data)
         return offset
 
