@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+from minisys.testing import wait_until
+
 from .conftest import contents
 
 
@@ -99,3 +101,20 @@ def test_a_second_merge_request_while_one_runs_is_refused(db_dir, opener):
     assert not db.merge()
     db.merge_state.running = False
     assert db.merge()
+
+
+def test_dead_bytes_past_the_ratio_start_a_merge_on_their_own(db_dir, opener):
+    quiet = opener(db_dir / "quiet", auto_merge=True, max_file_size=1000,
+                   merge_min_dead_bytes=10**9)  # fmt: skip
+    busy = opener(db_dir / "busy", auto_merge=True, max_file_size=1000,
+                  merge_dead_ratio=0.5, merge_min_dead_bytes=2000)  # fmt: skip
+    for round_ in range(10):  # every key overwritten 9 times: ~90% of the bytes are dead
+        for db in (quiet, busy):
+            for i in range(20):
+                db.put(b"k%d" % i, b"v%d-%d" % (i, round_))
+    wait_until(lambda: busy.stats().merges >= 1 and not busy.stats().merging)
+    assert quiet.stats().merges == 0  # plenty of dead ratio, too few dead bytes
+    expected = {b"k%d" % i: b"v%d-9" % i for i in range(20)}
+    assert contents(busy) == contents(quiet) == expected
+    busy.close()
+    assert contents(opener(db_dir / "busy")) == expected

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
 
 from minidb import DatabaseClosed, Faults, SyncFailed
+from minidb.server import Durability
 from minidb.sync import GroupCommit
 from minisys.testing import wait_until
 
@@ -83,3 +85,45 @@ def test_save_syncs_whatever_the_policy(db_dir, opener):
     assert db.commit.synced == 0
     db.sync()
     assert db.commit.synced == 1
+
+
+class GatedFsync(Faults):
+    """Holds each fsync (after the engine noted which lsn it covers) until `gate` opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def before_fsync(self) -> None:
+        self.entered.set()
+        assert self.gate.wait(10)
+
+
+def test_the_server_replies_only_after_an_fsync_covers_the_write(db_dir, opener):
+    faults = GatedFsync()
+    db = opener(fsync="always", faults=faults)
+    durability = Durability(db)
+
+    async def scenario() -> None:
+        first = durability.after(db.apply([(b"a", b"1")]), "first")
+        # The fsync covering `first` is now stuck in its thread; the event loop is not.
+        await asyncio.to_thread(faults.entered.wait, 10)
+        others = [durability.after(db.apply([(k, b"v")]), k) for k in (b"b", b"c", b"d")]
+        await asyncio.sleep(0)
+        assert not first.done() and not any(f.done() for f in others)
+        fsyncs = db.commit.fsyncs
+        faults.gate.set()
+        assert await first == "first"
+        assert await asyncio.gather(*others) == [b"b", b"c", b"d"]
+        # One fsync for `first`, then ONE more shared by the three that waited meanwhile.
+        assert db.commit.fsyncs == fsyncs + 2 and db.commit.synced == 4
+
+    asyncio.run(scenario())
+    durability.close()
+
+
+def test_without_fsync_always_the_server_replies_at_once(db_dir, opener):
+    for policy in ("everysec", "no"):
+        db = opener(db_dir / policy, fsync=policy)
+        assert Durability(db).after(db.apply([(b"a", b"1")]), "ok") == "ok"
