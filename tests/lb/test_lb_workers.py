@@ -4,11 +4,13 @@ import asyncio
 import json
 import os
 import signal
+import socket
+import sys
 
 import pytest
 
 from lb.fanout import merge_backend_lists, merge_metrics, merge_stats
-from minisys.testing import ServerProcess, async_wait_until, pid_alive
+from minisys.testing import REPO_ROOT, ServerProcess, async_wait_until, pid_alive
 
 WORKERS = 2
 
@@ -257,3 +259,40 @@ def test_worker_count_is_bounded():
 
     with pytest.raises(ServerFailed, match="workers"):
         ServerProcess("lb", "--workers", "0", "--admin-port", "-1").start()
+
+
+def test_workers_share_a_socket_passed_down_by_the_launcher(kit):
+    """Under the launcher (LISTEN_FDS) there is one inherited socket; every worker uses it."""
+
+    async def main():
+        echo = await kit.EchoBackend(b"E:").start()
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        port = listener.getsockname()[1]
+        env = dict(os.environ, MINISYS_FDS=str(listener.fileno()), LISTEN_FDNAMES="lb")
+        env["PYTHONPATH"] = str(REPO_ROOT)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "minisys.child", "lb", "--workers", str(WORKERS),
+            "--admin-port", "-1", "--health", "none", "--backend", f"127.0.0.1:{echo.port}",
+            env=env, pass_fds=(listener.fileno(),), stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        listener.close()  # the lb holds it now
+        try:
+            async with asyncio.timeout(15):
+                while not (line := await proc.stdout.readline()).startswith(b"READY lb "):
+                    assert line, "the lb exited before READY"
+            assert line.split()[2] == f"127.0.0.1:{port}".encode()
+            assert {await talk(port, b"%d" % i) for i in range(10)} == {
+                b"E:%d" % i for i in range(10)
+            }
+            proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(15):
+                assert await proc.wait() == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        await echo.stop()
+
+    asyncio.run(main())
