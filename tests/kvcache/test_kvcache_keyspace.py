@@ -105,3 +105,30 @@ def test_mset_under_noeviction_is_all_or_nothing() -> None:
     assert run(b"MSET", b"k1", b"v", b"k2", b"v") == "OK"
     assert run(b"MSET", b"k1", b"w", b"k2", b"w") == "OK"  # replacing frees as it takes
     assert run(b"MGET", b"k1", b"k2") == [b"w", b"w"]
+
+
+def test_idletime_follows_the_lru_clock_with_a_fake_clock() -> None:
+    """IDLETIME is whole seconds of the LRU clock, which moves only when the cache ticks
+    (the server's 100 ms timer), as Redis's serverCron moves server.lruclock."""
+    clock = Clock()
+    cache = LRUCache(0, 0, clock=clock)
+    engine = kvcache_engine(cache, clock=clock)
+    session = engine.open_session()
+
+    def run(*args: bytes) -> object:
+        return engine.execute(session, list(args))
+
+    run(b"MSET", b"a", b"x", b"b", b"y")
+    clock.now += 7.9
+    assert run(b"OBJECT", b"IDLETIME", b"a") == 0  # no tick yet: the clock has not moved
+    cache.tick()
+    assert run(b"OBJECT", b"IDLETIME", b"a") == 7
+    assert run(b"EXISTS", b"a") == 1
+    assert run(b"GET", b"b") == b"y"
+    assert [run(b"OBJECT", b"IDLETIME", k) for k in (b"a", b"b")] == [7, 0]
+    clock.now += 0.2
+    cache.active_expire()  # the server's timer: sweeps and ticks
+    assert [run(b"OBJECT", b"IDLETIME", k) for k in (b"a", b"b")] == [8, 1]
+    assert run(b"EXPIRE", b"a", b"100") == 1
+    assert run(b"OBJECT", b"IDLETIME", b"a") == 0
+    assert run(b"OBJECT", b"IDLETIME", b"nope") is None
