@@ -1,19 +1,25 @@
 """Benchmark mq against beanstalkd, alternating in one run.
 
     python bench/mq.py [--jobs 3000] [--pipeline-jobs 40000] [--replay-jobs 100000]
-                       [--million] [--rounds 2] [--journal-only]
+                       [--million] [--rounds 2] [--starts 7] [--journal-only]
 
 Figures (each measured for mq and for beanstalkd, alternating within every round, medians
 over the rounds):
 
     1. latency-bound: greenstalk, one client, put -> reserve -> delete per job (what an app
        sees), in memory and with an fsync per change (mq --fsync always, beanstalkd -f 0
-       with -b);
+       with -b). Beside them, the ceiling: a bare asyncio Protocol server (`--serve-bare`,
+       below) answering the same three commands with canned replies and no queue, so the
+       in-memory figure can be judged against what asyncio itself allows here. For all
+       three, the server process's CPU time per job (/proc/<pid>/schedstat; steadier than
+       wall clock on a shared machine);
     2. server-bound: 4 raw connections each pipelining batches of 100 puts, then batches
        of 100 reserves followed by their 100 deletes;
     3. journal bytes per job (puts of 100-byte bodies, after a clean shutdown) and the
        time from exec until a restarted server answers, with `--replay-jobs` live jobs
-       (`--million` for 1M).
+       (`--million` for 1M);
+    4. start-up: time from exec until a TCP connect succeeds (median of `--starts`), the
+       figure that matters to test harnesses that start a server and connect at once.
 
 Ends with one line per figure:  RESULT <name>: ours=<v> peer=<v> ratio=<r> target=<t>
 (for times the ratio is peer/ours, so higher is better everywhere).
@@ -22,10 +28,12 @@ Ends with one line per figure:  RESULT <name>: ours=<v> peer=<v> ratio=<r> targe
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -41,6 +49,8 @@ from minisys.testing import RealServer, free_port  # noqa: E402
 CONNECTIONS = 4
 BATCH = 100
 BODY = b"x" * 100
+# Jobs run before the timed part of a latency run (connection set up, caches warm).
+WARMUP_JOBS = 300
 
 
 # A restart replaying a million jobs may take minutes on a shared 2-core machine.
@@ -48,19 +58,22 @@ START_TIMEOUT = 600.0
 
 
 class Server(RealServer):
-    """mq or beanstalkd as a subprocess on a free port, started; `started` is when."""
+    """mq, beanstalkd or the bare asyncio ceiling as a subprocess on a free port, started."""
 
     def __init__(self, kind: str, data_dir: str | None = None, fsync: bool = False) -> None:
         self.kind = kind
         port = free_port()
+        cmd: list[str]
         if kind == "mq":
             cmd = [sys.executable, "-m", "mq", "--port", str(port), "--log-level", "warning"]
             if data_dir:
                 cmd += ["--data-dir", data_dir, "--fsync", "always" if fsync else "no"]
-        else:
+        elif kind == "beanstalkd":
             cmd = ["beanstalkd", "-l", "127.0.0.1", "-p", str(port)]
             if data_dir:
                 cmd += ["-b", data_dir] + (["-f", "0"] if fsync else ["-F"])
+        elif kind == "bare":
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-bare", str(port)]
         super().__init__(
             cmd, port, timeout=START_TIMEOUT, interval=0.002, stop_timeout=30, cwd=ROOT
         )
@@ -69,16 +82,104 @@ class Server(RealServer):
         self.ready_after = time.monotonic() - self.started
 
 
-def latency_bound(port: int, jobs: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """CPU time the process has run so far (Linux: exact, from the scheduler)."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0]) / 1e9
+
+
+def latency_bound(server: Server, jobs: int) -> tuple[float, float]:
+    """(jobs per second, server CPU microseconds per job) for the greenstalk loop."""
     import greenstalk
 
-    with greenstalk.Client(("127.0.0.1", port), encoding=None) as client:
+    with greenstalk.Client(("127.0.0.1", server.port), encoding=None) as client:
+        for _ in range(WARMUP_JOBS):
+            client.put(BODY)
+            client.delete(client.reserve())
+        cpu = cpu_seconds(server.pid)
         started = time.perf_counter()
         for _ in range(jobs):
             client.put(BODY)
             job = client.reserve()
             client.delete(job)
-        return jobs / (time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        return jobs / elapsed, (cpu_seconds(server.pid) - cpu) * 1e6 / jobs
+
+
+class BareProtocol(asyncio.Protocol):
+    """The ceiling: asyncio's cost for this exchange, with no queue and no real parsing.
+
+    Understands exactly what the greenstalk loop sends (put + body, reserve, delete) and
+    answers each packet with one write, as mq does; the job is always the last one put.
+    """
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.buf = b""
+        self.body_left = 0  # bytes of a put body (+ CRLF) still to come
+        self.body = b""
+        self.jobs = 0
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        out = []
+        pos = 0
+        while True:
+            if self.body_left:
+                if len(buf) - pos < self.body_left:
+                    break
+                self.body = buf[pos : pos + self.body_left - 2]
+                pos += self.body_left
+                self.body_left = 0
+                self.jobs += 1
+                out.append(b"INSERTED %d\r\n" % self.jobs)
+                continue
+            end = buf.find(b"\r\n", pos)
+            if end < 0:
+                break
+            line = buf[pos:end]
+            pos = end + 2
+            if line.startswith(b"put "):
+                self.body_left = int(line.rsplit(b" ", 1)[1]) + 2
+            elif line.startswith(b"reserve"):
+                out.append(b"RESERVED %d %d\r\n%b\r\n" % (self.jobs, len(self.body), self.body))
+            else:
+                out.append(b"DELETED\r\n")
+        self.buf = buf[pos:]
+        if out:
+            self.transport.write(b"".join(out))  # type: ignore[attr-defined]
+
+
+def serve_bare(port: int) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        await loop.create_server(BareProtocol, "127.0.0.1", port)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def start_seconds(kind: str) -> float:
+    """Seconds from exec until a TCP connect to a fresh server succeeds."""
+    port = free_port()
+    if kind == "mq":
+        cmd = [sys.executable, "-m", "mq", "--port", str(port), "--log-level", "warning"]
+    else:
+        cmd = ["beanstalkd", "-l", "127.0.0.1", "-p", str(port)]
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                return time.monotonic() - started
+            except ConnectionRefusedError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{kind} exited at start ({proc.returncode})") from None
+                time.sleep(0.0005)
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 class Raw:
@@ -161,8 +262,13 @@ def main() -> int:
     parser.add_argument("--replay-jobs", type=int, default=100_000)
     parser.add_argument("--million", action="store_true", help="replay 1M jobs")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--starts", type=int, default=7, help="start-ups timed per server")
     parser.add_argument("--journal-only", action="store_true", help="only figure 3")
+    parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_bare is not None:
+        serve_bare(args.serve_bare)
+        return 0
     if shutil.which("beanstalkd") is None:
         print("beanstalkd is not installed: nothing to compare with", file=sys.stderr)
         return 1
@@ -171,27 +277,35 @@ def main() -> int:
     figures: dict[str, dict[str, list[float]]] = {}
 
     def record(name: str, kind: str, value: float) -> None:
-        figures.setdefault(name, {"mq": [], "beanstalkd": []})[kind].append(value)
+        figures.setdefault(name, {"mq": [], "beanstalkd": [], "bare": []})[kind].append(value)
         print(f"  {name} {kind}: {value:.4g}", flush=True)
 
     for round_no in range(0 if args.journal_only else args.rounds):
         print(f"round {round_no + 1}/{args.rounds}", flush=True)
-        for kind in ("mq", "beanstalkd") if round_no % 2 == 0 else ("beanstalkd", "mq"):
+        kinds = ("mq", "bare", "beanstalkd")
+        for kind in kinds if round_no % 2 == 0 else kinds[::-1]:
             server = Server(kind)
             try:
-                record("mq_greenstalk_jobs_per_s", kind, latency_bound(server.port, args.jobs))
-                record(
-                    "mq_pipelined_jobs_per_s", kind, server_bound(server.port, args.pipeline_jobs)
-                )
+                rate, cpu = latency_bound(server, args.jobs)
+                record("mq_greenstalk_jobs_per_s", kind, rate)
+                record("mq_greenstalk_server_cpu_us_per_job", kind, cpu)
+                if kind != "bare":
+                    rate = server_bound(server.port, args.pipeline_jobs)
+                    record("mq_pipelined_jobs_per_s", kind, rate)
             finally:
                 server.stop()
+            if kind == "bare":
+                continue
             with tempfile.TemporaryDirectory() as tmp:
                 server = Server(kind, tmp, fsync=True)
                 try:
-                    value = latency_bound(server.port, args.fsync_jobs)
+                    value, _ = latency_bound(server, args.fsync_jobs)
                     record("mq_greenstalk_fsync_jobs_per_s", kind, value)
                 finally:
                     server.stop()
+    for _ in range(0 if args.journal_only else args.starts):
+        for kind in ("mq", "beanstalkd"):
+            record("mq_start_ms", kind, start_seconds(kind) * 1000)
     for kind in ("mq", "beanstalkd"):
         per_job, seconds = journal_figures(kind, args.replay_jobs)
         record("mq_journal_bytes_per_job", kind, per_job)
@@ -208,6 +322,21 @@ def main() -> int:
     print()
     for name, target in targets.items() if not args.journal_only else ():
         print(result(name, med(name, "mq"), med(name, "beanstalkd"), target))
+    if not args.journal_only:
+        # The ceiling: asyncio with no queue at all, against beanstalkd and against mq.
+        name = "mq_greenstalk_jobs_per_s"
+        bare = med(name, "bare")
+        print(
+            result("mq_greenstalk_bare_asyncio_jobs_per_s", bare, med(name, "beanstalkd"), "report")
+        )
+        print(result("mq_greenstalk_vs_bare_asyncio_jobs_per_s", med(name, "mq"), bare, "report"))
+        name = "mq_greenstalk_server_cpu_us_per_job"
+        for kind in ("mq", "bare"):
+            label = name if kind == "mq" else "mq_greenstalk_bare_asyncio_server_cpu_us_per_job"
+            ours, peer = med(name, kind), med(name, "beanstalkd")
+            print(result(label, ours, peer, "report", higher_better=False))
+        ours, peer = med("mq_start_ms", "mq"), med("mq_start_ms", "beanstalkd")
+        print(result("mq_start_ms", ours, peer, "report", higher_better=False))
     print(
         result(
             "mq_journal_bytes_per_job",

@@ -1,49 +1,85 @@
 """`python -m mq`: start the queue (see cli.py for the flags, README.md for the rest).
 
 On the request's journey: this is how the launcher (and a learner, or a client library's
-test harness that expects beanstalkd) starts mq. It replays the journal, listens, prints
+test harness that expects beanstalkd) starts mq. It listens, replays the journal, prints
 `READY mq 127.0.0.1:11301`, and serves until SIGTERM; SIGUSR1 enters drain mode (new puts
 get DRAINING), as in beanstalkd.
 
-Start-up is kept lean (only what serving needs is imported) because harnesses connect
-within a fraction of a second of starting the process.
+Start-up order, because harnesses connect within a fraction of a second of starting the
+process: parse the flags, bind and listen, and only then import the queue and replay the
+journal. A client that connects meanwhile is accepted by the kernel and waits in the
+listen backlog; nothing is read from it until the replay is over and the READY line is
+printed, so no command ever sees a half-replayed queue. beanstalkd does the same (it makes
+its server socket before it reads its binlog).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import socket
 import sys
 import time
 
 from minisys.logs import get_logger
-from minisys.server import Server, run, serve
+from minisys.server import LISTEN_BACKLOG, Server, run, serve
 from mq.cli import MqOptions, parse_args
-from mq.server import MqApp
 
 log = get_logger("mq")
 
 
-class UnixServer(Server):
-    """A Server listening on a UNIX socket (`-l unix:PATH`), as beanstalkd can."""
+def listen_now(opts: MqOptions) -> socket.socket | None:
+    """Bind and listen before the slow part of start-up (None: the launcher passed one)."""
+    if opts.unix_path:
+        if os.path.exists(opts.unix_path):
+            os.unlink(opts.unix_path)  # beanstalkd replaces a stale socket file too
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(opts.unix_path)
+        sock.listen(LISTEN_BACKLOG)
+        return sock
+    if os.environ.get("LISTEN_FDS"):
+        return None  # an inherited socket: Server.start adopts it (minisys.server)
+    host, port = opts.server.host, opts.server.port
+    family = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0][0]
+    return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
 
-    def __init__(self, path: str, *args, **kwargs) -> None:
+
+class MqServer(Server):
+    """minisys's Server, serving a socket that `listen_now` bound at start-up."""
+
+    def __init__(self, sock: socket.socket | None, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.path = path
+        self.sock = sock
 
     async def start(self) -> None:
-        import os
-
-        if os.path.exists(self.path):
-            os.unlink(self.path)  # beanstalkd replaces a stale socket file too
+        if self.sock is None:
+            await super().start()
+            return
+        # Server.start's steps for a socket we already hold (it only adopts inherited ones).
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_unix_server(self._make_protocol, path=self.path)
-        print(f"READY {self.name} unix:{self.path}", flush=True)
+        if self.sock.family == socket.AF_UNIX:
+            self._server = await loop.create_unix_server(self._make_protocol, sock=self.sock)
+            where = f"unix:{self.sock.getsockname()}"
+        else:
+            self._server = await loop.create_server(self._make_protocol, sock=self.sock)
+            self.address = self.sock.getsockname()[:2]
+            where = f"{self.address[0]}:{self.address[1]}"
+        if self.config.idle_timeout > 0:
+            self._sweeper = asyncio.create_task(self._sweep_idle())
+        print(f"READY {self.name} {where}", flush=True)
+        log.info("%s listening on %s", self.name, where)
 
 
 async def main(opts: MqOptions) -> None:
-    journal = None
+    sock = listen_now(opts)
+    # Imported only now: clients can already connect while the queue loads.
+    from mq.server import MqApp
+
     app = MqApp(max_job_size=opts.max_job_size)
+    journal = None
     if opts.data_dir:
         from mq.journal import Journal
 
@@ -59,11 +95,8 @@ async def main(opts: MqOptions) -> None:
             time.monotonic() - started,
         )
         app = MqApp(max_job_size=opts.max_job_size, journal=journal, queue=app.queue)
-    if opts.unix_path:
-        server = UnixServer(opts.unix_path, "mq", opts.server, app.connection)
-        app.server = server
-    else:
-        server = app.make_server(opts.server)
+    server = MqServer(sock, "mq", opts.server, app.connection)
+    app.server = server
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, app.enter_drain_mode)
 
     async def on_stop() -> None:
