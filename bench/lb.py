@@ -406,6 +406,16 @@ def main() -> int:
                 f"{med(name, True, 2):6.1f} us/conn"
             )
 
+        for ours, theirs in (("lb", "haproxy"), ("lb-1", "haproxy-1"), ("lb-1", "bare")):
+            if ours in targets and theirs in targets:
+                print(
+                    f"  {ours} / {theirs}: keep-alive "
+                    f"{med(ours, False, 0) / med(theirs, False, 0):.2f}x req/s, "
+                    f"{med(ours, False, 2) / med(theirs, False, 2):.2f}x CPU/req; close "
+                    f"{med(ours, True, 0) / med(theirs, True, 0):.2f}x req/s, "
+                    f"{med(ours, True, 2) / med(theirs, True, 2):.2f}x CPU/conn"
+                )
+
         probe = [t for t in ("direct", "lb", "haproxy", "lb-1") if t in targets]
         slowest = min(med(t, False, 0) for t in probe)
         rate = min(args.pace_share * slowest, args.pace_max)
