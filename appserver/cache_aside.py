@@ -131,12 +131,19 @@ class GuardedCache:
         keys: Sequence[str],
         ttls: Sequence[float],
         load: Callable[[Sequence[str]], Awaitable[list[bytes | None]]],
+        *,
+        deferred: int = 0,
     ) -> CacheRead:
         """The cache-aside read, for several keys in one round trip each way: MGET the
-        cache, load only the misses from the db (one MGET), fill the cache with them."""
+        cache, load only the misses from the db (one MGET), fill the cache with them.
+
+        The last `deferred` keys are only looked up in the cache; their misses stay None
+        for a caller that reads them from the db its own way and fills them itself (the
+        order flow reads stock under WATCH anyway, so a second db read would be waste)."""
         status = "BYPASS" if self.degraded else "HIT"
         values = await self.mget(keys)
-        missing = [n for n, value in enumerate(values) if value is None]
+        loadable = len(keys) - deferred
+        missing = [n for n, value in enumerate(values[:loadable]) if value is None]
         if missing:
             loaded = await load([keys[n] for n in missing])
             fills = []

@@ -142,6 +142,31 @@ def test_a_stale_cache_cannot_oversell(shop, run):
     assert "stock:sku-5" not in shop.stores.cache.data  # dropped: the db contradicted it
 
 
+def test_stock_the_cache_lacks_is_read_once_under_watch_and_filled(shop, run):
+    db, cache = shop.stores.db, shop.stores.cache
+    read = []
+    real_mget = db.mget
+
+    async def mget(keys):
+        read.extend(keys)
+        return await real_mget(keys)
+
+    db.mget = mget
+    run(shop.orders.place(order(sku_2=1)))  # user and product missed: read, then filled
+    assert "user:1" in read and "product:sku-2" in read
+    assert read.count("stock:sku-2") == 1  # by the WATCH read alone (memory.py's watch)
+    # A hopeless order on stock the cache lacks: refused under WATCH, and the db's figure
+    # fills the cache, so the next hopeless order is refused without the db.
+    assert "stock:sku-5" not in cache.data
+    with pytest.raises(ProblemError) as refused:
+        run(shop.orders.place(order(sku_5=6)))
+    assert refused.value.status == 409 and cache.data["stock:sku-5"][0] == b"5"
+    db.down = True
+    with pytest.raises(ProblemError) as refused:
+        run(shop.orders.place(order(sku_5=6)))
+    assert refused.value.status == 409
+
+
 def test_unknown_user_and_unknown_sku_are_422(shop, run):
     before = writes_of(shop)
     for request in (order(user_id=99, sku_1=1), OrderRequest(1, (Item("nope", 1),))):
