@@ -95,6 +95,24 @@ def test_stats_track_live_and_dead_bytes(db_dir, opener):
     assert s.writes == 3
 
 
+def test_stats_report_files_the_last_merge_and_recovery(db_dir, opener):
+    db = opener(max_file_size=100, clock=lambda: 1_700_000_000.0)
+    assert db.stats().merges == 0 and db.stats().last_merge_at is None
+    for i in range(10):
+        db.put(b"k%d" % i, b"x" * 20)
+        db.put(b"k%d" % i, b"y" * 20)
+    assert db.stats().files == len(list(db_dir.glob("*.data"))) > 1
+    assert db.merge()
+    s = db.stats()
+    assert s.merges == 1 and s.last_merge_at == 1_700_000_000.0
+    assert s.last_merge_seconds is not None and s.last_merge_reclaimed_bytes == 10 * (21 + 2 + 20)
+    assert s.files == len(list(db_dir.glob("*.data")))
+    db.close()
+    reopened = opener(max_file_size=100).stats()
+    assert reopened.recovery_seconds > 0 and reopened.files_from_hints >= 1
+    assert reopened.keys == 10 and reopened.dead_bytes == 0
+
+
 def test_scan_on_the_engine_returns_every_key_once_without_writes(db_dir, opener):
     db = opener()
     for i in range(100):
