@@ -143,9 +143,10 @@ class Orders:
     async def _place(
         self, request: OrderRequest, key: str | None, consumer: str, request_id: str | None
     ) -> Placed:
-        fingerprint = hashlib.sha256(request.fingerprint().encode()).hexdigest()
         idem = f"idem:{consumer}:{key}" if key else None
+        fingerprint = ""  # only an Idempotency-Key needs one (canonical JSON, then sha256)
         if idem is not None:
+            fingerprint = hashlib.sha256(request.fingerprint().encode()).hexdigest()
             seen = await self.db.get(idem)
             if seen is not None:
                 return await self._replay(seen, fingerprint)
