@@ -225,16 +225,15 @@ class LRUCache(Eviction):
         data = self._data
         if key.__class__ is bytes and value.__class__ is bytes:
             size = len(key) + len(value) + BYTES_ENTRY  # entry_size, inlined: every SET
-            kept = None  # recomputable from the two lengths: no int stored (entry.py)
         else:
-            size = kept = entry_size(key, value)
+            size = entry_size(key, value)
         old = data.get(key)
         if old is not None and self._deadlines and self._expired(key):
             old = None
         if old is None:
             if len(data) >= self._key_limit or self.used_bytes + size > self._byte_limit:
                 self._make_room(key, size, new_key=True)
-            data[key] = (value, kept, self.lru_clock)
+            data[key] = (value, size, self.lru_clock)
             # KeyBag.add, inlined: this line runs for every new key.
             bag = self._all_keys
             bag.keys.append(key)
@@ -242,13 +241,10 @@ class LRUCache(Eviction):
                 bag.rebuild(data)
             self.used_bytes += size
         else:
-            old_size = old[1]
-            if old_size is None:  # charged(), inlined: every overwriting SET passes here
-                old_size = len(key) + len(old[0]) + BYTES_ENTRY
-            grow = size - old_size
+            grow = size - old[1]
             if self.used_bytes + grow > self._byte_limit:
                 self._make_room(key, size, new_key=False)
-            data[key] = (value, kept, self.lru_clock)
+            data[key] = (value, size, self.lru_clock)
             data.move_to_end(key)
             self.used_bytes += grow
             if self._tags:  # a tag describes the value it came with (a new key has none)
@@ -379,8 +375,6 @@ class LRUCache(Eviction):
     def _remove(self, key: Any) -> Any:
         """Drop the key from every table; returns its value."""
         value, size, _ = self._data.pop(key)
-        if size is None:  # charged(), inlined: every eviction passes here
-            size = len(key) + len(value) + BYTES_ENTRY
         self.used_bytes -= size
         if self._deadlines:
             self._deadlines.pop(key, None)

@@ -40,7 +40,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from kvcache.entry import charged, entry_size
+from kvcache.entry import entry_size
 from kvcache.expiry import KeyBag
 
 ALLKEYS_LRU = "allkeys-lru"
@@ -118,7 +118,7 @@ class Eviction:
     It works on the tables `LRUCache` keeps (declared here so a reader sees what it uses).
     """
 
-    _data: OrderedDict[Any, tuple[Any, int | None, int]]
+    _data: OrderedDict[Any, tuple[Any, int, int]]
     _deadlines: dict[Any, float]
     _all_keys: KeyBag
     _volatile_keys: KeyBag
@@ -197,7 +197,7 @@ class Eviction:
             if key in sizes:
                 used += size - sizes[key]
             elif (old := self._data.get(key)) is not None:
-                used += size - charged(key, old)
+                used += size - old[1]
             else:
                 keys += 1
                 used += size
@@ -243,7 +243,7 @@ class Eviction:
             raise OutOfMemory(key)
         data = self._data
         new_keys = 1 if new_key else 0
-        grow = size if new_key else size - charged(key, data[key])
+        grow = size if new_key else size - data[key][1]
         while len(data) + new_keys > self._key_limit or self.used_bytes + grow > self._byte_limit:
             if self._policy == ALLKEYS_LRU:
                 # The common case, without the policy dispatch: the oldest key goes.
