@@ -175,6 +175,10 @@ def gateway_toml(stubs: tuple[int, int, int], dead: int, extra: str = "") -> str
         [consumers.carol]
         keys = ["carol-key-0001"]
         limit = {{ quota = 3, window = 60 }}
+
+        [consumers.dave]
+        keys = ["dave-key-00001"]
+        limit = {{ quota = 1, window = 60 }}
         """
     ) + textwrap.dedent(extra)
 
