@@ -43,12 +43,13 @@ from dataclasses import dataclass
 from typing import Any
 
 # Bytes charged per entry on top of the key's and value's own sizes: measured with
-# tracemalloc on CPython 3.11 (200k entries) as ~210 for the data slot (OrderedDict entry
-# and node, the (value, size, atime) tuple, the size int, the bag slot) plus ~60 for a
-# deadlines slot (dict entry, float, a bag slot; ~115 as an OrderedDict under
-# volatile-lru). Every entry is charged for a deadline slot, used or not, so that EXPIRE
-# never makes an entry bigger: the bounds then hold without evicting on EXPIRE.
-ENTRY_OVERHEAD = 270
+# tracemalloc on CPython 3.11 (200k entries) as ~200 for the data slot (OrderedDict entry
+# and node, the (value, size, atime) tuple, the size int) plus ~60 for a deadlines slot
+# (dict entry, float, a bag slot; ~115 as an OrderedDict under volatile-lru), and 8-16
+# for a slot in the all-keys bag once one exists (cache.py's `_key_bag`). Every entry is
+# charged for a deadline slot, used or not, so that EXPIRE never makes an entry bigger:
+# the bounds then hold without evicting on EXPIRE.
+ENTRY_OVERHEAD = 260
 
 _sizeof = sys.getsizeof
 # What a bytes key plus a bytes value are charged beyond their lengths: getsizeof(b"")

@@ -81,7 +81,7 @@ def pick_victim(
     policy: str,
     data: OrderedDict[Any, Any],
     deadlines: dict[Any, float],
-    all_keys: KeyBag,
+    all_keys: KeyBag | None,
     volatile_keys: KeyBag,
     rng: random.Random,
     exclude: Any,
@@ -89,13 +89,14 @@ def pick_victim(
     """The key to evict under `policy`, never `exclude` (the key being written); None if none.
 
     `data` is in recency order, least recently used first; so is `deadlines` under
-    volatile-lru (elsewhere its order only matters as a fallback).
+    volatile-lru (elsewhere its order only matters as a fallback). `all_keys` is needed
+    (and only passed) under allkeys-random.
     """
     if policy == ALLKEYS_LRU:
         return _first_other(data, exclude)
     if policy == VOLATILE_LRU:
         return _first_other(deadlines, exclude)
-    if policy == ALLKEYS_RANDOM:
+    if policy == ALLKEYS_RANDOM and all_keys is not None:
         if len(data) - (exclude in data) <= 0:
             return None
         for _ in range(RANDOM_TRIES):
@@ -120,7 +121,6 @@ class Eviction:
 
     _data: OrderedDict[Any, tuple[Any, int, int]]
     _deadlines: dict[Any, float]
-    _all_keys: KeyBag
     _volatile_keys: KeyBag
     _rng: random.Random
     _on_evict: Callable[[Any, Any], None] | None
@@ -261,7 +261,7 @@ class Eviction:
             self._policy,
             self._data,
             self._deadlines,
-            self._all_keys,
+            self._key_bag() if self._policy == ALLKEYS_RANDOM else None,
             self._volatile_keys,
             self._rng,
             exclude,
@@ -277,3 +277,6 @@ class Eviction:
 
     def _remove(self, key: Any) -> Any:
         raise NotImplementedError  # LRUCache's: drop the key from every table
+
+    def _key_bag(self) -> KeyBag:
+        raise NotImplementedError  # LRUCache's: the bag of all keys, built on first need

@@ -165,3 +165,27 @@ def test_switching_to_volatile_lru_keeps_exact_recency() -> None:
     cache.configure(policy="allkeys-lru")
     cache.set("e", 6)  # back to all keys: "p" is now the oldest
     assert sorted(cache.keys()) == ["a", "c", "d", "e"]
+
+
+def test_the_all_keys_bag_is_built_on_first_need_and_kept_current() -> None:
+    """No bag of all keys until RANDOMKEY or allkeys-random wants one; from then on,
+    keys added later are in it, and switching policy at run time works."""
+    cache = LRUCache(0, 0, rng=random.Random(1))
+    for i in range(10):
+        cache.set(i, i)
+    assert cache._all_keys is None  # white-box: no slot or append per new key until then
+    assert cache.random_key() in range(10)
+    for i in range(10, 20):
+        cache.set(i, i)
+    for i in range(10):
+        cache.delete(i)
+    assert {cache.random_key() for _ in range(200)} <= set(range(10, 20))
+    evicted: list[int] = []
+    later = LRUCache(5, 0, rng=random.Random(2), on_evict=lambda k, v: evicted.append(k))
+    for i in range(5):
+        later.set(i, i)
+    later.configure(policy="allkeys-random")
+    for i in range(5, 50):
+        later.set(i, i)
+    assert len(later) == 5 and len(evicted) == 45
+    assert set(later.keys()) | set(evicted) == set(range(50))
