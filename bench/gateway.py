@@ -81,9 +81,10 @@ import asyncio, sys
 
 REQUEST = b"GET /bench HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"
 RESPONSE = b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok"
+BUFFER = memoryview(bytearray(65536))  # reads go here, as in the engine (BufferedReads)
 
 
-class Upstream(asyncio.Protocol):
+class Upstream(asyncio.BufferedProtocol):
     def __init__(self, client):
         self.client = client
 
@@ -91,12 +92,15 @@ class Upstream(asyncio.Protocol):
         self.transport = transport
         self.client.upstream_ready(self)
 
-    def data_received(self, data):  # the upstream answers `ok` to each request
-        for _ in range(data.count(b"\\r\\n\\r\\nok")):
+    def get_buffer(self, hint):
+        return BUFFER
+
+    def buffer_updated(self, n):  # the upstream answers `ok` to each request
+        for _ in range(bytes(BUFFER[:n]).count(b"\\r\\n\\r\\nok")):
             self.client.transport.write(RESPONSE)
 
 
-class Client(asyncio.Protocol):
+class Client(asyncio.BufferedProtocol):
     def connection_made(self, transport):
         self.transport, self.upstream, self.waiting = transport, None, 0
         loop = asyncio.get_running_loop()
@@ -106,12 +110,15 @@ class Client(asyncio.Protocol):
         self.upstream = upstream
         upstream.transport.write(REQUEST * self.waiting)
 
-    def data_received(self, data):
-        n = data.count(b"\\r\\n\\r\\n")
+    def get_buffer(self, hint):
+        return BUFFER
+
+    def buffer_updated(self, n):
+        count = bytes(BUFFER[:n]).count(b"\\r\\n\\r\\n")
         if self.upstream is None:
-            self.waiting += n
+            self.waiting += count
         else:
-            self.upstream.transport.write(REQUEST * n)
+            self.upstream.transport.write(REQUEST * count)
 
 
 async def main():
