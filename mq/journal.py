@@ -159,7 +159,7 @@ class Journal:
             os.truncate(path, replay.good_bytes)
         self.queue = queue
         queue.next_id = max(queue.next_id, replay.next_id)
-        self.live_bytes = sum(map(put_size, replay.jobs.values()))
+        self.live_bytes = replay.live_bytes
         self.generation = max(replay.generation, 1)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self.file_bytes = replay.good_bytes

@@ -203,29 +203,38 @@ class Queue:
         """Put back jobs read from the journal, in their journaled states (replay).
 
         Reserved jobs come back ready (at-least-once: they are handed out again); a delayed
-        job whose time passed while mq was down is ready too. Heaps are built once at the
-        end (O(n)), not job by job, so a million-job replay stays quick.
+        job whose time passed while mq was down is ready too. Jobs are grouped by tube and
+        state first, and each group joins its tube in one step (heaps built once, O(n)):
+        a million-job replay does a few cheap operations per job, not a dozen.
         """
-        touched: dict[Tube, None] = {}
+        groups: dict[tuple[str, str], list[Job]] = {}
         for job in jobs:
             self.jobs[job.id] = job
-            if job.id >= self.next_id:
-                self.next_id = job.id + 1
-            tube = self.tubes.get(job.tube) or self.tube(job.tube)
-            touched[tube] = None
-            tube.jobs += 1
-            tube.total_jobs += 1
-            self.total_jobs += 1
-            if job.state == BURIED:
-                tube.push_buried(job)
-            elif job.state == DELAYED and job.deadline > now:
-                tube.add_delayed_unordered(job)
-                self.timers.push(job.deadline, "d", job, job.gen)
-            else:
-                job.state = READY
-                tube.add_ready_unordered(job)
-        for tube in touched:
-            tube.reheap()
+            key = (job.tube, job.state)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = []
+            group.append(job)
+        if self.jobs:
+            self.next_id = max(self.next_id, max(self.jobs) + 1)
+        for (name, state), group in groups.items():
+            tube = self.tube(name)
+            tube.jobs += len(group)
+            tube.total_jobs += len(group)
+            self.total_jobs += len(group)
+            if state == BURIED:
+                tube.add_buried(group)
+                continue
+            if state == DELAYED:
+                waiting = [job for job in group if job.deadline > now]
+                tube.add_delayed(waiting)
+                for job in waiting:
+                    self.timers.push(job.deadline, "d", job, job.gen)
+                group = [job for job in group if job.deadline <= now]
+            if state != READY:
+                for job in group:
+                    job.state = READY
+            tube.add_ready(group)
 
     # --- worker -----------------------------------------------------------------------
 

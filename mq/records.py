@@ -89,6 +89,7 @@ class Replay:
         self.good_bytes = 0
         self.records = 0
         self.torn = False
+        self.live_bytes = 0  # bytes of the live jobs' PUT records (what compaction keeps)
 
 
 def read_journal(data: bytes) -> Replay:
@@ -97,7 +98,10 @@ def read_journal(data: bytes) -> Replay:
     jobs = out.jobs
     view = memoryview(data)  # slices of a memoryview copy nothing
     crc32, head, put_size_, names = zlib.crc32, _HEAD.unpack_from, _PUT.size, STATE_NAMES
+    # One str per tube name, shared by all its jobs (a million "default"s would cost ~50 MB).
+    tube_names: dict[bytes, str] = {}
     next_id = 1
+    records = live_bytes = 0
     pos, end = 0, len(data)
     while pos + 8 <= end:
         crc, length = head(data, pos)
@@ -112,14 +116,22 @@ def read_journal(data: bytes) -> Replay:
                 f = _PUT.unpack_from(data, body)
                 tube_at = body + put_size_
                 body_at = tube_at + f[13]
-                job = Job(f[1], data[tube_at:body_at].decode(), f[2], f[3], f[4],
-                          data[body_at : body_at + f[14]], f[5])  # fmt: skip
+                raw_tube = data[tube_at:body_at]
+                tube = tube_names.get(raw_tube)
+                if tube is None:
+                    tube = tube_names[raw_tube] = raw_tube.decode()
+                job_id = f[1]
+                job = Job(job_id, tube, f[2], f[3], f[4], data[body_at : body_at + f[14]], f[5])
                 job.deadline = f[6]
                 job.state = names[f[7]]
                 job.reserves, job.timeouts, job.releases, job.buries, job.kicks = f[8:13]
-                jobs[job.id] = job
-                if job.id >= next_id:
-                    next_id = job.id + 1
+                old = jobs.get(job_id)
+                if old is not None:
+                    live_bytes -= put_size(old)
+                jobs[job_id] = job
+                live_bytes += 8 + length
+                if job_id >= next_id:
+                    next_id = job_id + 1
             elif kind == STATE:
                 f = _STATE.unpack_from(data, body)
                 job = jobs.get(f[1])
@@ -129,7 +141,9 @@ def read_journal(data: bytes) -> Replay:
                     job.set_counters(f[6:11])
             elif kind == DELETE:
                 (_, job_id) = _DELETE.unpack_from(data, body)
-                jobs.pop(job_id, None)
+                old = jobs.pop(job_id, None)
+                if old is not None:
+                    live_bytes -= put_size(old)
                 next_id = max(next_id, job_id + 1)
             elif kind == META:
                 _, out.generation, meta_next = _META.unpack_from(data, body)
@@ -139,7 +153,9 @@ def read_journal(data: bytes) -> Replay:
         except (struct.error, KeyError, UnicodeDecodeError):
             break
         pos = body + length
-        out.records += 1
+        records += 1
+    out.records = records
+    out.live_bytes = live_bytes
     out.next_id = next_id
     out.good_bytes = pos
     out.torn = pos != end

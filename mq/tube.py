@@ -76,22 +76,22 @@ class Tube:
             self.ready = [e for e in self.ready if e[3].gen == e[2] and e[3].state == READY]
             heapq.heapify(self.ready)
 
-    def add_ready_unordered(self, job: Job) -> None:
-        """Replay: add without keeping heap order; `reheap()` once at the end."""
-        job.gen += 1
-        self.ready.append((job.pri, job.id, job.gen, job))
-        self.ready_count += 1
-        if job.pri < URGENT_THRESHOLD:
-            self.urgent_count += 1
+    def add_ready(self, jobs: list[Job]) -> None:
+        """Replay: many jobs become ready at once; the heap is rebuilt once (O(n)).
 
-    def add_delayed_unordered(self, job: Job) -> None:
-        job.gen += 1
-        self.delayed.append((job.deadline, job.id, job.gen, job))
-        self.delayed_count += 1
-
-    def reheap(self) -> None:
+        Their `gen` stays as it is: a job fresh from the journal has no older heap entry
+        that a new gen would have to outdate.
+        """
+        self.ready.extend([(job.pri, job.id, job.gen, job) for job in jobs])
         heapq.heapify(self.ready)
+        self.ready_count += len(jobs)
+        self.urgent_count += sum(1 for job in jobs if job.pri < URGENT_THRESHOLD)
+
+    def add_delayed(self, jobs: list[Job]) -> None:
+        """Replay: many delayed jobs at once (see add_ready)."""
+        self.delayed.extend([(job.deadline, job.id, job.gen, job) for job in jobs])
         heapq.heapify(self.delayed)
+        self.delayed_count += len(jobs)
 
     # --- delayed heap -----------------------------------------------------------------
 
@@ -120,6 +120,10 @@ class Tube:
 
     def push_buried(self, job: Job) -> None:
         self.buried[job.id] = job
+
+    def add_buried(self, jobs: list[Job]) -> None:
+        """Replay: many buried jobs at once, in the order given (their bury order)."""
+        self.buried.update([(job.id, job) for job in jobs])
 
     def peek_buried(self) -> Job | None:
         for job in self.buried.values():
