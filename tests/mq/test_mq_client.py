@@ -1,4 +1,4 @@
-"""minisys's asyncio beanstalkd client against mq: pipelining, cancellation, URLs."""
+"""minisys's asyncio beanstalkd client (mq and beanstalkd): every call, pipelining, URLs."""
 
 from __future__ import annotations
 
@@ -59,6 +59,44 @@ def test_deadline_soon_is_an_exception(server):
         await client.reserve(timeout=0)
         with pytest.raises(DeadlineSoon):
             await client.reserve(timeout=0)
+        await client.close()
+
+    asyncio.run(main())
+
+
+def test_every_worker_and_inspection_call(server):
+    """Each call the appserver and worker may use, once, with its reply decoded."""
+
+    async def main() -> None:
+        client = await BeanstalkClient.connect("127.0.0.1", server.port)
+        assert await client.use("emails") == "emails"
+        assert await client.list_tube_used() == "emails"
+        assert await client.watch("emails") == 2
+        assert await client.ignore("default") == 1
+        job_id = await client.put("hello", pri=5, ttr=30)
+        assert (await client.peek_ready()).id == job_id
+        job = await client.reserve(timeout=0)
+        assert (job.id, job.body) == (job_id, b"hello")
+        assert await client.reserve(timeout=0) is None  # TIMED_OUT
+        assert await client.touch(job_id)
+        assert await client.release(job_id, pri=9, delay=60)
+        assert (await client.peek_delayed()).id == job_id
+        assert await client.kick_job(job_id)
+        job = await client.reserve_job(job_id)
+        assert job is not None and await client.bury(job_id, pri=3)
+        assert (await client.peek(job_id)).body == b"hello"
+        assert await client.kick(10) == 1
+        stats = await client.stats_job(job_id)
+        assert (stats["pri"], stats["releases"], stats["buries"], stats["kicks"]) == (
+            "3", "1", "1", "2",
+        )  # fmt: skip
+        assert await client.pause_tube("emails", 0)
+        assert "emails" in await client.list_tubes()
+        assert int((await client.stats())["cmd-put"]) >= 1
+        assert await client.delete(job_id)
+        assert not await client.touch(job_id) and not await client.release(job_id)
+        assert not await client.bury(job_id) and not await client.kick_job(job_id)
+        assert await client.peek(job_id) is None and await client.reserve_job(job_id) is None
         await client.close()
 
     asyncio.run(main())

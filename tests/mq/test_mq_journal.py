@@ -12,7 +12,7 @@ import os
 import pytest
 
 from mq.job import BURIED, DELAYED, READY, Job
-from mq.journal import JOURNAL, Journal
+from mq.journal import COMPACT, JOURNAL, Journal
 from mq.queue import Queue
 from mq.records import encode_delete, encode_meta, encode_put, encode_state, read_journal
 
@@ -238,3 +238,62 @@ def test_two_compactions_asked_at_once_run_as_one(tmp_path):
     asyncio.run(_session(str(tmp_path), work, fsync="always"))
     queue = restart(str(tmp_path))
     assert sorted(queue.jobs) == [2, 3, 4, 5]
+
+
+def test_crash_during_compaction_leaves_the_old_journal(tmp_path):
+    """A compaction cut off before its rename: the half-written file is ignored and removed."""
+
+    async def work(queue: Queue, journal: Journal) -> None:
+        c = queue.connect()
+        for body in (b"a", b"b"):
+            queue.put(c, 1, 0, 60, body, NOW)
+
+    asyncio.run(_session(str(tmp_path), work))
+    half = encode_meta(9, 100) + encode_put(make_job(50))[:-5]
+    (tmp_path / COMPACT).write_bytes(half)
+    queue = restart(str(tmp_path))
+    assert sorted(queue.jobs) == [1, 2] and queue.next_id == 3
+    assert not (tmp_path / COMPACT).exists()
+
+
+def test_inserted_is_sent_only_after_the_fsync(tmp_path, monkeypatch):
+    """fsync=always: the reply to a put waits for the write + fdatasync of its record."""
+    from mq.server import BeanstalkConnection, MqApp
+
+    synced: list[bool] = []
+    real_fdatasync = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        real_fdatasync(fd)
+        synced.append(True)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+
+    class Transport:
+        def __init__(self) -> None:
+            self.data = b""
+
+        def write(self, data: bytes) -> None:
+            assert synced, "a reply left before its record was on disk"
+            self.data += data
+
+    class FakeServer:
+        draining = False
+
+    async def run() -> None:
+        queue = Queue()
+        journal = Journal(str(tmp_path), fsync="always")
+        journal.open(queue, NOW)
+        synced.clear()  # open() syncs the new file's header
+        app = MqApp(journal=journal, queue=queue)
+        conn = BeanstalkConnection(app)
+        conn.server = FakeServer()
+        conn.transport = Transport()
+        conn.on_connect()
+        conn.on_data(b"put 1 0 60 5\r\nhello\r\n")
+        assert conn.transport.data == b"" and conn.busy  # held
+        await settle(journal)
+        assert conn.transport.data == b"INSERTED 1\r\n" and not conn.busy
+        await journal.close()
+
+    asyncio.run(run())
