@@ -1,6 +1,6 @@
 """Benchmark the lb against HAProxy `mode tcp`, both in front of the same backend.
 
-    python bench/lb.py [--workers 2] [--duration 2] [--rounds 3] [--connections 50]
+    python bench/lb.py [--workers 2] [--duration 1.5] [--rounds 3] [--connections 50]
                        [--pace-share 0.5] [--pace-max 2000] [--profile]
 
 One backend (nginx answering a fixed 200, or a small asyncio HTTP server when nginx is
@@ -201,10 +201,10 @@ def wrk(port: int, duration: float, connections: int, close: bool) -> tuple[floa
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 # A paced run ends this long after its last scheduled request at the latest.
 PACE_GRACE = 5.0
-# The pacer's own timers may fire this late (p99, ms) before its figures are distrusted,
-# and it never paces below PACE_MIN req/s.
+# The pacer's own timers may fire this late (p99, ms; asyncio's timers have 1 ms
+# granularity) before the rate is lowered, at most PACE_HALVINGS times.
 PACER_SLACK_MS = 2.0
-PACE_MIN = 250.0
+PACE_HALVINGS = 2
 
 
 class Paced(asyncio.Protocol):
@@ -348,7 +348,7 @@ def profile(backend: int, tmp: str, duration: float, connections: int) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--duration", type=float, default=2.0, help="seconds per wrk run")
+    p.add_argument("--duration", type=float, default=1.5, help="seconds per wrk run")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--connections", type=int, default=50)
     p.add_argument(
@@ -436,10 +436,11 @@ def main() -> int:
         probe = [t for t in ("direct", "lb", "haproxy", "lb-1") if t in targets]
         slowest = min(med(t, False, 0) for t in probe)
         rate = min(args.pace_share * slowest, args.pace_max)
-        pace_seconds = min(max(args.duration, 2.5), 5.0)
-        # A pacer that cannot keep its own schedule measures itself: halve the rate until
-        # its timers fire within PACER_SLACK_MS (p99) against the backend directly.
-        while rate > PACE_MIN:
+        pace_seconds = min(max(args.duration, 2.0), 5.0)
+        # A pacer that cannot keep its own schedule measures itself: halve the rate (at
+        # most PACE_HALVINGS times) until its timers fire within PACER_SLACK_MS (p99)
+        # against the backend directly. If that does not help, the machine is too busy.
+        for _ in range(PACE_HALVINGS):
             own = paced(targets["direct"][0], rate, 1.0, args.connections)[2]
             if own <= PACER_SLACK_MS:
                 break
@@ -458,6 +459,12 @@ def main() -> int:
         for name, values in lat.items():
             shown = "  ".join(f"p50 {a:.2f} p99 {b:.2f} (pacer {c:.2f})" for a, b, c in values)
             print(f"  paced {name:8} ms: {shown}")
+        own = max(v[2] for values in lat.values() for v in values)
+        if own > PACER_SLACK_MS:
+            print(
+                f"  WARNING: the pacer's own timers ran up to {own:.1f} ms late (p99): the "
+                "machine is too busy to judge a 1 ms target; the added p99 below is noise"
+            )
         if args.profile:
             profile(backend, tmp, args.duration, args.connections)
 
