@@ -149,13 +149,14 @@ class FanoutAdmin:
             return problem(503, detail="no lb worker answered")
         if request.method in ("GET", "HEAD"):
             return self._combine(request.path, answers)
-        statuses = {r.status for _, r in answers}
-        if len(statuses) > 1 or len(answers) < len(workers):
+        if len({r.status for _, r in answers}) > 1:
             detail = ", ".join(f"worker {w.index}: {r.status}" for w, r in answers)
-            return problem(502, detail=f"workers disagree or did not answer: {detail}")
+            return problem(502, detail=f"the workers disagree: {detail}")
         first = answers[0][1]
         if first.status >= 300:
             return _relay(first)
+        # Remembered even if a worker did not answer: it is being replaced, and the
+        # replacement gets every remembered change before it is asked anything else.
         self._remember(request)
         snapshots = [r.json() for _, r in answers]
         return json_response(merge_backends(snapshots), status=first.status)

@@ -121,7 +121,7 @@ class Worker:
     sock: socket.socket
     proc: asyncio.subprocess.Process | None = None
     admin_port: int = 0
-    ready: bool = False
+    ready: bool = False  # the admin asks it: started and, if a replacement, up to date
 
 
 class Supervisor:
@@ -146,6 +146,8 @@ class Supervisor:
     async def start(self) -> None:
         """Start every worker and wait for all of them to be READY."""
         await asyncio.gather(*(self._spawn(w) for w in self.workers))
+        for worker in self.workers:
+            worker.ready = True
         for worker in self.workers:
             self._keep(self._watch(worker))
 
@@ -185,7 +187,6 @@ class Supervisor:
             raise WorkerFailed(
                 f"worker {worker.index} not READY after {WORKER_READY_TIMEOUT}s"
             ) from None
-        worker.ready = True
         self._keep(self._pump(worker.proc.stdout, sys.stdout))
         log.info("worker %d ready (pid %d)", worker.index, worker.proc.pid)
 
@@ -240,6 +241,7 @@ class Supervisor:
             log.warning("worker %d replaced (pid %d)", worker.index, worker.proc.pid)
             if self.on_replaced is not None:
                 await self.on_replaced(worker)
+            worker.ready = True  # only now does the admin endpoint count it
 
     def _give_up(self, reason: str) -> None:
         self.failure = reason
