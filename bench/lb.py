@@ -1,6 +1,6 @@
 """Benchmark the lb against HAProxy `mode tcp`, both in front of the same backend.
 
-    python bench/lb.py [--workers 2] [--duration 1.5] [--rounds 3] [--connections 50]
+    python bench/lb.py [--workers 2] [--duration 2] [--rounds 3] [--connections 50]
                        [--pace-share 0.5] [--pace-max 2000] [--profile]
 
 One backend (nginx answering a fixed 200, or a small asyncio HTTP server when nginx is
@@ -348,7 +348,7 @@ def profile(backend: int, tmp: str, duration: float, connections: int) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--duration", type=float, default=1.5, help="seconds per wrk run")
+    p.add_argument("--duration", type=int, default=2, help="seconds per wrk run")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--connections", type=int, default=50)
     p.add_argument(
