@@ -112,7 +112,8 @@ class LRUCache(Eviction):
         # Restamp only when the stamp is older than the clock (entry.py): one rebuild
         # per key per second at most. `is not` and not `!=`: every stamp of one tick is
         # the very int object `lru_clock` holds, and identity is a pointer compare where
-        # `!=` on ints past 2**30 is a full comparison (callgrind: ~-8% of a cache hit).
+        # `!=` on ints past 2**30 is a full comparison (callgrind: -72 instructions, -2.5%,
+        # per cache hit).
         if entry[2] is not self.lru_clock:
             data[key] = (entry[0], entry[1], self.lru_clock)
         self.hits += 1
