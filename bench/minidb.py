@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from minidb import open_db  # noqa: E402
-from minisys.testing import ServerProcess, redis_server  # noqa: E402
+from minisys.testing import RawRespClient, ServerProcess, redis_server  # noqa: E402
 
 VALUE = b"v" * 100
 
@@ -66,11 +66,29 @@ def run_redis(policy: str, requests: int, clients: int) -> dict[str, float]:
             return redis_benchmark(redis.port, "set,get", requests, clients)
 
 
+def _persistence(port: int) -> dict[str, str]:
+    client = RawRespClient(port)
+    try:
+        text = client.call("INFO", "persistence").decode()
+    finally:
+        client.close()
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
 def run_minidb(policy: str, requests: int, clients: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-minidb-") as tmp:
         args = ("--data-dir", tmp, "--fsync", policy, "--log-level", "warning")
         with ServerProcess("minidb", *args) as proc:
-            return redis_benchmark(proc.port, "set,get", requests, clients)
+            started = time.perf_counter()
+            rates = redis_benchmark(proc.port, "set", requests, clients)
+            seconds = time.perf_counter() - started
+            info = _persistence(proc.port)
+            rates.update(redis_benchmark(proc.port, "get", requests, clients))
+    fsyncs, writes = int(info["minidb_fsyncs"]), int(info["minidb_writes"])
+    if policy == "always" and fsyncs:  # group commit at work: how many writes share one
+        print(f"# minidb SET, fsync always: {fsyncs / seconds:.0f} fsyncs/s,"
+              f" {writes / fsyncs:.1f} writes per fsync")  # fmt: skip
+    return rates
 
 
 def bench_server(requests: int, rounds: int) -> None:
