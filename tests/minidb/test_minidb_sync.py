@@ -127,3 +127,29 @@ def test_without_fsync_always_the_server_replies_at_once(db_dir, opener):
     for policy in ("everysec", "no"):
         db = opener(db_dir / policy, fsync=policy)
         assert Durability(db).after(db.apply([(b"a", b"1")]), "ok") == "ok"
+
+
+def test_when_fsyncs_are_slow_the_next_one_gathers_the_released_writers(db_dir, opener):
+    db = opener(fsync="always")
+    durability = Durability(db)
+
+    async def scenario() -> None:
+        first = [durability.after(db.apply([(b"a%d" % i, b"v")]), i) for i in range(3)]
+        assert await asyncio.gather(*first) == [0, 1, 2]  # one fsync released all three
+        fsyncs = db.commit.fsyncs
+        # Slow fsyncs, writers that come back fast: hold the next fsync for all three.
+        durability._fsync_seconds, durability._return_seconds = 10.0, 0.0
+        second = [durability.after(db.apply([(b"b%d" % i, b"v")]), i) for i in range(2)]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert db.commit.fsyncs == fsyncs and not any(f.done() for f in second)
+        second.append(durability.after(db.apply([(b"b2", b"v")]), 2))
+        assert await asyncio.gather(*second) == [0, 1, 2]
+        assert db.commit.fsyncs == fsyncs + 1  # the third arrival started it, for all
+        # Fast fsyncs, slow writers: no gathering, a lone write is synced at once.
+        durability._fsync_seconds, durability._return_seconds = 0.0, 10.0
+        assert await durability.after(db.apply([(b"c", b"v")]), "c") == "c"
+        assert db.commit.fsyncs == fsyncs + 2
+
+    asyncio.run(scenario())
+    durability.close()
