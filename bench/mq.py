@@ -10,8 +10,9 @@ over the rounds):
        sees), in memory and with an fsync per change (mq --fsync always, beanstalkd -f 0
        with -b). Beside them, the ceiling: a bare asyncio Protocol server (`--serve-bare`,
        below) answering the same three commands with canned replies and no queue, so the
-       in-memory figure can be judged against what asyncio itself allows here. For all
-       three, the server process's CPU time per job (/proc/<pid>/schedstat; steadier than
+       in-memory figure can be judged against what asyncio itself allows here; once with
+       asyncio's default reads and once reading into a reused buffer (recv_into). For
+       each, the server process's CPU time per job (/proc/<pid>/schedstat; steadier than
        wall clock on a shared machine);
     2. server-bound: 4 raw connections each pipelining batches of 100 puts, then batches
        of 100 reserves followed by their 100 deletes;
@@ -49,6 +50,8 @@ from minisys.testing import RealServer, free_port  # noqa: E402
 CONNECTIONS = 4
 BATCH = 100
 BODY = b"x" * 100
+# The two ceilings' names in RESULT lines (see BareProtocol and BareBufferedProtocol).
+BARE_LABELS = {"bare": "bare_asyncio", "bare-buffered": "bare_asyncio_recv_into"}
 # Jobs run before the timed part of a latency run (connection set up, caches warm).
 WARMUP_JOBS = 300
 
@@ -72,8 +75,8 @@ class Server(RealServer):
             cmd = ["beanstalkd", "-l", "127.0.0.1", "-p", str(port)]
             if data_dir:
                 cmd += ["-b", data_dir] + (["-f", "0"] if fsync else ["-F"])
-        elif kind == "bare":
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-bare", str(port)]
+        else:  # "bare" or "bare-buffered": the asyncio ceiling
+            cmd = [sys.executable, str(Path(__file__).resolve()), f"--serve-{kind}", str(port)]
         super().__init__(
             cmd, port, timeout=START_TIMEOUT, interval=0.002, stop_timeout=30, cwd=ROOT
         )
@@ -150,10 +153,25 @@ class BareProtocol(asyncio.Protocol):
             self.transport.write(b"".join(out))  # type: ignore[attr-defined]
 
 
-def serve_bare(port: int) -> None:
+class BareBufferedProtocol(asyncio.BufferedProtocol, BareProtocol):
+    """The same, reading into one reused buffer (recv_into) instead of asyncio's default
+    recv(256 KiB), whose allocation costs an mmap/munmap per read (see minisys/reads.py):
+    the best asyncio allows."""
+
+    view = memoryview(bytearray(64 * 1024))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self.view[:nbytes]))
+
+
+def serve_bare(port: int, buffered: bool) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        await loop.create_server(BareProtocol, "127.0.0.1", port)
+        protocol = BareBufferedProtocol if buffered else BareProtocol
+        await loop.create_server(protocol, "127.0.0.1", port)
         await asyncio.Event().wait()
 
     asyncio.run(main())
@@ -265,9 +283,10 @@ def main() -> int:
     parser.add_argument("--starts", type=int, default=7, help="start-ups timed per server")
     parser.add_argument("--journal-only", action="store_true", help="only figure 3")
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-bare-buffered", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_bare is not None:
-        serve_bare(args.serve_bare)
+    if args.serve_bare is not None or args.serve_bare_buffered is not None:
+        serve_bare(args.serve_bare or args.serve_bare_buffered, args.serve_bare is None)
         return 0
     if shutil.which("beanstalkd") is None:
         print("beanstalkd is not installed: nothing to compare with", file=sys.stderr)
@@ -277,24 +296,25 @@ def main() -> int:
     figures: dict[str, dict[str, list[float]]] = {}
 
     def record(name: str, kind: str, value: float) -> None:
-        figures.setdefault(name, {"mq": [], "beanstalkd": [], "bare": []})[kind].append(value)
+        kinds = ("mq", "beanstalkd", "bare", "bare-buffered")
+        figures.setdefault(name, {kind: [] for kind in kinds})[kind].append(value)
         print(f"  {name} {kind}: {value:.4g}", flush=True)
 
     for round_no in range(0 if args.journal_only else args.rounds):
         print(f"round {round_no + 1}/{args.rounds}", flush=True)
-        kinds = ("mq", "bare", "beanstalkd")
+        kinds = ("mq", "bare", "bare-buffered", "beanstalkd")
         for kind in kinds if round_no % 2 == 0 else kinds[::-1]:
             server = Server(kind)
             try:
                 rate, cpu = latency_bound(server, args.jobs)
                 record("mq_greenstalk_jobs_per_s", kind, rate)
                 record("mq_greenstalk_server_cpu_us_per_job", kind, cpu)
-                if kind != "bare":
+                if not kind.startswith("bare"):
                     rate = server_bound(server.port, args.pipeline_jobs)
                     record("mq_pipelined_jobs_per_s", kind, rate)
             finally:
                 server.stop()
-            if kind == "bare":
+            if kind.startswith("bare"):
                 continue
             with tempfile.TemporaryDirectory() as tmp:
                 server = Server(kind, tmp, fsync=True)
@@ -325,16 +345,16 @@ def main() -> int:
     if not args.journal_only:
         # The ceiling: asyncio with no queue at all, against beanstalkd and against mq.
         name = "mq_greenstalk_jobs_per_s"
-        bare = med(name, "bare")
-        print(
-            result("mq_greenstalk_bare_asyncio_jobs_per_s", bare, med(name, "beanstalkd"), "report")
-        )
-        print(result("mq_greenstalk_vs_bare_asyncio_jobs_per_s", med(name, "mq"), bare, "report"))
+        for kind, label in BARE_LABELS.items():
+            bare, peer = med(name, kind), med(name, "beanstalkd")
+            print(result(f"mq_greenstalk_{label}_jobs_per_s", bare, peer, "report"))
+            print(result(f"mq_greenstalk_vs_{label}_jobs_per_s", med(name, "mq"), bare, "report"))
         name = "mq_greenstalk_server_cpu_us_per_job"
-        for kind in ("mq", "bare"):
-            label = name if kind == "mq" else "mq_greenstalk_bare_asyncio_server_cpu_us_per_job"
-            ours, peer = med(name, kind), med(name, "beanstalkd")
-            print(result(label, ours, peer, "report", higher_better=False))
+        peer = med(name, "beanstalkd")
+        print(result(name, med(name, "mq"), peer, "report", higher_better=False))
+        for kind, label in BARE_LABELS.items():
+            label = f"mq_greenstalk_{label}_server_cpu_us_per_job"
+            print(result(label, med(name, kind), peer, "report", higher_better=False))
         ours, peer = med("mq_start_ms", "mq"), med("mq_start_ms", "beanstalkd")
         print(result("mq_start_ms", ours, peer, "report", higher_better=False))
     print(
