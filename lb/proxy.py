@@ -47,6 +47,7 @@ from lb.backend import Backend, Pool
 from lb.connect import open_connection
 from minisys.logs import get_logger
 from minisys.proxyproto import encode_v1
+from minisys.reads import BufferedReads
 from minisys.server import Connection
 
 log = get_logger("lb.proxy")
@@ -126,8 +127,11 @@ class Balancer:
         }
 
 
-class BackendSide(asyncio.Protocol):
-    """Our connection to a backend: everything it sends goes to the client."""
+class BackendSide(BufferedReads):
+    """Our connection to a backend: everything it sends goes to the client.
+
+    Reads land in the shared buffer of `minisys/reads.py`, as the client side's do.
+    """
 
     def __init__(self, client: ClientSide) -> None:
         self.client = client

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from minisys.config import ConfigError, load_toml
 from minisys.launcher import Launcher, LaunchError, bind_all, child_environment
+from minisys.server import announce_ready
 from minisys.topology import DEFAULT_PORTS, Topology, build, from_toml
 
 DEFAULT_DATA_DIR = "./minisys-data"
@@ -144,7 +145,7 @@ async def up(args: argparse.Namespace) -> int:
     if error:
         launcher.say("minisys", error)
     print(banner(topo), flush=True)
-    print(f"READY minisys {topo.host}:{topo.port_of('lb')}", flush=True)
+    announce_ready("minisys", f"{topo.host}:{topo.port_of('lb')}")
     await stopped
     launcher.say("minisys", "stopping: lb, gateways, appservers and worker, then the stores")
     await launcher.stop()

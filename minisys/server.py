@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from minisys.logs import get_logger, setup_logging
+from minisys.reads import BufferedReads
 
 # The kernel queues this many not-yet-accepted connections. A burst of clients (a load
 # test opening 50 connections at once, or clients arriving while we start) waits here.
@@ -105,11 +106,23 @@ def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
-class Connection(asyncio.Protocol):
+def announce_ready(name: str, where: str) -> None:
+    """Print `READY <name> <where>` for whoever started us (launcher, tests, scripts).
+
+    One write for the whole line: with PYTHONUNBUFFERED set, `print()` writes the text and
+    the newline separately, and processes sharing one pipe (lb workers) could interleave
+    between the two.
+    """
+    sys.stdout.write(f"READY {name} {where}\n")
+    sys.stdout.flush()
+
+
+class Connection(BufferedReads):
     """One accepted connection. Subclasses implement `on_data` and the hooks they need.
 
     The base class does the bookkeeping every protocol shares: registering with the server,
     refusing past the connection limit, idle detection, write backpressure, and draining.
+    Reads go through one reused buffer (`minisys/reads.py` says why and what it saves).
     """
 
     server: Server
@@ -262,7 +275,7 @@ class Server:
         self.address = self._server.sockets[0].getsockname()[:2]
         if self.config.idle_timeout > 0:
             self._sweeper = asyncio.create_task(self._sweep_idle())
-        print(f"READY {self.name} {self.address[0]}:{self.address[1]}", flush=True)
+        announce_ready(self.name, f"{self.address[0]}:{self.address[1]}")
         log.info("%s listening on %s:%s", self.name, *self.address)
 
     async def _sweep_idle(self) -> None:

@@ -7,11 +7,11 @@ import socket
 import struct
 
 from lb.proxy import EARLY_DATA_LIMIT, SPLICE_HIGH_WATER, Balancer, ClientSide
+from minisys.reads import READ_BUFFER_BYTES
 from minisys.testing import async_wait_until
 
-# asyncio's socket transports read at most this much per recv (selector_events.max_size):
-# a splice may pass its high-water mark by one such read before reading pauses.
-ONE_READ = 256 * 1024
+# A splice may pass its high-water mark by one read (minisys/reads.py) before reading pauses.
+ONE_READ = READ_BUFFER_BYTES
 
 
 def _true(predicate):
