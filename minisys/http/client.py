@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 from minisys.http.codec import ResponseParser
 from minisys.http.head import Headers, HttpError, Limits
 from minisys.http.serialize import serialize_request
-from minisys.http.server import BufferedReads
+from minisys.reads import BufferedReads
 
 # Responses are bounded too: a runaway upstream must not fill the gateway's memory.
 CLIENT_LIMITS = Limits(max_body=64 * 1024 * 1024)
@@ -137,7 +137,7 @@ class _Deadlines:
 
 
 class _Connection(BufferedReads):
-    """One upstream connection; at most one request in flight (reads: see BufferedReads)."""
+    """One upstream connection; at most one request in flight (reads: minisys/reads.py)."""
 
     def __init__(self, limits: Limits, deadlines: _Deadlines) -> None:
         self.parser = ResponseParser(limits)

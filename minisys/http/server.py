@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable
@@ -61,35 +60,6 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 JOIN_LIMIT = 64 * 1024
 
 
-# Most bytes one read takes from a socket (the shared per-thread buffer's size).
-READ_BUFFER_BYTES = 64 * 1024
-_read_buffers = threading.local()
-
-
-class BufferedReads(asyncio.BufferedProtocol):
-    """Receive into one reused buffer per thread, then hand `data_received` a copy.
-
-    Why: a plain Protocol's transport calls `recv(256 KiB)` for every read, allocating a
-    256 KiB bytes object and shrinking it to what arrived. glibc serves that with mmap,
-    mremap and a later munmap: three extra syscalls per read. Here a 100-byte recv cost
-    30 µs that way against 5 µs into a buffer (and the engine proxy does two reads per
-    request). Copying out only what arrived keeps `data_received(bytes)` as it was; the
-    buffer can be shared because the copy is made before anything else runs.
-    """
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        view = getattr(_read_buffers, "view", None)
-        if view is None:
-            view = _read_buffers.view = memoryview(bytearray(READ_BUFFER_BYTES))
-        return view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(_read_buffers.view[:nbytes]))
-
-    def data_received(self, data: bytes) -> None:
-        raise NotImplementedError
-
-
 @dataclasses.dataclass(frozen=True)
 class HttpSettings:
     """Per-server HTTP bounds (the connection-level ones live in ServerConfig)."""
@@ -111,7 +81,7 @@ class HttpSettings:
     server_header: str = "minisys"
 
 
-class HttpConnection(Connection, BufferedReads):
+class HttpConnection(Connection):
     """One client connection: parse, queue, handle one at a time, answer in order."""
 
     def __init__(self, handler: Handler, settings: HttpSettings) -> None:
