@@ -21,6 +21,13 @@ wait for the fsync but execution does not — and their replies queue behind the
 one, so replies always leave in request order. At most MAX_PENDING_REPLIES may wait; past
 that we stop reading from that client until the queue shrinks.
 
+The queue is drained by callbacks, not by a Task: each awaited reply's future calls
+`_reply_ready` when it finishes, which writes every finished reply at the head of the
+queue. A Task with `await asyncio.shield(…)` per reply did the same with two more futures
+and a coroutine step per reply; minidb's SET under fsync=always measured 72 → 42–50 µs of
+server CPU per request without them. A client that leaves stops nothing: its queued
+commands (say, minidb's shared group commit) finish for everyone else.
+
 Simpler than the real thing: Redis answers a protocol error and closes; so do we, but we
 also drop any replies still waiting on an awaitable when the client goes away.
 """
@@ -54,6 +61,19 @@ def _retrieve(future: asyncio.Future) -> None:
         future.exception()
 
 
+def _outcome(future: asyncio.Future, command: str | None) -> object:
+    """The reply an awaited command's finished future stands for."""
+    if future.cancelled():
+        return RespError("ERR command cancelled")
+    exc = future.exception()
+    if exc is None:
+        return future.result()
+    if isinstance(exc, RespError):
+        return exc
+    log.error("command %s failed", command, exc_info=exc)
+    return RespError("ERR internal error (see server log)")
+
+
 class RespConnection(Connection):
     """One client of a RESP server."""
 
@@ -61,9 +81,9 @@ class RespConnection(Connection):
         self.engine = engine
         self.parser = RespParser(max_bulk=max_bulk)
         self.session: Session | None = None
-        # Replies (bytes, or (awaitable, proto)) waiting behind an awaitable, in order.
+        # Replies (bytes, or (future, proto)) waiting behind an unfinished future, in order.
         self._queue: collections.deque = collections.deque()
-        self._flusher: asyncio.Task | None = None
+        self._gone = False  # the connection closed: finished futures are only retrieved
         self._stopped = False  # QUIT or a protocol error: parse nothing more
         self._paused = False  # we paused reading because the queue was full
         self._write_paused = False  # the socket's send buffer is over its high-water mark
@@ -78,8 +98,10 @@ class RespConnection(Connection):
     def on_close(self, exc: Exception | None) -> None:
         if self.session is not None:
             self.engine.close_session(self.session)
-        if self._flusher is not None:
-            self._flusher.cancel()
+        # Queued commands carry on (their futures retrieve themselves in _reply_ready);
+        # their replies have nowhere to go.
+        self._gone = True
+        self._queue.clear()
 
     def on_data(self, data: bytes) -> None:
         self.parser.feed(data)
@@ -136,12 +158,11 @@ class RespConnection(Connection):
                     self._emit(b"".join(out))
                     out = []
                     size = 0
-                pending = asyncio.ensure_future(reply)
-                pending.add_done_callback(_retrieve)
-                queue.append((pending, session.proto))
-                if self._flusher is None:
+                pending = asyncio.ensure_future(reply)  # a coroutine becomes a Task
+                if not queue:
                     self.set_busy(True)
-                    self._flusher = asyncio.ensure_future(self._flush_queue())
+                queue.append((pending, session.proto))
+                pending.add_done_callback(self._reply_ready)
                 if len(queue) >= MAX_PENDING_REPLIES:
                     self._paused = True
                     self.transport.pause_reading()
@@ -174,42 +195,34 @@ class RespConnection(Connection):
             log.exception("cannot encode the reply of %s", self.session.last_command)
             return encode_reply(RespError("ERR internal error (see server log)"), proto)
 
-    async def _flush_queue(self) -> None:
-        """Write queued replies in order, waiting for each awaitable at the head."""
+    def _reply_ready(self, future: asyncio.Future) -> None:
+        """An awaited reply finished: write every finished reply at the head of the queue."""
+        if self._gone:
+            _retrieve(future)
+            return
         queue = self._queue
-        try:
-            while queue:
-                item = queue[0]
-                if isinstance(item, bytes):
-                    data = item
-                else:
-                    pending, proto = item
-                    try:
-                        # shield: if this client goes away we stop waiting, but the
-                        # command itself (say, minidb's shared group commit) carries on.
-                        value = await asyncio.shield(pending)
-                    except RespError as exc:
-                        value = exc
-                    except asyncio.CancelledError:
-                        if not pending.cancelled():
-                            raise  # we were cancelled: the connection closed
-                        value = RespError("ERR command cancelled")
-                    except Exception:
-                        log.exception("command %s failed", self.session.last_command)
-                        value = RespError("ERR internal error (see server log)")
-                    data = b"" if value is NO_REPLY else self._encode(value, proto)
-                queue.popleft()
-                if data:
-                    self.write(data)
-                if self._paused and len(queue) < MAX_PENDING_REPLIES // 2:
-                    self._paused = False
-                    # If the socket is also full, resume_writing will carry on instead.
-                    if not (self._stopped or self._write_paused) and self.transport:
-                        self.transport.resume_reading()
-                        self._run()  # commands that were buffered while we were full
-        finally:
-            self._flusher = None
-            self.set_busy(False)
+        while queue:
+            item = queue[0]
+            if item.__class__ is bytes:
+                data = item
+            else:
+                pending, proto = item
+                if not pending.done():
+                    return  # its own callback carries on from here
+                value = _outcome(pending, self.session.last_command)
+                data = b"" if value is NO_REPLY else self._encode(value, proto)
+            queue.popleft()
+            if data:
+                self.write(data)
+            if self._paused and len(queue) < MAX_PENDING_REPLIES // 2:
+                self._paused = False
+                # If the socket is also full, resume_writing will carry on instead.
+                if not (self._stopped or self._write_paused) and self.transport:
+                    self.transport.resume_reading()
+                    self._run()  # commands that were buffered while we were full
+                    if self._gone:
+                        return
+        self.set_busy(False)
         if self._stopped:
             self.close()
 

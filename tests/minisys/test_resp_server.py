@@ -59,6 +59,20 @@ def make_engine(gate: asyncio.Event | None = None) -> Engine:
 
         return fail()
 
+    @table.command("slowcrash", arity=1)
+    def slowcrash(session, argv):
+        async def crash():
+            await gate.wait()
+            raise ValueError("a handler bug after an await")
+
+        return crash()
+
+    @table.command("cancelled", arity=1)
+    def cancelled(session, argv):
+        future = asyncio.get_running_loop().create_future()
+        future.cancel()
+        return future
+
     return Engine(table, state=store)
 
 
@@ -154,6 +168,22 @@ def test_awaitable_replies_keep_order_and_later_commands_still_run():
             writer.write(b"PING\r\n")
             await read_exactly(reader, b"+PONG\r\n")
             assert not conn.busy
+            writer.close()
+
+    run(main())
+
+
+def test_an_awaited_command_that_crashes_or_is_cancelled_gets_an_error_in_its_place():
+    async def main():
+        gate = asyncio.Event()
+        async with serving(make_engine(gate)) as server:
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(b"SLOWCRASH\r\nCANCELLED\r\nPING\r\n")
+            gate.set()
+            await read_exactly(
+                reader,
+                b"-ERR internal error (see server log)\r\n-ERR command cancelled\r\n+PONG\r\n",
+            )
             writer.close()
 
     run(main())
