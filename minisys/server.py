@@ -28,82 +28,28 @@ event loop per process, and the launcher restarts a process instead of reloading
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from minisys.logs import get_logger, setup_logging
 from minisys.reads import BufferedReads
 
-# The kernel queues this many not-yet-accepted connections. A burst of clients (a load
-# test opening 50 connections at once, or clients arriving while we start) waits here.
-LISTEN_BACKLOG = 1024
+# Re-exported: every layer imports its server settings from here.
+from minisys.serverconfig import (  # noqa: F401
+    LISTEN_BACKLOG,
+    ServerConfig,
+    add_server_arguments,
+    server_config_from_args,
+)
 
 # systemd passes inherited sockets starting at this file descriptor (sd_listen_fds(3)).
 SD_LISTEN_FDS_START = 3
 
 log = get_logger("minisys.server")
-
-
-@dataclass
-class ServerConfig:
-    """What every server can be told on its command line."""
-
-    host: str = "127.0.0.1"
-    port: int = 0
-    # Each connection costs a file descriptor and some buffers; past this we refuse.
-    max_connections: int = 10_000
-    # A connection that sends nothing for this long (and is not mid-request) is closed, so
-    # forgotten clients cannot pin file descriptors forever. 0 turns it off.
-    idle_timeout: float = 300.0
-    # On shutdown, in-flight requests get this long to finish before we cut them off.
-    drain_timeout: float = 10.0
-    log_format: str = "human"
-    log_level: str = "info"
-
-
-def add_server_arguments(parser: argparse.ArgumentParser, *, default_port: int) -> None:
-    """Add the flags every server shares (--host, --port, limits, timeouts, logging)."""
-    d = ServerConfig()
-    group = parser.add_argument_group("server")
-    group.add_argument("--host", default=d.host, help="address to bind (default %(default)s)")
-    group.add_argument(
-        "--port",
-        type=int,
-        default=default_port,
-        help="port to bind; 0 lets the OS pick (default %(default)s)",
-    )
-    group.add_argument("--max-connections", type=int, default=d.max_connections)
-    group.add_argument(
-        "--idle-timeout", type=float, default=d.idle_timeout, help="seconds; 0 = never"
-    )
-    group.add_argument("--drain-timeout", type=float, default=d.drain_timeout)
-    group.add_argument("--log-format", choices=("human", "json"), default=d.log_format)
-    group.add_argument(
-        "--log-level", choices=("debug", "info", "warning", "error"), default=d.log_level
-    )
-
-
-def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
-    """Build a ServerConfig from the flags added by add_server_arguments."""
-    if not 0 <= args.port <= 65535:
-        raise SystemExit(f"--port must be between 0 and 65535, not {args.port}")
-    if args.max_connections < 1:
-        raise SystemExit("--max-connections must be at least 1")
-    return ServerConfig(
-        host=args.host,
-        port=args.port,
-        max_connections=args.max_connections,
-        idle_timeout=args.idle_timeout,
-        drain_timeout=args.drain_timeout,
-        log_format=args.log_format,
-        log_level=args.log_level,
-    )
 
 
 def announce_ready(name: str, where: str) -> None:
@@ -238,10 +184,14 @@ class Server:
         name: str,
         config: ServerConfig,
         protocol_factory: Callable[[], Connection],
+        *,
+        sock: socket.socket | None = None,
     ) -> None:
         self.name = name
         self.config = config
         self.protocol_factory = protocol_factory
+        # A socket already listening (TCP or unix): mq binds before its slow imports.
+        self.sock = sock
         self.connections: set[Connection] = set()
         self.draining = False
         self.accepted = 0
@@ -257,9 +207,9 @@ class Server:
         return conn
 
     async def start(self) -> None:
-        """Bind (or adopt an inherited socket), start accepting, print the READY line."""
+        """Bind (or adopt a socket), start accepting, print the READY line."""
         loop = asyncio.get_running_loop()
-        sock = inherited_socket(self.name)
+        sock = self.sock if self.sock is not None else inherited_socket(self.name)
         if sock is None:
             self._server = await loop.create_server(
                 self._make_protocol,
@@ -268,15 +218,23 @@ class Server:
                 backlog=LISTEN_BACKLOG,
                 reuse_address=True,
             )
+        elif sock.family == socket.AF_UNIX:
+            self._server = await loop.create_unix_server(
+                self._make_protocol, sock=sock, backlog=LISTEN_BACKLOG
+            )
         else:
             self._server = await loop.create_server(
                 self._make_protocol, sock=sock, backlog=LISTEN_BACKLOG
             )
-        self.address = self._server.sockets[0].getsockname()[:2]
+        if sock is not None and sock.family == socket.AF_UNIX:
+            where = f"unix:{sock.getsockname()}"
+        else:
+            self.address = self._server.sockets[0].getsockname()[:2]
+            where = f"{self.address[0]}:{self.address[1]}"
         if self.config.idle_timeout > 0:
             self._sweeper = asyncio.create_task(self._sweep_idle())
-        announce_ready(self.name, f"{self.address[0]}:{self.address[1]}")
-        log.info("%s listening on %s:%s", self.name, *self.address)
+        announce_ready(self.name, where)
+        log.info("%s listening on %s", self.name, where)
 
     async def _sweep_idle(self) -> None:
         # One timer for all connections instead of one per connection: every quarter of the

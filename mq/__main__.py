@@ -15,22 +15,22 @@ its server socket before it reads its binlog).
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 import socket
 import sys
-import time
 
-from minisys.logs import get_logger
-from minisys.server import LISTEN_BACKLOG, Server, run, serve
+# Nothing here imports asyncio: see listen_now.
+from minisys.serverconfig import LISTEN_BACKLOG
 from mq.cli import MqOptions, parse_args
-
-log = get_logger("mq")
 
 
 def listen_now(opts: MqOptions) -> socket.socket | None:
-    """Bind and listen before the slow part of start-up (None: the launcher passed one)."""
+    """Bind and listen before the slow part of start-up (None: the launcher passed one).
+
+    Called before asyncio and the queue are imported, so a harness that connects right
+    after starting us finds a listening socket (about 20 ms sooner than binding after
+    `import asyncio`, of ~100 ms for the whole start here).
+    """
     if opts.unix_path:
         if os.path.exists(opts.unix_path):
             os.unlink(opts.unix_path)  # beanstalkd replaces a stale socket file too
@@ -47,36 +47,17 @@ def listen_now(opts: MqOptions) -> socket.socket | None:
     return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
 
 
-class MqServer(Server):
-    """minisys's Server, serving a socket that `listen_now` bound at start-up."""
-
-    def __init__(self, sock: socket.socket | None, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.sock = sock
-
-    async def start(self) -> None:
-        if self.sock is None:
-            await super().start()
-            return
-        # Server.start's steps for a socket we already hold (it only adopts inherited ones).
-        loop = asyncio.get_running_loop()
-        if self.sock.family == socket.AF_UNIX:
-            self._server = await loop.create_unix_server(self._make_protocol, sock=self.sock)
-            where = f"unix:{self.sock.getsockname()}"
-        else:
-            self._server = await loop.create_server(self._make_protocol, sock=self.sock)
-            self.address = self.sock.getsockname()[:2]
-            where = f"{self.address[0]}:{self.address[1]}"
-        if self.config.idle_timeout > 0:
-            self._sweeper = asyncio.create_task(self._sweep_idle())
-        print(f"READY {self.name} {where}", flush=True)
-        log.info("%s listening on %s", self.name, where)
-
-
-async def main(opts: MqOptions) -> None:
-    sock = listen_now(opts)
+async def main(opts: MqOptions, sock: socket.socket | None) -> None:
     # Imported only now: clients can already connect while the queue loads.
+    import asyncio
+    import signal
+    import time
+
+    from minisys.logs import get_logger
+    from minisys.server import Server, serve
     from mq.server import MqApp
+
+    log = get_logger("mq")
 
     app = MqApp(max_job_size=opts.max_job_size)
     journal = None
@@ -95,7 +76,7 @@ async def main(opts: MqOptions) -> None:
             time.monotonic() - started,
         )
         app = MqApp(max_job_size=opts.max_job_size, journal=journal, queue=app.queue)
-    server = MqServer(sock, "mq", opts.server, app.connection)
+    server = Server("mq", opts.server, app.connection, sock=sock)
     app.server = server
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, app.enter_drain_mode)
 
@@ -110,7 +91,10 @@ def entry() -> int:
     opts = parse_args(sys.argv[1:])
     if opts is None:
         return 0
-    return run(lambda: main(opts), component="mq", config=opts.server)
+    sock = listen_now(opts)
+    from minisys.server import run  # the asyncio half, once the socket listens
+
+    return run(lambda: main(opts, sock), component="mq", config=opts.server)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ import sys
 from dataclasses import dataclass
 
 from minisys.beanstalk.codec import DEFAULT_MAX_JOB_SIZE
-from minisys.server import ServerConfig, add_server_arguments, server_config_from_args
+from minisys.serverconfig import ServerConfig, add_server_arguments, server_config_from_args
+from mq.records import DEFAULT_COMPACT_MIN
 
 DEFAULT_PORT = 11301
 # beanstalkd's -z limit: a job body may not exceed 1 GiB.
@@ -102,8 +103,6 @@ def parse_args(argv: list[str] | None = None) -> MqOptions | None:
         fsync, interval = "interval", args.fsync_ms / 1000
     elif args.fsync is None and args.fsync_ms is None and "-b" in (argv or []):
         fsync, interval = "interval", BEANSTALKD_DEFAULT_FSYNC_MS / 1000
-    from mq.journal import DEFAULT_COMPACT_MIN
-
     return MqOptions(
         server=server_config_from_args(args),
         unix_path=unix_path,

@@ -44,6 +44,7 @@ from minisys.logs import get_logger
 from mq.job import Job
 from mq.queue import Queue
 from mq.records import (
+    DEFAULT_COMPACT_MIN,
     Replay,
     encode_delete,
     encode_meta,
@@ -58,9 +59,6 @@ log = get_logger("mq.journal")
 JOURNAL = "journal"
 COMPACT = "journal.compact"
 LOCK = "lock"
-# Compaction never starts below this file size (beanstalkd's -s / binlog size default):
-# rewriting a small file buys nothing.
-DEFAULT_COMPACT_MIN = 10 * 1024 * 1024
 # Compaction encodes this many jobs per event-loop turn, so clients keep being served.
 COMPACT_CHUNK = 5000
 # Records that need no fsync before a reply wait in memory for at most this many records

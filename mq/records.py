@@ -31,6 +31,11 @@ import zlib
 
 from mq.job import BURIED, DELAYED, READY, RESERVED, Job
 
+# Compaction never starts below this journal size (beanstalkd's -s / binlog size default):
+# rewriting a small file buys nothing. Here, not in journal.py, so that the command line
+# can show it without importing asyncio (see mq/__main__.py on start-up order).
+DEFAULT_COMPACT_MIN = 10 * 1024 * 1024
+
 # A record longer than this is corruption, not data (a job is at most 1 GiB with -z).
 MAX_RECORD = (1 << 30) + 1024
 

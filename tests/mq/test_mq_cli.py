@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mq.cli import BEANSTALKD_DEFAULT_FSYNC_MS, DEFAULT_PORT, parse_args
-from mq.journal import DEFAULT_COMPACT_MIN
+from mq.records import DEFAULT_COMPACT_MIN
 
 
 def test_defaults():
