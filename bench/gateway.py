@@ -220,13 +220,6 @@ def wrk(
     return result
 
 
-def nginx_workers(server: RealServer, workdir: Path, workers: int) -> RealServer:
-    """`server` (from nginx_server, not started) with `worker_processes workers`."""
-    conf = workdir / "nginx.conf"
-    conf.write_text(conf.read_text().replace("worker_processes 1;", f"worker_processes {workers};"))
-    return server
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
@@ -270,8 +263,8 @@ def main() -> int:
             workdir = root / f"nginx{workers}"
             workdir.mkdir()
             http = NGINX_PROXY.format(upstream=upstream, proxy=port)
-            server = nginx_server(workdir, http, port, connections=4096)
-            return stack.enter_context(nginx_workers(server, workdir, workers))
+            server = nginx_server(workdir, http, port, connections=4096, workers=workers)
+            return stack.enter_context(server)
 
         # name -> (port, send the API key?, pid whose CPU is measured)
         targets: dict[str, tuple[int, bool, int]] = {"direct": (upstream, False, 0)}

@@ -350,6 +350,10 @@ class RealServer:
         return self.proc.pid
 
     def start(self) -> RealServer:
+        if self.alive():
+            # A second start would orphan the first process (and its port would pass the
+            # readiness check): `with RealServer(...)` has already started it.
+            raise RuntimeError(f"{self.name} is already running (pid {self.proc.pid})")
         retries = REAL_START_ATTEMPTS - 1 if self._argv_for is not None else 0
         for _ in range(retries):
             try:
@@ -464,7 +468,7 @@ def beanstalkd(*args: str, port: int | None = None) -> RealServer:
 
 
 NGINX_PREAMBLE = """\
-worker_processes 1;
+worker_processes {workers};
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
 events {{ worker_connections {connections}; }}
@@ -481,12 +485,19 @@ http {{
 
 
 def nginx_server(
-    workdir: str | Path, http: str, port: int, *, connections: int = 1024, **kwargs: object
+    workdir: str | Path,
+    http: str,
+    port: int,
+    *,
+    connections: int = 1024,
+    workers: int = 1,
+    **kwargs: object,
 ) -> RealServer:
     """nginx in the foreground with everything (pid, logs, temp files) under `workdir`;
     `http` is the inside of the `http {}` block (upstreams, servers listening on `port`).
     Not started. Its error log is `workdir/error.log`."""
     conf = Path(workdir) / "nginx.conf"
-    conf.write_text(NGINX_PREAMBLE.format(dir=workdir, connections=connections, http=http))
+    text = NGINX_PREAMBLE.format(dir=workdir, connections=connections, workers=workers, http=http)
+    conf.write_text(text)
     argv = ["nginx", "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"]
     return RealServer(argv, port, **kwargs)  # type: ignore[arg-type]
