@@ -1,4 +1,5 @@
-"""Blocking raw protocol clients for byte-level tests: RESP and beanstalkd.
+"""Raw protocol clients for byte-level tests: RESP and beanstalkd (blocking), and one-shot
+asyncio exchanges (bytes to a TCP service, an HTTP request to an admin port).
 
 Where the tests stand: protocol tests send exact bytes to a server (ours, or the real
 redis-server / beanstalkd on the other side of a parametrized fixture) and compare the
@@ -10,6 +11,8 @@ a hung server fails the test instead of hanging it. Re-exported by `minisys.test
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
 
 from minisys.beanstalk.codec import Reply, ReplyParser
@@ -129,3 +132,39 @@ class RawBeanstalkClient(_RawClient):
     def call(self, data: bytes) -> bytes:
         self.send(data)
         return self.raw_line()
+
+
+async def exchange(port: int, message: bytes, host: str = "127.0.0.1") -> bytes:
+    """Send `message`, half-close, and return all the peer sends back before it closes
+    (b"" when it resets the connection instead, as a proxy refusing us does)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(message)
+        writer.write_eof()
+        async with asyncio.timeout(RAW_CLIENT_TIMEOUT):
+            data = await reader.read()
+    except OSError:
+        data = b""
+    writer.close()
+    return data
+
+
+async def http_request(
+    port: int, method: str, path: str, body: bytes = b"", host: str = "127.0.0.1"
+) -> tuple[int, object]:
+    """One `Connection: close` HTTP request: (status, the body as JSON, or raw bytes)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    async with asyncio.timeout(RAW_CLIENT_TIMEOUT):
+        raw = await reader.read()
+    writer.close()
+    head, _, payload = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    try:
+        return status, json.loads(payload)
+    except ValueError:
+        return status, payload

@@ -350,9 +350,7 @@ class RealServer:
         return self.proc.pid
 
     def start(self) -> RealServer:
-        if self.alive():
-            # A second start would orphan the first process (and its port would pass the
-            # readiness check): `with RealServer(...)` has already started it.
+        if self.alive():  # a second process would orphan the first (`with` started it)
             raise RuntimeError(f"{self.name} is already running (pid {self.proc.pid})")
         retries = REAL_START_ATTEMPTS - 1 if self._argv_for is not None else 0
         for _ in range(retries):
@@ -484,20 +482,13 @@ http {{
 """
 
 
-def nginx_server(
-    workdir: str | Path,
-    http: str,
-    port: int,
-    *,
-    connections: int = 1024,
-    workers: int = 1,
-    **kwargs: object,
-) -> RealServer:
+def nginx_server(workdir: str | Path, http: str, port: int, **kwargs: object) -> RealServer:
     """nginx in the foreground with everything (pid, logs, temp files) under `workdir`;
     `http` is the inside of the `http {}` block (upstreams, servers listening on `port`).
-    Not started. Its error log is `workdir/error.log`."""
+    Options: `workers` (1), `connections` (1024) per worker. Not started. Its error log is
+    `workdir/error.log`."""
+    settings = {"workers": kwargs.pop("workers", 1), "connections": kwargs.pop("connections", 1024)}
     conf = Path(workdir) / "nginx.conf"
-    text = NGINX_PREAMBLE.format(dir=workdir, connections=connections, workers=workers, http=http)
-    conf.write_text(text)
+    conf.write_text(NGINX_PREAMBLE.format(dir=workdir, http=http, **settings))
     argv = ["nginx", "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"]
     return RealServer(argv, port, **kwargs)  # type: ignore[arg-type]

@@ -6,41 +6,11 @@ import time
 
 import pytest
 
+from minisys.testclients import exchange, http_request
 from minisys.testing import ServerFailed, ServerProcess, async_wait_until
 
 INTERVAL = 0.1
 FALL = 2
-
-
-async def http(port: int, method: str, path: str, body: bytes = b"") -> tuple[int, object]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(
-        f"{method} {path} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-    raw = await reader.read()
-    writer.close()
-    head, _, payload = raw.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    try:
-        return status, json.loads(payload)
-    except ValueError:
-        return status, payload
-
-
-async def talk(port: int, message: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(message)
-        writer.write_eof()
-        async with asyncio.timeout(10):
-            data = await reader.read()
-    except OSError:
-        # Closed by the lb with our bytes unread: the kernel answers with a reset.
-        data = b""
-    writer.close()
-    return data
 
 
 def backend_named(stats: list, name: str) -> dict:
@@ -63,7 +33,7 @@ def test_killed_backend_is_taken_out_and_admin_controls_the_pool(kit):
         await asyncio.to_thread(proc.start)
         try:
             port, admin = proc.ports["lb"], proc.ports["lb-admin"]
-            replies = {await talk(port, b"hi") for _ in range(4)}
+            replies = {await exchange(port, b"hi") for _ in range(4)}
             assert replies == {b"A:hi", b"B:hi"}
 
             # Kill A: within fall × interval (plus jitter and slack) it is DOWN.
@@ -71,12 +41,12 @@ def test_killed_backend_is_taken_out_and_admin_controls_the_pool(kit):
             killed = time.monotonic()
 
             async def a_is_down():
-                _, stats = await http(admin, "GET", "/backends")
+                _, stats = await http_request(admin, "GET", "/backends")
                 return backend_named(stats, name_a)["health"] == "DOWN"
 
             await async_wait_until(a_is_down, timeout=10)
             assert time.monotonic() - killed <= FALL * INTERVAL * 1.1 + INTERVAL + 2.0
-            _, stats = await http(admin, "GET", "/backends")
+            _, stats = await http_request(admin, "GET", "/backends")
             down = backend_named(stats, name_a)
             failures = down["connect_failures"]
             # Health history on the stats page: the failed checks and the way down.
@@ -86,39 +56,39 @@ def test_killed_backend_is_taken_out_and_admin_controls_the_pool(kit):
             assert down["bytes_in"] == down["bytes_out"] - 2 * down["total"] > 0
             # Every client is served (by B) and A gets no new connect attempts.
             for i in range(10):
-                assert await talk(port, b"%d" % i) == b"B:%d" % i
-            _, stats = await http(admin, "GET", "/backends")
+                assert await exchange(port, b"%d" % i) == b"B:%d" % i
+            _, stats = await http_request(admin, "GET", "/backends")
             assert backend_named(stats, name_a)["connect_failures"] == failures
 
             # Drain B: no backend left, new clients are closed; enable: served again.
-            status, doc = await http(admin, "POST", f"/backends/{name_b}/drain")
+            status, doc = await http_request(admin, "POST", f"/backends/{name_b}/drain")
             assert status == 200 and doc["status"] == "DRAIN"
-            assert await talk(port, b"x") == b""
-            status, doc = await http(admin, "POST", f"/backends/{name_b}/enable")
+            assert await exchange(port, b"x") == b""
+            status, doc = await http_request(admin, "POST", f"/backends/{name_b}/enable")
             assert status == 200 and doc["admin"] == "ENABLED"
-            assert await talk(port, b"y") == b"B:y"
+            assert await exchange(port, b"y") == b"B:y"
 
             # Add C at runtime, then remove it.
             c = await kit.EchoBackend(b"C:").start()
             name_c = f"127.0.0.1:{c.port}"
             body = json.dumps({"address": name_c, "weight": 1}).encode()
-            status, doc = await http(admin, "POST", "/backends", body)
+            status, doc = await http_request(admin, "POST", "/backends", body)
             assert status == 201 and doc["name"] == name_c
-            assert (await http(admin, "POST", "/backends", body))[0] == 409
-            assert {await talk(port, b"z") for _ in range(4)} == {b"B:z", b"C:z"}
-            status, _ = await http(admin, "DELETE", f"/backends/{name_c}")
+            assert (await http_request(admin, "POST", "/backends", body))[0] == 409
+            assert {await exchange(port, b"z") for _ in range(4)} == {b"B:z", b"C:z"}
+            status, _ = await http_request(admin, "DELETE", f"/backends/{name_c}")
             assert status == 200
-            assert {await talk(port, b"w") for _ in range(3)} == {b"B:w"}
+            assert {await exchange(port, b"w") for _ in range(3)} == {b"B:w"}
 
             # Errors in the protocol's own form.
-            assert (await http(admin, "GET", "/backends/10.0.0.1:1"))[0] == 404
-            assert (await http(admin, "PUT", f"/backends/{name_b}/drain"))[0] == 405
-            assert (await http(admin, "POST", "/backends", b"{"))[0] == 400
+            assert (await http_request(admin, "GET", "/backends/10.0.0.1:1"))[0] == 404
+            assert (await http_request(admin, "PUT", f"/backends/{name_b}/drain"))[0] == 405
+            assert (await http_request(admin, "POST", "/backends", b"{"))[0] == 400
 
             # Stats and Prometheus text agree on the counters.
-            _, stats = await http(admin, "GET", "/stats")
+            _, stats = await http_request(admin, "GET", "/stats")
             assert stats["lb"]["accepted"] >= 20
-            _, metrics = await http(admin, "GET", "/metrics")
+            _, metrics = await http_request(admin, "GET", "/metrics")
             text = metrics.decode()
             assert f'lb_backend_up{{backend="{name_a}"}} 0' in text
             assert f'lb_backend_up{{backend="{name_b}"}} 1' in text

@@ -10,38 +10,10 @@ import sys
 import pytest
 
 from lb.fanout import merge_backend_lists, merge_metrics, merge_stats
+from minisys.testclients import exchange, http_request
 from minisys.testing import REPO_ROOT, ServerProcess, async_wait_until, pid_alive
 
 WORKERS = 2
-
-
-async def http(port: int, method: str, path: str, body: bytes = b"") -> tuple[int, object]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(
-        f"{method} {path} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-    raw = await reader.read()
-    writer.close()
-    head, _, payload = raw.partition(b"\r\n\r\n")
-    try:
-        return int(head.split(b" ", 2)[1]), json.loads(payload)
-    except ValueError:
-        return int(head.split(b" ", 2)[1]), payload
-
-
-async def talk(port: int, message: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(message)
-        writer.write_eof()
-        async with asyncio.timeout(10):
-            data = await reader.read()
-    except OSError:
-        data = b""
-    writer.close()
-    return data
 
 
 async def start_lb(*backends: str, extra: tuple = ()) -> ServerProcess:
@@ -55,7 +27,7 @@ async def start_lb(*backends: str, extra: tuple = ()) -> ServerProcess:
 
 
 async def worker_pids(admin: int) -> list[int]:
-    status, stats = await http(admin, "GET", "/stats")
+    status, stats = await http_request(admin, "GET", "/stats")
     if status == 503:  # every worker is restarting
         return []
     return [w["pid"] for w in stats["lb"]["workers"]]
@@ -69,9 +41,9 @@ def test_every_worker_serves_and_admin_changes_reach_all(kit):
         proc = await start_lb(name_a, name_b, extra=("--algorithm", "roundrobin"))
         try:
             port, admin = proc.ports["lb"], proc.ports["lb-admin"]
-            replies = [await talk(port, b"%d" % i) for i in range(40)]
+            replies = [await exchange(port, b"%d" % i) for i in range(40)]
             assert all(r in (b"A:%d" % i, b"B:%d" % i) for i, r in enumerate(replies))
-            _, stats = await http(admin, "GET", "/stats")
+            _, stats = await http_request(admin, "GET", "/stats")
             workers = stats["lb"]["workers"]
             assert len(workers) == WORKERS and stats["lb"]["workers_answering"] == WORKERS
             # The kernel spread the 40 connections over both workers' sockets.
@@ -82,28 +54,28 @@ def test_every_worker_serves_and_admin_changes_reach_all(kit):
             assert len(backends[name_a]["workers"]) == WORKERS
 
             # Drain B through the master: no worker sends it new clients.
-            status, doc = await http(admin, "POST", f"/backends/{name_b}/drain")
+            status, doc = await http_request(admin, "POST", f"/backends/{name_b}/drain")
             assert status == 200 and doc["status"] == "DRAIN"
             assert [w["status"] for w in doc["workers"]] == ["DRAIN"] * WORKERS
-            assert {await talk(port, b"x") for _ in range(20)} == {b"A:x"}
+            assert {await exchange(port, b"x") for _ in range(20)} == {b"A:x"}
 
             # Add C, remove A: every worker agrees.
             c = await kit.EchoBackend(b"C:").start()
             name_c = f"127.0.0.1:{c.port}"
             body = json.dumps({"address": name_c}).encode()
-            assert (await http(admin, "POST", "/backends", body))[0] == 201
-            assert (await http(admin, "POST", "/backends", body))[0] == 409
-            assert (await http(admin, "DELETE", f"/backends/{name_a}"))[0] == 200
-            assert {await talk(port, b"y") for _ in range(20)} == {b"C:y"}
-            _, listed = await http(admin, "GET", "/backends")
+            assert (await http_request(admin, "POST", "/backends", body))[0] == 201
+            assert (await http_request(admin, "POST", "/backends", body))[0] == 409
+            assert (await http_request(admin, "DELETE", f"/backends/{name_a}"))[0] == 200
+            assert {await exchange(port, b"y") for _ in range(20)} == {b"C:y"}
+            _, listed = await http_request(admin, "GET", "/backends")
             assert {x["name"]: x["status"] for x in listed} == {name_b: "DRAIN", name_c: "UP"}
 
             # Errors come from the workers, unchanged.
-            assert (await http(admin, "GET", "/backends/10.0.0.1:1"))[0] == 404
-            assert (await http(admin, "PUT", f"/backends/{name_b}/drain"))[0] == 405
+            assert (await http_request(admin, "GET", "/backends/10.0.0.1:1"))[0] == 404
+            assert (await http_request(admin, "PUT", f"/backends/{name_b}/drain"))[0] == 405
 
             # Prometheus: every sample labelled with its worker.
-            _, metrics = await http(admin, "GET", "/metrics")
+            _, metrics = await http_request(admin, "GET", "/metrics")
             text = metrics.decode()
             for i in range(WORKERS):
                 assert f'lb_backend_up{{worker="{i}",backend="{name_c}"}} 1' in text
@@ -125,7 +97,7 @@ def test_a_killed_worker_is_replaced_and_a_killed_master_leaves_no_orphans(kit):
         proc = await start_lb(name_a, name_b)
         try:
             port, admin = proc.ports["lb"], proc.ports["lb-admin"]
-            assert (await http(admin, "POST", f"/backends/{name_a}/disable"))[0] == 200
+            assert (await http_request(admin, "POST", f"/backends/{name_a}/disable"))[0] == 200
             before = await worker_pids(admin)
             os.kill(before[0], signal.SIGKILL)
 
@@ -135,10 +107,10 @@ def test_a_killed_worker_is_replaced_and_a_killed_master_leaves_no_orphans(kit):
 
             await async_wait_until(replaced, timeout=15)
             # The replacement got the admin change: A stays out of rotation everywhere.
-            _, doc = await http(admin, "GET", f"/backends/{name_a}")
+            _, doc = await http_request(admin, "GET", f"/backends/{name_a}")
             assert [w["status"] for w in doc["workers"]] == ["MAINT"] * WORKERS
-            assert {await talk(port, b"z") for _ in range(20)} == {b"B:z"}
-            _, stats = await http(admin, "GET", "/stats")
+            assert {await exchange(port, b"z") for _ in range(20)} == {b"B:z"}
+            _, stats = await http_request(admin, "GET", "/stats")
             assert stats["lb"]["worker_restarts"] == 1
             pids = await worker_pids(admin)
             # Now kill the master itself: the kernel tells the workers (PR_SET_PDEATHSIG),
@@ -169,7 +141,7 @@ def test_sigterm_drains_every_worker_and_a_crash_loop_exits_loudly(kit):
                 held.append(await asyncio.open_connection("127.0.0.1", port))
                 held[-1][1].write(b"hi")
                 assert await held[-1][0].readexactly(2) == b"hi"
-                _, stats = await http(admin, "GET", "/stats")
+                _, stats = await http_request(admin, "GET", "/stats")
                 if all(w["active"] > 0 for w in stats["lb"]["workers"]):
                     break
             else:
@@ -270,7 +242,7 @@ def test_workers_share_a_socket_passed_down_by_the_launcher(kit):
                 while not (line := await proc.stdout.readline()).startswith(b"READY lb "):
                     assert line, "the lb exited before READY"
             assert line.split()[2] == f"127.0.0.1:{port}".encode()
-            assert {await talk(port, b"%d" % i) for i in range(10)} == {
+            assert {await exchange(port, b"%d" % i) for i in range(10)} == {
                 b"E:%d" % i for i in range(10)
             }
             proc.send_signal(signal.SIGTERM)
