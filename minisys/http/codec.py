@@ -133,6 +133,9 @@ class _Parser:
         self._trailer_bytes = 0
         self._eof = False
         self._error: HttpError | None = None
+        # _next_whole: the head whose body is still arriving, and that body so far.
+        self.current: RequestHead | ResponseHead | None = None
+        self._parts: list[bytes] = []
 
     # --- input ---------------------------------------------------------------------------
 
@@ -180,6 +183,39 @@ class _Parser:
             self.state = ERROR
             self._error = self._wrap_error(exc)
             raise self._error from None
+
+    def _next_whole(self) -> tuple[RequestHead | ResponseHead, bytes] | None:
+        """The hot path of both sides: the next whole message as (head, body), without
+        Data and EndOfMessage objects when the body is already here. Interim responses
+        (1xx but 101) are skipped; trailer fields dropped."""
+        while True:
+            event = self.next_event()
+            if event is None:
+                return None
+            kind = type(event)
+            if kind is RequestHead or kind is ResponseHead:
+                if kind is ResponseHead and event.status < 200 and event.status != 101:  # type: ignore[union-attr]
+                    continue
+                if self.state is EOM:  # no body: skip the EndOfMessage event
+                    self.state = HEAD
+                    return event, b""  # type: ignore[return-value]
+                body = self._whole_length_body()
+                if body is not None:
+                    return event, body  # type: ignore[return-value]
+                self.current = event  # type: ignore[assignment]
+                self._parts = []
+            elif kind is Data:
+                self._parts.append(event.data)  # type: ignore[union-attr]
+            elif kind is EndOfMessage:
+                head = self.current
+                if head is None:
+                    continue
+                self.current = None
+                parts = self._parts
+                self._parts = []
+                return head, parts[0] if len(parts) == 1 else b"".join(parts)
+            else:
+                return None
 
     def _wrap_error(self, exc: HttpError) -> HttpError:
         return exc
@@ -370,8 +406,6 @@ class RequestParser(_Parser):
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         super().__init__(limits)
-        self.current: RequestHead | None = None  # head whose body is still arriving
-        self._parts: list[bytes] = []
 
     @property
     def closed(self) -> bool:
@@ -383,31 +417,7 @@ class RequestParser(_Parser):
 
         Trailer fields of chunked bodies are dropped. Raises HttpError like next_event.
         """
-        while True:
-            event = self.next_event()
-            if event is None:
-                return None
-            kind = type(event)
-            if kind is RequestHead:
-                if self.state is EOM:  # no body: skip the EndOfMessage event
-                    self.state = HEAD
-                    return event, b""  # type: ignore[return-value]
-                body = self._whole_length_body()
-                if body is not None:
-                    return event, body  # type: ignore[return-value]
-                self.current = event  # type: ignore[assignment]
-                self._parts = []
-            elif kind is Data:
-                self._parts.append(event.data)  # type: ignore[union-attr]
-            elif kind is EndOfMessage:
-                head = self.current
-                assert head is not None
-                self.current = None
-                parts = self._parts
-                self._parts = []
-                return head, parts[0] if len(parts) == 1 else b"".join(parts)
-            else:
-                return None
+        return self._next_whole()  # type: ignore[return-value]
 
     def _next_head(self) -> Event | None:
         lines = self._find_head()
@@ -434,9 +444,6 @@ class ResponseParser(_Parser):
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         super().__init__(limits)
         self._methods: deque[str] = deque()
-        # next_response: the head whose body is still arriving, and that body so far.
-        self._current: ResponseHead | None = None
-        self._parts: list[bytes] = []
 
     def expect_response(self, method: str) -> None:
         """Record that a request with `method` was sent (HEAD responses have no body)."""
@@ -450,38 +457,10 @@ class ResponseParser(_Parser):
     def next_response(self) -> tuple[ResponseHead, bytes] | None:
         """The next final response as (head, body), or None if more bytes are needed.
 
-        The client's hot path, like `RequestParser.next_message`: no Data and
-        EndOfMessage objects for a whole response. Interim 1xx responses (but 101) are
-        skipped, trailer fields dropped. Raises HttpError (502) like next_event.
+        Interim 1xx responses (but 101) are skipped, trailer fields dropped. Raises
+        HttpError (502) like next_event.
         """
-        while True:
-            event = self.next_event()
-            if event is None:
-                return None
-            kind = type(event)
-            if kind is ResponseHead:
-                if event.status < 200 and event.status != 101:  # type: ignore[union-attr]
-                    continue
-                if self.state is EOM:  # no body: skip the EndOfMessage event
-                    self.state = HEAD
-                    return event, b""  # type: ignore[return-value]
-                body = self._whole_length_body()
-                if body is not None:
-                    return event, body  # type: ignore[return-value]
-                self._current = event  # type: ignore[assignment]
-                self._parts = []
-            elif kind is Data:
-                self._parts.append(event.data)  # type: ignore[union-attr]
-            elif kind is EndOfMessage:
-                head = self._current
-                if head is None:
-                    continue
-                self._current = None
-                parts = self._parts
-                self._parts = []
-                return head, parts[0] if len(parts) == 1 else b"".join(parts)
-            else:
-                return None
+        return self._next_whole()  # type: ignore[return-value]
 
     def _wrap_error(self, exc: HttpError) -> HttpError:
         # A broken response is the upstream's fault: a gateway answers it with 502.
