@@ -11,10 +11,11 @@ works against mq and against a real beanstalkd alike.
     job = await client.reserve(timeout=5)        # Job(id, body) or None on TIMED_OUT
     await client.delete(job.id)
 
-Pipelining-safe: requests are written at once and their futures queued in order; replies
-resolve them in the same order (beanstalkd answers each connection's requests serially).
-So `await asyncio.gather(*(client.put(b) for b in bodies))` sends every put before the
-first reply comes back. A reserve blocks the requests behind it, as on the server.
+Pipelining-safe: each request's future is queued in order and replies resolve them in the
+same order (beanstalkd answers each connection's requests serially). Requests made in one
+turn of the event loop go out together in one write at the start of the next turn, so
+`await asyncio.gather(*(client.put(b) for b in bodies))` sends every put in one packet
+before the first reply comes back. A reserve blocks the requests behind it, as on the server.
 
 Reconnects: when the connection drops, requests in flight fail with ConnectionError (a put
 may or may not have happened: the caller decides whether to retry); the next request
@@ -41,6 +42,7 @@ from urllib.parse import urlsplit
 
 from minisys.beanstalk import codec
 from minisys.beanstalk.codec import Reply, ReplyParser
+from minisys.reads import BufferedReads
 
 DEFAULT_PORT = 11300
 DEFAULT_PRIORITY = 1024
@@ -75,16 +77,53 @@ def parse_beanstalk_url(url: str) -> tuple[str, int]:
     return parts.hostname or "127.0.0.1", parts.port or DEFAULT_PORT
 
 
-class _ReplyProtocol(asyncio.Protocol):
+class _ReplyProtocol(BufferedReads):
+    """One socket: requests go out in batches, replies come back matched to waiters.
+
+    Reads land in the shared per-thread buffer (`minisys/reads.py`) rather than a fresh
+    256 KiB bytes per read."""
+
     def __init__(self) -> None:
         self.parser = ReplyParser()
         self.waiters: collections.deque[asyncio.Future[Reply]] = collections.deque()
+        self.outgoing: list[bytes] = []  # requests not yet handed to the socket
+        self.flush_scheduled = False
         self.transport: asyncio.Transport | None = None
         self.lost = False
+        self.loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+
+    def send(self, request: bytes) -> asyncio.Future[Reply]:
+        """Queue one request; its reply's future.
+
+        The bytes are written at the start of the event loop's next turn together with
+        every other request queued meanwhile: thirty orders that each put a job in the
+        same turn cost mq one read (and one journal batch) instead of thirty, and us one
+        send. Measured with coroutines putting on one shared connection (CPU µs per put of
+        the mq process with --fsync always, /proc/<pid>/stat): 32 coroutines 38 → 27 µs
+        (puts/s 5,200 → 9,400), 4 coroutines 133 → 61 µs. The cost: a request waits for
+        the current turn to finish (microseconds)."""
+        fut: asyncio.Future[Reply] = self.loop.create_future()
+        self.waiters.append(fut)
+        self.outgoing.append(request)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
+        return fut
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        out = self.outgoing
+        if not out:
+            return
+        self.outgoing = []
+        transport = self.transport
+        if self.lost or transport is None or transport.is_closing():
+            return  # their waiters fail in connection_lost
+        transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def data_received(self, data: bytes) -> None:
         self.parser.feed(data)
@@ -100,6 +139,7 @@ class _ReplyProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self.outgoing.clear()
         self._fail(ConnectionError(f"beanstalk connection lost: {exc or 'closed by peer'}"))
 
     def _fail(self, exc: Exception) -> None:
@@ -165,12 +205,7 @@ class BeanstalkClient:
                 setup.append(codec.encode_command("watch", tube))
         if "default" not in self._watching:
             setup.append(codec.encode_command("ignore", "default"))
-        futures = []
-        for request in setup:
-            fut = loop.create_future()
-            proto.waiters.append(fut)
-            proto.transport.write(request)
-            futures.append(fut)
+        futures = [proto.send(request) for request in setup]
         self._proto = proto
         for fut in futures:
             await fut
@@ -180,10 +215,7 @@ class BeanstalkClient:
         proto = await self._ensure()
         while len(proto.waiters) >= MAX_IN_FLIGHT:
             await asyncio.wait({proto.waiters[0]})
-        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        proto.waiters.append(fut)
-        assert proto.transport is not None
-        proto.transport.write(request)
+        fut = proto.send(request)
         try:
             reply = await fut
         except asyncio.CancelledError:
@@ -199,6 +231,7 @@ class BeanstalkClient:
         self._closed = True
         proto = self._proto
         if proto is not None and proto.transport is not None:
+            proto.flush()  # requests queued this turn still go out, as if written at once
             proto.transport.close()
         self._proto = None
 
