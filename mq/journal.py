@@ -230,18 +230,17 @@ class Journal:
                 self._inflight = True
                 loop = asyncio.get_running_loop()
                 fut = loop.run_in_executor(None, _write_and_sync, self._fd, data)
-                fut.add_done_callback(lambda f: self._written(f, upto))
+                fut.add_done_callback(lambda f: self._written(f.exception(), upto))
                 return
             # Redis's way (appendfsync always): sync right here, in the loop. Requests that
             # arrive meanwhile wait in the kernel and are all handled in the next turn, so
             # they share the next fsync: group commit without a thread hop per batch.
-            fut = asyncio.get_running_loop().create_future()
             try:
                 _write_and_sync(self._fd, data)
-                fut.set_result(None)
             except OSError as exc:
-                fut.set_exception(exc)
-            self._written(fut, upto)
+                self._written(exc, upto)
+            else:
+                self._written(None, upto)
             return
         # Nothing here needs an fsync before a reply (a reserve, a TTR timeout): write it
         # now; the next fsync, whoever triggers it, covers it too.
@@ -252,9 +251,8 @@ class Journal:
             self._maybe_sync()
         self._maybe_compact()
 
-    def _written(self, fut: asyncio.Future, upto: int) -> None:
+    def _written(self, exc: BaseException | None, upto: int) -> None:
         self._inflight = False
-        exc = fut.exception()
         if exc is not None:
             # Like Redis with appendfsync always: a journal we cannot write is fatal,
             # because acknowledging jobs we may lose would be a lie.

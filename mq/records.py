@@ -44,6 +44,7 @@ STATE_CODES = {READY: 0, RESERVED: 1, DELAYED: 2, BURIED: 3}
 STATE_NAMES = {code: name for name, code in STATE_CODES.items()}
 
 _HEAD = struct.Struct(">II")
+_U32 = struct.Struct(">I")
 _META = struct.Struct(">BIQ")
 _PUT = struct.Struct(">BQIIIddBIIIIIHI")
 _STATE = struct.Struct(">BQIIdBIIIII")
@@ -51,8 +52,8 @@ _DELETE = struct.Struct(">BQ")
 
 
 def _frame(payload: bytes) -> bytes:
-    length = _HEAD.pack(0, len(payload))[4:]
-    return struct.pack(">I", zlib.crc32(payload, zlib.crc32(length))) + length + payload
+    length = _U32.pack(len(payload))
+    return _U32.pack(zlib.crc32(payload, zlib.crc32(length))) + length + payload
 
 
 def encode_meta(generation: int, next_id: int) -> bytes:

@@ -70,6 +70,9 @@ class MqApp:
         self.started = time.time()
         self.instance_id = os.urandom(8).hex()
         self.conns: dict[int, BeanstalkConnection] = {}
+        # Connections with replies held for the journal, in the order they began to wait:
+        # a sync visits these, not every connection.
+        self.holding: dict[BeanstalkConnection, None] = {}
         self.server: Server | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.timer_at = math.inf  # when the tick timer fires (inf: not armed)
@@ -138,9 +141,8 @@ class MqApp:
         self._schedule(force=True)
 
     def _durable(self, seq: int) -> None:
-        for conn in list(self.conns.values()):
-            if conn.held:
-                conn.release_held(seq)
+        for conn in list(self.holding):
+            conn.release_held(seq)
 
     def enter_drain_mode(self) -> None:
         """SIGUSR1: refuse new jobs from now on (beanstalkd never leaves this mode)."""
@@ -189,6 +191,7 @@ class BeanstalkConnection(Connection):
             # beanstalkd allocated the job (and its id) when it read the put line.
             self.app.queue.burn_id()
         self.app.conns.pop(self.client.id, None)
+        self.app.holding.pop(self, None)
         self.app.queue.disconnect(self.client, time.time())
         self.app.pump()
 
@@ -282,8 +285,10 @@ class BeanstalkConnection(Connection):
             out.clear()
             journal = self.app.journal
             if journal is not None and (self.held or journal.need_seq > journal.durable_seq):
+                if not self.held:
+                    self.app.holding[self] = None
+                    self.set_busy(True)
                 self.held.append((journal.need_seq, data))
-                self.set_busy(True)
                 journal.kick()
             elif not self._closing:
                 self.transport.write(data)  # type: ignore[union-attr]  # self.write, inline
@@ -295,6 +300,7 @@ class BeanstalkConnection(Connection):
         while held and held[0][0] <= durable:
             self.write(held.popleft()[1])
         if not held:
+            self.app.holding.pop(self, None)
             self.set_busy(False)
             if self._quit:
                 self.close()
