@@ -6,7 +6,12 @@ import asyncio
 
 import pytest
 
-from minisys.beanstalk.client import BeanstalkClient, DeadlineSoon, parse_beanstalk_url
+from minisys.beanstalk.client import (
+    BeanstalkClient,
+    BeanstalkTimeout,
+    DeadlineSoon,
+    parse_beanstalk_url,
+)
 from minisys.testing import async_wait_until
 
 
@@ -97,6 +102,49 @@ def test_every_worker_and_inspection_call(server):
         assert not await client.touch(job_id) and not await client.release(job_id)
         assert not await client.bury(job_id) and not await client.kick_job(job_id)
         assert await client.peek(job_id) is None and await client.reserve_job(job_id) is None
+        await client.close()
+
+    asyncio.run(main())
+
+
+def test_read_timeout_fails_every_waiting_call_and_reconnects():
+    """A server that never answers: both pipelined puts fail, the next call reconnects."""
+
+    async def main() -> None:
+        accepted = []
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.append(writer)
+            await reader.read()  # read and never answer
+
+        srv = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        client = await BeanstalkClient.connect("127.0.0.1", port, read_timeout=0.2)
+        results = await asyncio.gather(client.put(b"a"), client.put(b"b"), return_exceptions=True)
+        assert all(isinstance(r, BeanstalkTimeout) for r in results), results
+        assert isinstance(results[0], TimeoutError) and isinstance(results[0], ConnectionError)
+        with pytest.raises(BeanstalkTimeout):
+            await client.put(b"c")
+        assert len(accepted) == 2  # the timed-out connection was dropped, a new one made
+        await client.close()
+        for writer in accepted:
+            writer.close()
+        srv.close()
+        await srv.wait_closed()
+
+    asyncio.run(main())
+
+
+def test_read_timeout_spares_a_waiting_reserve_and_the_calls_behind_it(server):
+    async def main() -> None:
+        client = await BeanstalkClient.connect("127.0.0.1", server.port, read_timeout=0.3)
+        await client.use("rt-empty")
+        await client.watch_only("rt-empty")
+        # TIMED_OUT comes after a second, well past read_timeout: no BeanstalkTimeout, and the
+        # put queued behind the reserve gets its own read_timeout once the reserve is answered.
+        job, job_id = await asyncio.gather(client.reserve(timeout=1), client.put(b"x"))
+        assert job is None and job_id > 0
+        assert (await client.reserve(timeout=0)).id == job_id
         await client.close()
 
     asyncio.run(main())
