@@ -152,8 +152,9 @@ class _ReplyProtocol(BufferedReads):
         """One timer per connection, not one per call: it fires when the head reply is due
         and re-arms for the next. The head's clock starts no earlier than the last reserve's
         reply (`replied_at`), so requests queued behind a long reserve get their full
-        read_timeout once it is answered. Saves the caller an `asyncio.timeout` per call
-        (≈7 µs each, measured on the RESP client)."""
+        read_timeout once it is answered. Saves the caller an `asyncio.timeout` per call:
+        16 coroutines putting on one connection cost the client 15 µs CPU per put with
+        `asyncio.timeout` around each, 8 µs with read_timeout (7.5 µs with neither)."""
         self.watchdog = None
         if not self.deadlines or self.lost or self.read_timeout is None:
             return
