@@ -123,6 +123,44 @@ def test_the_server_replies_only_after_an_fsync_covers_the_write(db_dir, opener)
     durability.close()
 
 
+class RecordingFsync(Faults):
+    """Notes which thread each fsync ran in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def before_fsync(self) -> None:
+        self.threads.append(threading.current_thread().name)
+
+
+def test_fast_fsyncs_run_on_the_event_loop_and_still_ack_only_after_them(db_dir, opener):
+    faults = RecordingFsync()
+    db = opener(fsync="always", faults=faults)
+    durability = Durability(db)
+
+    async def scenario() -> None:
+        # The first fsync is measured in the thread; then a fast one stays on the loop.
+        assert await durability.after(db.apply([(b"a", b"1")]), "a") == "a"
+        assert faults.threads[-1].startswith("minidb-fsync")
+        durability._disk_seconds = 0.0
+        lsn = db.apply([(b"b", b"2")])
+        second = durability.after(lsn, "b")
+        third = durability.after(db.apply([(b"c", b"3")]), "c")
+        assert not second.done() and db.commit.synced < lsn
+        fsyncs = db.commit.fsyncs
+        assert await asyncio.gather(second, third) == ["b", "c"]
+        assert db.commit.fsyncs == fsyncs + 1  # one fsync on the loop covered both
+        assert faults.threads[-1] == threading.main_thread().name
+        # Slow again: the next fsync is back in the thread.
+        durability._disk_seconds = 10.0
+        assert await durability.after(db.apply([(b"d", b"4")]), "d") == "d"
+        assert faults.threads[-1].startswith("minidb-fsync")
+
+    asyncio.run(scenario())
+    durability.close()
+
+
 def test_without_fsync_always_the_server_replies_at_once(db_dir, opener):
     for policy in ("everysec", "no"):
         db = opener(db_dir / policy, fsync=policy)
@@ -139,6 +177,7 @@ def test_when_fsyncs_are_slow_the_next_one_gathers_the_released_writers(db_dir, 
         fsyncs = db.commit.fsyncs
         # Slow fsyncs, writers that come back fast: hold the next fsync for all three.
         durability._fsync_seconds, durability._return_seconds = 10.0, 0.0
+        durability._disk_seconds = 10.0  # and too slow to run on the event loop
         second = [durability.after(db.apply([(b"b%d" % i, b"v")]), i) for i in range(2)]
         await asyncio.sleep(0)
         await asyncio.sleep(0)
