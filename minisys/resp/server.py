@@ -104,20 +104,21 @@ class RespConnection(Connection):
         self._queue.clear()
 
     def on_data(self, data: bytes) -> None:
-        self.parser.feed(data)
-        self._run()
+        self.data_received(data)
 
-    def data_received(self, data: bytes) -> None:
-        # The kernel's data_received counts activity, then calls on_data; doing both
-        # here saves a call on the hottest path (one per read, so one per request
-        # without pipelining).
-        self._activity += 1
-        self.parser.feed(data)
-        self._run()
+    def data_received(self, data: bytes = b"") -> None:
+        """Execute every complete command buffered (after `data`); write the replies at once.
 
-    def _run(self) -> None:
-        """Execute every complete command already buffered; write the replies at once."""
+        The transport calls this for each read; the pause/resume paths call it without
+        data to carry on with commands already buffered. It also counts the read for the
+        idle timeout, as the kernel's data_received would. One method for both, rather than
+        data_received calling a loop method, saves a call per read (one per request without
+        pipelining): ~330 of ~25,800 instructions per GET read under callgrind.
+        """
         parser = self.parser
+        if data:
+            self._activity += 1
+            parser.feed(data)
         session = self.session
         execute = self.engine.execute
         queue = self._queue
@@ -176,8 +177,9 @@ class RespConnection(Connection):
             data = out[0] if len(out) == 1 else b"".join(out)
             if queue:
                 queue.append(data)
-            else:
-                self.write(data)
+            elif not self._closing:
+                # Connection.write inlined (we only run once connected): a call less per read.
+                self.transport.write(data)
         if self._stopped and not queue:
             self.close()
 
@@ -219,7 +221,7 @@ class RespConnection(Connection):
                 # If the socket is also full, resume_writing will carry on instead.
                 if not (self._stopped or self._write_paused) and self.transport:
                     self.transport.resume_reading()
-                    self._run()  # commands that were buffered while we were full
+                    self.data_received()  # commands that were buffered while we were full
                     if self._gone:
                         return
         self.set_busy(False)
@@ -237,7 +239,7 @@ class RespConnection(Connection):
         # Stay paused while the reply queue is full, or its bound would mean nothing.
         if not self._paused:
             super().resume_writing()
-            self._run()  # commands already buffered when we paused
+            self.data_received()  # commands already buffered when we paused
 
 
 class RespServer(Server):
