@@ -52,6 +52,13 @@ MAX_UNAUTH_BULK = 16 * 1024
 # b"$0\r\n" … b"$99\r\n" → 0 … 99: the bulk headers of short arguments, parsed once.
 _SHORT_HEADERS = {b"$%d\r\n" % n: n for n in range(100)}
 _SHORT_MAX = 99  # the longest argument _SHORT_HEADERS describes
+# The five bytes where a short argument starts → its length: b"$16\r\n" → 16, and for
+# one-digit lengths the header plus whichever byte follows it: b"$3\r\nG" → 3. One slice
+# and one lookup per argument, where trying 4 bytes then 5 cost a failed lookup for every
+# 10–99 byte argument (callgrind: GET of a 16-byte key, ~13,900 → ~12,900 instructions
+# per read). 2,650 entries, ~200 KB, built once.
+_SHORT_STARTS = {b"$%d\r\n" % n: n for n in range(10, 100)}
+_SHORT_STARTS.update({b"$%d\r\n%c" % (n, c): n for n in range(10) for c in range(256)})
 # b"*1\r\n" … b"*9\r\n": most commands have fewer than ten arguments (and pass the
 # unauthenticated limit of ten).
 _SHORT_COUNTS = {b"*%d\r\n" % n: n for n in range(1, 10)}
@@ -155,14 +162,10 @@ class RespParser:
             pos += 4
             args = []
             while count:
-                n = _SHORT_HEADERS.get(buf[pos : pos + 4])  # "$0\r\n" … "$9\r\n"
-                if n is not None:
-                    pos += 4
-                else:
-                    n = _SHORT_HEADERS.get(buf[pos : pos + 5])  # "$10\r\n" … "$99\r\n"
-                    if n is None:
-                        break
-                    pos += 5
+                n = _SHORT_STARTS.get(buf[pos : pos + 5])
+                if n is None:
+                    break
+                pos += 4 if n < 10 else 5
                 stop = pos + n
                 if stop + 2 > end:
                     break
