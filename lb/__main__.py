@@ -22,12 +22,12 @@ from lb.proxy import DEFAULT_QUEUE_SIZE, Balancer, ProxySettings
 from lb.workers import MAX_WORKERS, WORKER_ENV, run_master
 from minisys.server import (
     Server,
-    ServerConfig,
     add_server_arguments,
     run,
     serve,
     server_config_from_args,
 )
+from minisys.serverconfig import admin_config
 
 DEFAULT_PORT = 8080
 DEFAULT_ADMIN_PORT = 8070
@@ -124,13 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.admin_port >= 0:
             from lb.admin import admin_server
 
-            admin_config = ServerConfig(
-                host=config.host,
-                port=args.admin_port,
-                log_format=config.log_format,
-                log_level=config.log_level,
-            )
-            servers.append(admin_server(admin_config, balancer, checker, settings, servers[0]))
+            admin = admin_config(config, args.admin_port)
+            servers.append(admin_server(admin, balancer, checker, settings, servers[0]))
         checker.start()
         await serve(*servers, on_stop=checker.stop)
 

@@ -66,6 +66,7 @@ from minisys.server import (
     serve,
     wait_for_stop_signal,
 )
+from minisys.serverconfig import admin_config
 
 log = get_logger("lb.workers")
 
@@ -291,13 +292,8 @@ async def run_master(args: argparse.Namespace, argv: list[str], config: ServerCo
         return 1
     servers: list[Server] = []
     if args.admin_port >= 0:
-        admin_config = ServerConfig(
-            host=config.host,
-            port=args.admin_port,
-            log_format=config.log_format,
-            log_level=config.log_level,
-        )
-        servers.append(fanout_admin_server(admin_config, supervisor))
+        admin = admin_config(config, args.admin_port)
+        servers.append(fanout_admin_server(admin, supervisor))
     host, port = sockets[0].getsockname()[:2]
     sys.stdout.write(f"READY lb {host}:{port}\n")  # one write: see _pump
     sys.stdout.flush()

@@ -76,3 +76,10 @@ def server_config_from_args(args: argparse.Namespace) -> ServerConfig:
         log_format=args.log_format,
         log_level=args.log_level,
     )
+
+
+def admin_config(config: ServerConfig, port: int) -> ServerConfig:
+    """An admin port's settings: the main server's host and logging, the default limits."""
+    return ServerConfig(
+        host=config.host, port=port, log_format=config.log_format, log_level=config.log_level
+    )
