@@ -33,13 +33,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 from minisys.logs import get_logger
-from minisys.server import LISTEN_BACKLOG
+from minisys.server import reuseport_sockets
 
 log = get_logger("gateway")
 
@@ -49,26 +48,6 @@ WORKER_RESTART_DELAY_S = 1.0
 # How long stopping workers get after SIGTERM before SIGKILL: their own drain (10 s by
 # default) plus a margin.
 STOP_GRACE_S = 15.0
-
-
-def reuseport_sockets(host: str, port: int, count: int) -> list[socket.socket]:
-    """`count` listening TCP sockets on one (host, port); port 0 picks one free port."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-            socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((host, port))
-            port = sock.getsockname()[1]  # the later sockets join the first one's port
-            sock.listen(LISTEN_BACKLOG)
-    except OSError:
-        for sock in socks:
-            sock.close()
-        raise
-    return socks
 
 
 def worker_argv(argv: list[str], admin_port: int, index: int) -> list[str]:

@@ -59,10 +59,10 @@ from pathlib import Path
 
 from minisys.logs import get_logger
 from minisys.server import (
-    LISTEN_BACKLOG,
     Server,
     ServerConfig,
     inherited_socket,
+    reuseport_sockets,
     serve,
     wait_for_stop_signal,
 )
@@ -98,22 +98,7 @@ def listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     inherited = inherited_socket("lb")
     if inherited is not None:
         return [inherited] * count
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((host, port))
-            sock.listen(LISTEN_BACKLOG)
-            port = sock.getsockname()[1]  # --port 0: the siblings join the port chosen
-    except OSError:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
+    return reuseport_sockets(host, port, count)
 
 
 @dataclass(eq=False)

@@ -21,9 +21,10 @@ connects while a server is still importing waits in the kernel's backlog instead
 
 Read next: `minisys/resp/server.py` and `minisys/http/server.py`, which build on this.
 
-Simpler than the real thing: nginx and HAProxy run several worker processes with
-SO_REUSEPORT and reload their config without dropping the listening socket; we run one
-event loop per process, and the launcher restarts a process instead of reloading it.
+Simpler than the real thing: nginx and HAProxy share state between their workers and
+reload their config without dropping the listening socket; our workers (lb and gateway
+`--workers`, on `reuseport_sockets`) each keep their own state, and the launcher restarts a
+process instead of reloading it.
 """
 
 from __future__ import annotations
@@ -303,6 +304,32 @@ def inherited_socket(name: str) -> socket.socket | None:
             sock.setblocking(False)
             return sock
     return None
+
+
+def reuseport_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """`count` listening TCP sockets on one (host, port), each with SO_REUSEPORT, for `count`
+    worker processes (lb and gateway `--workers`); port 0 picks one free port for all.
+
+    One socket per worker rather than one shared socket: asyncio accepts every pending
+    connection on each wake-up, so on a shared socket the first worker to wake takes a
+    whole burst and the others idle; with SO_REUSEPORT the kernel spreads connections.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            port = sock.getsockname()[1]  # the later sockets join the first one's port
+            sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
 
 
 def wait_for_stop_signal() -> asyncio.Event:
