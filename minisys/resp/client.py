@@ -29,11 +29,10 @@ RESP3 push messages are dropped.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 
-from minisys.reads import BufferedReads
+from minisys.pipelining import PipelinedProtocol
 from minisys.resp.codec import RespParser
 from minisys.resp.encoder import encode_command
 from minisys.resp.reply_parser import INCOMPLETE
@@ -58,78 +57,28 @@ class RespTimeout(RespConnectionError, TimeoutError):
     """No reply within read_timeout (or no connection within connect_timeout)."""
 
 
-class _ClientProtocol(BufferedReads):
-    """One socket: commands go out in batches, replies come back matched to waiters.
-
-    Reads land in one reused per-thread buffer (`minisys/reads.py`), not a fresh
-    256 KiB bytes per read: sequential GETs cost the client 98 → 50-68 µs CPU each."""
+class _ClientProtocol(PipelinedProtocol):
+    """One socket: commands go out in batches, replies come back matched to waiters
+    (`minisys/pipelining.py`; bench/appserver.py, CPU µs per request: on the appserver's
+    cached GET kvcache 38 → 16 and the appserver 141 → 127; per order kvcache 187 → 96,
+    the appserver 856 → 662). Reads land in the shared buffer of `minisys/reads.py`:
+    sequential GETs cost the client 98 → 50-68 µs CPU each."""
 
     def __init__(self, read_timeout: float | None = None) -> None:
+        super().__init__(read_timeout)
         self.parser = RespParser(max_bulk=MAX_REPLY_BULK)
-        self.read_timeout = read_timeout
-        self.waiters: collections.deque[asyncio.Future] = collections.deque()
-        # When each waiter's reply is due (loop time), parallel to `waiters`.
-        self.deadlines: collections.deque[float] = collections.deque()
-        self.outgoing: list[bytes] = []  # encoded commands not yet handed to the socket
-        self.flush_scheduled = False
-        self.watchdog: asyncio.TimerHandle | None = None
-        self.transport: asyncio.Transport | None = None
         self.closed_exc: Exception | None = None
         self.can_write = asyncio.Event()  # cleared while the socket's buffer is full
         self.can_write.set()
         self.room = asyncio.Event()  # cleared while MAX_IN_FLIGHT requests await replies
         self.room.set()
-        self.loop = asyncio.get_running_loop()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+    @property
+    def down(self) -> bool:
+        return self.closed_exc is not None
 
-    def send(self, payload: bytes, count: int) -> list[asyncio.Future]:
-        """Queue `count` commands' bytes; return one future per reply.
-
-        The bytes are written at the start of the event loop's next turn, together with
-        every other command queued meanwhile: thirty requests that each send one command
-        in the same turn cost the server one read instead of thirty (and us one send).
-        Measured (CPU µs per request, /proc/<pid>/stat, bench/appserver.py): on the
-        appserver's cached GET kvcache went from 38 to 16 and the appserver from 141 to
-        127; per order kvcache 187 → 96, the appserver 856 → 662. The cost: a command
-        waits for the current turn to finish (microseconds)."""
-        loop = self.loop
-        futures = [loop.create_future() for _ in range(count)]
-        self.waiters.extend(futures)
-        if self.read_timeout is not None:
-            due = loop.time() + self.read_timeout
-            self.deadlines.extend([due] * count)
-            if self.watchdog is None:
-                self.watchdog = loop.call_at(due, self.check_deadline)
-        self.outgoing.append(payload)
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            loop.call_soon(self.flush)
-        return futures
-
-    def flush(self) -> None:
-        self.flush_scheduled = False
-        if self.closed_exc is not None or not self.outgoing:
-            return
-        out = self.outgoing
-        self.outgoing = []
-        assert self.transport is not None
-        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-
-    def check_deadline(self) -> None:
-        """One timer per connection, not one per command: it fires at the oldest waiting
-        reply's deadline (replies come in order, so that is the first to expire) and
-        moves on to the next one's. Saves ≈7 µs per command over `asyncio.timeout`."""
-        self.watchdog = None
-        if not self.deadlines:
-            return
-        due = self.deadlines[0]
-        if due <= self.loop.time():
-            self.fail(RespTimeout(f"no reply within {self.read_timeout}s"))
-        else:
-            self.watchdog = self.loop.call_at(due, self.check_deadline)
+    def timeout_error(self) -> Exception:
+        return RespTimeout(f"no reply within {self.read_timeout}s")
 
     def data_received(self, data: bytes) -> None:
         parser = self.parser
@@ -151,7 +100,7 @@ class _ClientProtocol(BufferedReads):
                 return
             waiter = waiters.popleft()
             if deadlines:
-                deadlines.popleft()
+                self.reply_arrived()
             if not waiter.done():
                 waiter.set_result(value)
             if not self.room.is_set() and len(waiters) < MAX_IN_FLIGHT // 2:
@@ -160,15 +109,7 @@ class _ClientProtocol(BufferedReads):
     def fail(self, exc: Exception) -> None:
         if self.closed_exc is None:
             self.closed_exc = exc
-        self.outgoing.clear()
-        self.deadlines.clear()
-        if self.watchdog is not None:
-            self.watchdog.cancel()
-            self.watchdog = None
-        while self.waiters:
-            waiter = self.waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(self.closed_exc)
+        self.clear(self.closed_exc)
         self.can_write.set()
         self.room.set()
         if self.transport is not None:
