@@ -4,7 +4,8 @@ Journey: the RESP server (`server.py` -> `commands.py`) and embedded users
 (`from minidb import open_db`) both land here. A write encodes records (`record.py`),
 appends them to the active data file (`datafile.py`) under one lock, points the keydir
 (`keydir.py`) at them and gets an lsn; durability is `sync.py`'s business. A read is one
-keydir lookup plus one `pread` and a CRC check. `merge.py` reclaims dead bytes.
+keydir lookup, one record read (a slice of a memory map) and a CRC check. `merge.py`
+reclaims dead bytes.
 
 Opening takes an exclusive `flock` on `LOCK` (Bitcask: one writer process per directory)
 and then rebuilds the keydir from the files (`recovery.py`).
@@ -156,6 +157,8 @@ class DB:
             raise
         self.recovery_seconds = time.perf_counter() - started
         self.live_bytes = self.recovered.live_bytes
+        for datafile in self.files.values():  # only now: recovery may have cut a torn tail
+            datafile.map_file()
         self.active = self.files[max(self.files)]
         self._everysec = EverySec(self.commit) if fsync == "everysec" else None
 
@@ -250,6 +253,7 @@ class DB:
     def _rotate(self, new_id: int) -> DataFile:
         """Seal the active file (fsync it: older files must never have a torn tail)."""
         self.active.sync()
+        self.active.map_file()  # sealed: map it whole
         datafile = DataFile(self.dir, new_id, writable=True)
         fsync_dir(self.dir)
         self.files[new_id] = datafile
@@ -311,11 +315,14 @@ class DB:
     # ----------------------------------------------------------------- reads
 
     def get(self, key: bytes) -> bytes | None:
-        """The value of `key` or None: one keydir lookup, one pread, one CRC check.
+        """The value of `key` or None: one keydir lookup, one record read, one CRC check.
 
-        No lock: dict reads are atomic, and the `DataFile` we hold keeps its descriptor
-        open for as long as this read needs it (datafile.py, "Lifetime"). The CRC covers
-        the whole record, so a record damaged on disk raises instead of being returned.
+        The record is a slice of its file's memory map, or one `pread` when it lies past
+        the map (the newest bytes of the active file; datafile.py, "Why a map"). No lock:
+        dict reads are atomic, and the `DataFile` we hold keeps its map and descriptor
+        alive for as long as this read needs them (datafile.py, "Lifetime"). The CRC
+        covers the whole record, so a record damaged on disk raises instead of being
+        returned.
         """
         while True:
             entry = self._entries.get(key)
@@ -329,11 +336,18 @@ class DB:
                 break
             # A merge retired the file after we read the entry; it re-pointed the key to
             # the merged copy first (merge.py steps 4-5), so looking again finds that.
-        data = _pread(datafile.fd, size, offset)
+        mapped = datafile.map
+        end = offset + size
+        if end <= len(mapped):
+            data = mapped[offset:end]  # exactly `size` bytes
+        else:
+            data = _pread(datafile.fd, size, offset)
+            if len(data) != size:
+                raise CorruptionError(f"record of {key!r} at {file_id}:{offset}: short read")
         # Small records: copying the bytes is cheaper than making a memoryview of them.
         body = data[4:] if size < _COPY_LIMIT else memoryview(data)[4:]
-        if len(data) != size or _crc32(body) != _unpack_crc(data)[0]:
-            ok = record.check(data, 0) if len(data) == size else "short read"
+        if _crc32(body) != _unpack_crc(data)[0]:
+            ok = record.check(data, 0)
             raise CorruptionError(f"record of {key!r} at {file_id}:{offset} is bad: {ok}")
         # The value follows the 21-byte header and the key (whose length we know).
         return data[_HEADER_SIZE + len(key) :]

@@ -237,6 +237,8 @@ def _merge(db: DB, state: MergeState) -> None:
     faults.point("merge.fsync_dir")
 
     new_files = {i: DataFile(db.dir, i, writable=False) for i in merged}  # step 4
+    for datafile in new_files.values():
+        datafile.map_file()
     with db._lock:
         db.files.update(new_files)
     for start in range(0, len(moves), SWAP_CHUNK):

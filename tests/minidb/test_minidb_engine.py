@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import gc
-import os
-
 import pytest
 
 from minidb import CorruptionError, DatabaseClosed, DatabaseLocked, open_db
-from minidb import engine as engine_module
 from minidb.datafile import hint_path
 from minidb.record import MAX_KEY_SIZE, RecordTooLarge
 
@@ -161,37 +157,3 @@ def test_a_get_racing_a_merge_finds_the_merged_copy(db_dir, opener):
     assert db.get(b"k3") == b"v3"
     assert db.files.merged and old_file not in db.files
     assert contents(db) == {b"k%d" % i: b"v%d" % i for i in range(20)}
-
-
-def test_a_retired_file_stays_open_while_a_reader_holds_it(db_dir, opener):
-    db = opener(max_file_size=200)
-    for i in range(20):
-        db.put(b"k%d" % i, b"v%d" % i)
-    file_id, offset, size, _ts = db.keydir.get(b"k0")
-    held = db.files[file_id]  # what a get holds during its pread
-    assert db.merge() and file_id not in db.files
-    assert not held.closed
-    assert len(os.pread(held.fd, size, offset)) == size  # still the old, unlinked file
-    fd = held.fd
-    del held  # the last reference: the descriptor closes now
-    gc.collect()
-    with pytest.raises(OSError):
-        os.fstat(fd)
-
-
-def test_a_get_is_one_positioned_read(db_dir, opener, monkeypatch):
-    db = opener(max_file_size=300)
-    for i in range(30):
-        db.put(b"k%d" % i, b"v%d" % i)
-    calls = []
-    real_pread = os.pread
-
-    def counting_pread(fd: int, size: int, offset: int) -> bytes:
-        calls.append((size, offset))
-        return real_pread(fd, size, offset)
-
-    monkeypatch.setattr(engine_module, "_pread", counting_pread)
-    _file_id, offset, size, _ts = db.keydir.get(b"k7")
-    assert db.get(b"k7") == b"v7"
-    assert calls == [(size, offset)] and size == 21 + len(b"k7") + len(b"v7")
-    assert db.get(b"nope") is None and len(calls) == 1  # a miss never touches the disk
