@@ -18,10 +18,10 @@ from lb.algorithms import ALGORITHMS, make_algorithm
 from lb.backend import Pool, parse_backend
 from lb.checks import HealthChecker, parse_health_spec
 from lb.health import HealthSettings
+from lb.listener import Listener
 from lb.proxy import DEFAULT_QUEUE_SIZE, Balancer, ProxySettings
 from lb.workers import MAX_WORKERS, WORKER_ENV, run_master
 from minisys.server import (
-    Server,
     add_server_arguments,
     run,
     serve,
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     checker = HealthChecker(pool, kind, path, send_proxy=args.send_proxy)
 
     async def amain() -> None:
-        servers = [Server("lb", config, balancer.connection)]
+        servers = [Listener("lb", config, balancer.connection)]
         if args.admin_port >= 0:
             from lb.admin import admin_server
 

@@ -8,22 +8,17 @@ that costs the most per connection.
 Why not `await loop.create_connection(...)`: that is a coroutine, so each call needs a
 Task, a resolver step, a future for the connect, another for the transport, and an
 `asyncio.timeout` context; and cancelling such a task when the client leaves can lose a
-transport that connected in the same instant. A callback fits the connection's state
-table better: the attempt ends exactly once, in `done`. (Speed was the first motive,
-but measured here, bench/lb.py with `Connection: close`, the gain was within the noise:
-most of the per-connection cost is asyncio's transports themselves; see lb/README.md.)
-The connect is simple enough to do by hand, the way HAProxy and nginx do it:
+transport that connected in the same instant. And the lb does not want a transport at
+all: it splices raw sockets (`lb/splice.py`). A callback fits the connection's state
+table better: the attempt ends exactly once, in `done`. The connect is simple enough to
+do by hand, the way HAProxy and nginx do it:
 
-    socket(), setblocking(False), connect_ex()
+    socket(), setblocking(False), TCP_NODELAY, connect_ex()
         0            connected already → done
         EINPROGRESS  already established (getpeername works: loopback) → done;
                      else wait until the socket is writable (add_writer), or the timer fires
         anything else: failed → done(error)
     writable: getsockopt(SO_ERROR) says whether the handshake succeeded
-
-and then hand the connected socket to the event loop as a transport. The one private
-call, `loop._make_socket_transport`, is what `create_connection` itself ends with; where
-it is missing (another event loop implementation) we fall back to the public coroutine.
 
 Simpler than the real thing: IPv4/IPv6 literals only (the lb never resolves names at
 connect time), and no source-address binding or TCP Fast Open.
@@ -36,21 +31,20 @@ import errno
 import socket
 from collections.abc import Callable
 
-Done = Callable[[asyncio.Transport | None, OSError | None], None]
+Done = Callable[[socket.socket | None, OSError | None], None]
 
 
 def open_connection(
     loop: asyncio.AbstractEventLoop,
     host: str,
     port: int,
-    protocol: asyncio.Protocol,
     timeout: float,
     done: Done,
 ) -> None:
-    """Connect to (host, port); call `done(transport, None)` or `done(None, error)` once.
+    """Connect to (host, port); call `done(socket, None)` or `done(None, error)` once.
 
-    `protocol` gets `connection_made` as usual, after `done` was called with its
-    transport. A timeout is reported as `TimeoutError` (a subclass of OSError).
+    The socket is connected, non-blocking, with TCP_NODELAY (small writes go out at
+    once, as asyncio's transports do it). A timeout is reported as `TimeoutError`.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
@@ -59,16 +53,17 @@ def open_connection(
         done(None, exc)
         return
     sock.setblocking(False)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     err = sock.connect_ex((host, port))
     if err == 0:
-        _finish(loop, sock, protocol, done)
+        done(sock, None)
         return
     if err != errno.EINPROGRESS:
         sock.close()
         done(None, OSError(err, f"connect to {host}:{port}: {errno.errorcode.get(err, err)}"))
         return
     if _established(sock):
-        _finish(loop, sock, protocol, done)
+        done(sock, None)
         return
     fd = sock.fileno()
     timer: asyncio.TimerHandle | None = None
@@ -81,7 +76,7 @@ def open_connection(
             sock.close()
             done(None, OSError(err, f"connect to {host}:{port}: {_describe(err)}"))
         else:
-            _finish(loop, sock, protocol, done)
+            done(sock, None)
 
     def expired() -> None:
         loop.remove_writer(fd)
@@ -116,25 +111,3 @@ def _describe(err: int) -> str:
         errno.EHOSTUNREACH: "no route to host",
         errno.ENETUNREACH: "network unreachable",
     }.get(err, errno.errorcode.get(err, str(err)))
-
-
-def _finish(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol: asyncio.Protocol, done: Done
-) -> None:
-    make = getattr(loop, "_make_socket_transport", None)
-    if make is None:
-        task = loop.create_task(loop.create_connection(lambda: protocol, sock=sock))
-        task.add_done_callback(lambda t: _task_done(t, done))
-        return
-    transport = make(sock, protocol)
-    done(transport, None)
-
-
-def _task_done(task: asyncio.Task, done: Done) -> None:
-    if task.cancelled():
-        done(None, OSError(errno.ECANCELED, "connect cancelled"))
-    elif task.exception() is not None:
-        exc = task.exception()
-        done(None, exc if isinstance(exc, OSError) else OSError(str(exc)))
-    else:
-        done(task.result()[0], None)

@@ -1,10 +1,11 @@
-"""The splice: accept a client, connect to a backend, move bytes both ways until both end.
+"""A client's connection: choose a backend, connect, queue if all are full, then splice.
 
 Place on the journey: this is where a client's TCP connection enters the stack. The
-listener (`minisys/server.py`) accepts it and makes a `ClientSide`; we ask the pool
+listener (`lb/listener.py`) accepts it and makes a `ClientSide`; we ask the pool
 (`lb/backend.py`) for a backend, connect to it (with a timeout, retrying on another
 backend if the connect fails), optionally send a PROXY v1 line (`minisys/proxyproto.py`),
-and from then on copy bytes without looking at them. Next stop: the gateway.
+and from then on `lb/splice.py` copies bytes without looking at them. Next stop: the
+gateway.
 
 One client connection moves through these states:
 
@@ -18,22 +19,20 @@ One client connection moves through these states:
     QUEUED      client reset                   CLOSED      free its place in the queue
     SPLICING    EOF from one side              SPLICING    pass the EOF on (half-close)
     SPLICING    EOF seen from both sides       CLOSED      close both, after flushing
-    SPLICING    error or reset on one side     CLOSED      abort the other side too
+    SPLICING    error or reset on one side     CLOSED      reset the other side too
 
-Backpressure is the heart of a proxy. If the client reads slowly, every byte the backend
-sends us piles up in the client transport's write buffer. So when that buffer passes its
-high-water mark (`pause_writing`), we stop reading from the backend; TCP flow control then
-pushes back on the backend itself. The same holds the other way round. Bytes a client
-sends before its backend is connected wait in a buffer capped at EARLY_DATA_LIMIT. Memory
-per connection is therefore bounded no matter how fast or slow either peer is.
+(The SPLICING rows and backpressure live in `lb/splice.py`.) While connecting or queued,
+we read the client only to notice a reset and to keep the bytes it sends early, at most
+EARLY_DATA_LIMIT; then we stop reading and the kernel holds the rest. Memory per
+connection is therefore bounded no matter how fast or slow either peer is.
 
 Retries at L4 are safe only before any byte went upstream, i.e. while connecting: once a
 request may have reached a backend we cannot know whether it acted on it. So a failed
 connect is retried on another backend, up to `retries` times, and the client sees nothing
 but a little latency; a backend that dies mid-connection means a closed client connection.
 
-Simpler than the real thing: HAProxy splices with the kernel's splice(2) (zero copy) and
-runs one thread per core; we copy through Python in one event loop. HAProxy can also wait
+Simpler than the real thing: HAProxy runs one thread per core sharing all state; we run
+one event loop per process (`--workers` for more). HAProxy can also wait
 `timeout connect` and retry the *same* server; we always move on to another.
 """
 
@@ -41,24 +40,21 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 from dataclasses import dataclass
 
 from lb.backend import Backend, Pool
 from lb.connect import open_connection
+from lb.listener import Listener
+from lb.splice import RESET_ON_CLOSE, Splice
 from minisys.logs import get_logger
 from minisys.proxyproto import encode_v1
-from minisys.reads import BufferedReads
-from minisys.server import Connection
 
 log = get_logger("lb.proxy")
 
 # Bytes a client may send before its backend connection is up; past this we stop reading
 # from it (its kernel buffer and then TCP flow control hold the rest).
 EARLY_DATA_LIMIT = 64 * 1024
-
-# Write-buffer high-water mark on both sides of a splice: above it we stop reading from
-# the other side. asyncio's default is 64 KiB; a little more keeps bulk transfers moving.
-SPLICE_HIGH_WATER = 256 * 1024
 
 # Connections waiting for a backend slot (all backends at maxconn). Past this, refuse.
 DEFAULT_QUEUE_SIZE = 256
@@ -91,9 +87,11 @@ class Balancer:
         self.queue_full = 0
         self.max_queue = 0
 
-    def connection(self) -> ClientSide:
-        """The protocol factory handed to `minisys.server.Server`."""
-        return ClientSide(self)
+    def connection(self, listener: Listener, sock: socket.socket, peer: tuple) -> ClientSide:
+        """What `lb/listener.py` calls with each accepted client socket."""
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        return ClientSide(self, listener, sock, peer)
 
     def now(self) -> float:
         if self.loop is None:
@@ -127,65 +125,50 @@ class Balancer:
         }
 
 
-class BackendSide(BufferedReads):
-    """Our connection to a backend: everything it sends goes to the client.
+class ClientSide:
+    """A client's connection to the lb: choose a backend, connect, queue, then splice.
 
-    Reads land in the shared buffer of `minisys/reads.py`, as the client side's do.
+    Not a `minisys.server.Connection`: the lb works on the raw socket (`lb/listener.py`
+    accepts it, `lb/splice.py` copies). It offers what the listener's idle sweep and
+    drain use: `busy`, `_activity`, `on_idle`, `on_drain`, `abort`.
     """
 
-    def __init__(self, client: ClientSide) -> None:
-        self.client = client
-        self.transport: asyncio.Transport | None = None
+    busy = False  # a spliced connection is never "between requests": see on_drain
+    _seen_activity = -1
+    _idle_rounds = 0
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(high=SPLICE_HIGH_WATER)
-
-    def data_received(self, data: bytes) -> None:
-        client = self.client
-        client._activity += 1
-        client.backend.bytes_out += len(data)
-        client.transport.write(data)
-
-    def eof_received(self) -> bool:
-        return self.client.backend_eof()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.client.backend_lost(exc)
-
-    def pause_writing(self) -> None:
-        # The backend is not reading what the client sends: stop reading the client.
-        self.client.transport.pause_reading()
-
-    def resume_writing(self) -> None:
-        if not self.client.closed:
-            self.client.transport.resume_reading()
-
-
-class ClientSide(Connection):
-    """A client's connection to the lb, and the splice to its backend."""
-
-    def __init__(self, balancer: Balancer) -> None:
+    def __init__(
+        self, balancer: Balancer, listener: Listener, sock: socket.socket, peer: tuple
+    ) -> None:
         self.balancer = balancer
+        self.server = listener
+        self.sock = sock
+        self.peer = peer
+        self.key = str(peer[0])
         self.backend: Backend | None = None
-        self.upstream: asyncio.Transport | None = None
+        self.splice: Splice | None = None
         self.early = bytearray()
-        self.key = ""
+        self.watching = False  # reading the client while it waits for a backend
         self.closed = False
         self.client_eof = False
-        self.server_eof = False
         self.tried: set[str] = set()
         self.attempts = 0
         self._released = True
         self._queue_timer: asyncio.TimerHandle | None = None
 
+    @property
+    def _activity(self) -> int:
+        return self.splice.activity if self.splice is not None else len(self.early)
+
     # --- accept and connect ---------------------------------------------------------
 
-    def on_connect(self) -> None:
-        self.key = str(self.peer[0])
-        self.transport.set_write_buffer_limits(high=SPLICE_HIGH_WATER)
+    def start(self) -> None:
+        """Accepted: connect at once (loopback connects finish inside `connect()`)."""
         self.dispatch()
+        if self.splice is None and not self.closed:
+            # Still connecting or queued: keep an eye on the client meanwhile.
+            self.watching = True
+            self.balancer.loop.add_reader(self.sock.fileno(), self._early_readable)
 
     def dispatch(self) -> None:
         """Choose a backend and start connecting, or queue, or give up."""
@@ -209,29 +192,26 @@ class ClientSide(Connection):
             backend.max_active = backend.active
         self.backend = backend
         self._released = False
-        backend_side = BackendSide(self)
         open_connection(
-            self.balancer.loop,
+            balancer.loop,
             backend.host,
             backend.port,
-            backend_side,
-            self.balancer.settings.connect_timeout,
-            lambda transport, exc: self._connected(backend, transport, exc),
+            balancer.settings.connect_timeout,
+            lambda sock, exc: self._connected(backend, sock, exc),
         )
 
-    def _connected(
-        self, backend: Backend, transport: asyncio.Transport | None, exc: OSError | None
-    ) -> None:
+    def _connected(self, backend: Backend, sock: socket.socket | None, exc: OSError | None) -> None:
         """The connect attempt ended: splice, or count the failure and try again."""
-        if transport is None:
+        if sock is None:
             self._connect_failed(backend, exc)
             return
         balancer = self.balancer
         backend.health.record_connect_success(balancer.now())
         if self.closed:
-            transport.close()  # backend_lost releases the slot
+            sock.close()
+            self._release()
             return
-        self.upstream = transport
+        self._stop_watching()
         first = b""
         if balancer.settings.send_proxy:
             first = self._proxy_line()
@@ -239,11 +219,8 @@ class ClientSide(Connection):
             first += bytes(self.early)
             backend.bytes_in += len(self.early)
             self.early.clear()
-            self.transport.resume_reading()
-        if first:
-            transport.write(first)
-        if self.client_eof:
-            transport.write_eof()
+        self.splice = Splice(balancer.loop, self.sock, sock, backend, self._spliced_closed)
+        self.splice.start(first, self.client_eof)
 
     def _connect_failed(self, backend: Backend, exc: BaseException) -> None:
         balancer = self.balancer
@@ -262,13 +239,37 @@ class ClientSide(Connection):
             self.close()
 
     def _proxy_line(self) -> bytes:
-        local = self.transport.get_extra_info("sockname")
         try:
+            local = self.sock.getsockname()
             return encode_v1(self.peer[0], self.peer[1], local[0], local[1])
-        except (ValueError, TypeError, IndexError):
+        except (OSError, ValueError, TypeError, IndexError):
             return b"PROXY UNKNOWN\r\n"
 
-    # --- the queue ------------------------------------------------------------------
+    # --- waiting for a backend ------------------------------------------------------
+
+    def _early_readable(self) -> None:
+        """Bytes (or EOF, or a reset) from a client whose backend is not connected yet."""
+        try:
+            data = self.sock.recv(EARLY_DATA_LIMIT - len(self.early))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.abort()
+            return
+        if not data:
+            # A FIN may be a half-close from a client still waiting for its answer:
+            # it keeps its place, and the EOF is passed on once connected.
+            self.client_eof = True
+            self._stop_watching()
+            return
+        self.early += data
+        if len(self.early) >= EARLY_DATA_LIMIT:
+            self._stop_watching()  # the kernel, then TCP flow control, hold the rest
+
+    def _stop_watching(self) -> None:
+        if self.watching:
+            self.watching = False
+            self.balancer.loop.remove_reader(self.sock.fileno())
 
     def _could_queue(self, now: float) -> bool:
         """Queue only if some backend is usable but full; queueing for a dead fleet is pointless."""
@@ -306,57 +307,38 @@ class ClientSide(Connection):
         self.balancer.queue_timeouts += 1
         self.close()
 
-    # --- the splice -----------------------------------------------------------------
+    # --- the end --------------------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
-        # Overrides the base class's hook chain: this is the hottest path of the lb.
-        self._activity += 1
-        upstream = self.upstream
-        if upstream is not None:
-            self.backend.bytes_in += len(data)
-            upstream.write(data)
-            return
-        self.on_data(data)
+    def close(self) -> None:
+        """Close the client (and the backend, if spliced) now."""
+        if self.splice is not None:
+            self.splice.close()
+        elif not self.closed:
+            self._stop_watching()
+            self.sock.close()
+            self._closed()
 
-    def on_data(self, data: bytes) -> None:
-        self.early += data
-        if len(self.early) >= EARLY_DATA_LIMIT:
-            self.transport.pause_reading()
+    def abort(self) -> None:
+        """Reset both sides (a drain that ran out of time, a client reset while waiting)."""
+        if self.splice is not None:
+            self.splice.abort()
+        elif not self.closed:
+            self._stop_watching()
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
+            self.sock.close()
+            self._closed()
 
-    def on_eof(self) -> bool:
-        """The client finished sending. Pass the EOF on and keep reading the backend."""
-        self.client_eof = True
-        if self.upstream is None:
-            return True  # _connect passes it on once connected
-        if self.server_eof:
-            self._close_both()
-            return True
-        self.upstream.write_eof()
-        return True
+    def _spliced_closed(self, exc: BaseException | None) -> None:
+        self._release()
+        self._closed()
 
-    def backend_eof(self) -> bool:
-        """The backend finished sending. Pass it on and keep reading the client."""
-        self.server_eof = True
-        if self.client_eof:
-            self._close_both()
-            return True
-        if not self.closed:
-            self.transport.write_eof()
-        return True
-
-    def pause_writing(self) -> None:
-        # The client is not reading what the backend sends: stop reading the backend.
-        if self.upstream is not None:
-            self.upstream.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.upstream is not None and not self.upstream.is_closing():
-            self.upstream.resume_reading()
-
-    def _close_both(self) -> None:
-        self.close()
-        if self.upstream is not None:
-            self.upstream.close()
+    def _closed(self) -> None:
+        self.closed = True
+        if self._queue_timer is not None:
+            # Gave up while queued: free the place for someone else.
+            self.leave_queue()
+            self.balancer.queue.remove(self)
+        self.server.forget(self)
 
     def _release(self) -> None:
         """Give the backend slot back (exactly once per connect attempt)."""
@@ -364,32 +346,11 @@ class ClientSide(Connection):
             self._released = True
             self.balancer.release(self.backend)
 
-    def backend_lost(self, exc: Exception | None) -> None:
-        self._release()
-        if exc is not None:
-            self.abort()
-        else:
-            self.close()
-
-    def on_close(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self._queue_timer is not None:
-            # Gave up while queued: free the place for someone else.
-            self.leave_queue()
-            self.balancer.queue.remove(self)
-        if self.upstream is not None:
-            if exc is not None:
-                self.upstream.abort()
-            else:
-                self.upstream.close()
-
     def on_drain(self) -> None:
         # An lb that shuts down lets spliced connections finish (up to drain_timeout);
         # only connections still waiting for a backend are closed now.
-        if self.upstream is None:
+        if self.splice is None:
             self.close()
 
     def on_idle(self) -> None:
         self.close()
-        if self.upstream is not None:
-            self.upstream.close()

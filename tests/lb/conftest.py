@@ -16,8 +16,9 @@ import pytest
 from lb.algorithms import make_algorithm
 from lb.backend import Backend, Pool
 from lb.health import HealthSettings, HealthState
+from lb.listener import Listener
 from lb.proxy import Balancer, ProxySettings
-from minisys.server import Server, ServerConfig
+from minisys.server import ServerConfig
 
 
 class EchoBackend:
@@ -76,10 +77,10 @@ async def running_lb(
     max_connections: int = 1000,
     idle_timeout: float = 0.0,
     **settings: object,
-) -> AsyncIterator[tuple[Server, Balancer]]:
+) -> AsyncIterator[tuple[Listener, Balancer]]:
     balancer = Balancer(Pool(make_algorithm(algorithm), backends), ProxySettings(**settings))
     config = ServerConfig(max_connections=max_connections, idle_timeout=idle_timeout)
-    server = Server("lb", config, balancer.connection)
+    server = Listener("lb", config, balancer.connection)
     await server.start()
     try:
         yield server, balancer

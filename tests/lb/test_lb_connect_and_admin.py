@@ -28,7 +28,6 @@ async def connect(port: int, timeout: float = 2.0):
         loop,
         "127.0.0.1",
         port,
-        asyncio.Protocol(),
         timeout,
         lambda t, e: outcome.set_result((t, e)),
     )
@@ -38,14 +37,15 @@ async def connect(port: int, timeout: float = 2.0):
 def test_open_connection_outcomes(kit):
     async def main():
         echo = await kit.EchoBackend().start()
-        transport, exc = await connect(echo.port)
-        assert exc is None and transport.get_extra_info("peername")[1] == echo.port
-        transport.close()
-        transport, exc = await connect(await kit.unused_port())
-        assert transport is None and "refused" in str(exc)
+        sock, exc = await connect(echo.port)
+        assert exc is None and sock.getpeername()[1] == echo.port
+        assert not sock.getblocking()
+        sock.close()
+        sock, exc = await connect(await kit.unused_port())
+        assert sock is None and "refused" in str(exc)
         listener, fillers = blackhole()
-        transport, exc = await connect(listener.getsockname()[1], timeout=0.1)
-        assert transport is None and isinstance(exc, TimeoutError)
+        sock, exc = await connect(listener.getsockname()[1], timeout=0.1)
+        assert sock is None and isinstance(exc, TimeoutError)
         for s in (listener, *fillers):
             s.close()
         await echo.stop()

@@ -6,12 +6,9 @@ import asyncio
 import socket
 import struct
 
-from lb.proxy import EARLY_DATA_LIMIT, SPLICE_HIGH_WATER, Balancer, ClientSide
-from minisys.reads import READ_BUFFER_BYTES
+from lb.proxy import EARLY_DATA_LIMIT
+from lb.splice import SPLICE_BUFFER
 from minisys.testing import async_wait_until
-
-# A splice may pass its high-water mark by one read (minisys/reads.py) before reading pauses.
-ONE_READ = READ_BUFFER_BYTES
 
 
 def _true(predicate):
@@ -96,8 +93,9 @@ def test_a_backend_that_does_not_read_pushes_back_on_the_client(kit):
                 last = sent
                 await asyncio.sleep(0.2)
             (conn,) = server.connections
-            assert conn.upstream.get_write_buffer_size() <= SPLICE_HIGH_WATER + ONE_READ
-            assert conn.transport.get_write_buffer_size() == 0
+            # The lb holds at most one read for the backend, nothing for the client.
+            to_backend, to_client = conn.splice.buffered()
+            assert to_backend <= SPLICE_BUFFER and to_client == 0
             assert sent < 64 * 1024 * 1024
             pump.cancel()
             writer.transport.abort()
@@ -108,25 +106,34 @@ def test_a_backend_that_does_not_read_pushes_back_on_the_client(kit):
     asyncio.run(main())
 
 
-class FakeTransport:
-    def __init__(self) -> None:
-        self.paused = False
+def test_bytes_before_the_backend_connects_are_bounded(kit):
+    """A backend that never finishes the handshake: the client's early bytes stop at the limit."""
 
-    def pause_reading(self) -> None:
-        self.paused = True
+    async def main():
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        fillers = []
+        for _ in range(3):  # fill the accept queue: further SYNs are dropped, connects hang
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(listener.getsockname())
+            fillers.append(s)
+        hole = kit.make_backend(listener.getsockname()[1])
+        async with kit.running_lb([hole], connect_timeout=30) as (server, _):
+            _reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(b"e" * (4 * EARLY_DATA_LIMIT))
+            await async_wait_until(
+                _true(lambda: [len(c.early) for c in server.connections] == [EARLY_DATA_LIMIT]),
+                timeout=5,
+            )
+            (conn,) = server.connections
+            assert conn.splice is None and not conn.watching  # reading stopped at the limit
+            writer.transport.abort()
+        for s in (listener, *fillers):
+            s.close()
 
-    def resume_reading(self) -> None:
-        self.paused = False
-
-
-def test_bytes_before_the_backend_connects_are_bounded():
-    client = ClientSide(Balancer.__new__(Balancer))
-    client.transport = FakeTransport()
-    chunk = b"e" * 4096
-    while not client.transport.paused:
-        client.data_received(chunk)
-    # Reading stopped as soon as the limit was reached; the kernel holds the rest.
-    assert EARLY_DATA_LIMIT <= len(client.early) < EARLY_DATA_LIMIT + len(chunk)
+    asyncio.run(main())
 
 
 def test_byte_counters_count_both_directions(kit):
