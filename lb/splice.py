@@ -93,11 +93,13 @@ class Direction:
         "loop",
         "moved",
         "pending",
+        "reading",
         "splice",
         "src",
         "src_fd",
         "upstream",
         "view",
+        "waiting",
     )
 
     def __init__(
@@ -111,6 +113,8 @@ class Direction:
         self.dst_fd = dst.fileno()
         self.view = _buffer()
         self.pending = bytearray()  # sent to dst once it is writable; ≤ SPLICE_BUFFER
+        self.reading = False  # registered to read src
+        self.waiting = False  # registered to write the pending bytes to dst
         self.moved = 0  # bytes read from src; the idle sweep watches it
         self.counter = counter  # the backend whose bytes_in/bytes_out /stats shows
         self.upstream = up  # client → backend (counts as the backend's bytes_in)
@@ -160,7 +164,8 @@ class Direction:
 
     def wait_for_dst(self) -> None:
         """dst's kernel buffer is full: stop reading src until what we hold is sent."""
-        self.loop.remove_reader(self.src_fd)
+        self.stop_reading()
+        self.waiting = True
         self.loop.add_writer(self.dst_fd, self.writable)
 
     def writable(self) -> None:
@@ -174,19 +179,34 @@ class Direction:
         del self.pending[:sent]
         if self.pending:
             return
+        self.waiting = False
         self.loop.remove_writer(self.dst_fd)
         if self.eof:
             self.pass_eof()
         else:
-            self.loop.add_reader(self.src_fd, self.readable)
+            self.start()
 
     def start(self) -> None:
         if not self.pending and not self.eof:
+            self.reading = True
             self.loop.add_reader(self.src_fd, self.readable)
+
+    def stop_reading(self) -> None:
+        # Only what is registered is removed: asyncio's remove_reader of an unregistered
+        # descriptor raises and catches two KeyErrors (with formatted messages) inside.
+        if self.reading:
+            self.reading = False
+            self.loop.remove_reader(self.src_fd)
+
+    def unregister(self) -> None:
+        self.stop_reading()
+        if self.waiting:
+            self.waiting = False
+            self.loop.remove_writer(self.dst_fd)
 
     def end(self) -> None:
         """src finished sending: pass the EOF on once everything before it is sent."""
-        self.loop.remove_reader(self.src_fd)
+        self.stop_reading()
         self.eof = True
         if not self.pending:
             self.pass_eof()
@@ -261,10 +281,9 @@ class Splice:
         if self.closed:
             return
         self.closed = True
+        self.up.unregister()
+        self.down.unregister()
         for sock in (self.client, self.backend):
-            fd = sock.fileno()
-            self.loop.remove_reader(fd)
-            self.loop.remove_writer(fd)
             if reset:
                 try:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_ON_CLOSE)
