@@ -127,7 +127,12 @@ def main(argv: list[str] | None = None) -> int:
             admin = admin_config(config, args.admin_port)
             servers.append(admin_server(admin, balancer, checker, settings, servers[0]))
         checker.start()
-        await serve(*servers, on_stop=checker.stop)
+
+        async def stop() -> None:
+            await checker.stop()
+            balancer.close()
+
+        await serve(*servers, on_stop=stop)
 
     # A worker of `--workers N` says which one it is in every log line (lb/workers.py).
     worker = os.environ.get(WORKER_ENV)

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from lb.backend import Backend, Pool
 from lb.connect import open_connection
 from lb.listener import Listener
+from lb.poller import LoopPoller, Poller, make_poller
 from lb.splice import RESET_ON_CLOSE, Splice
 from minisys.logs import get_logger
 from minisys.proxyproto import encode_v1
@@ -80,6 +81,7 @@ class Balancer:
         self.settings = settings or ProxySettings()
         self.queue: collections.deque[ClientSide] = collections.deque()
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.poller: Poller | LoopPoller | None = None  # made with the first client
         self.retries = 0
         self.no_backend = 0
         self.queued_total = 0
@@ -89,9 +91,16 @@ class Balancer:
 
     def connection(self, listener: Listener, sock: socket.socket, peer: tuple) -> ClientSide:
         """What `lb/listener.py` calls with each accepted client socket."""
-        if self.loop is None:
+        if self.poller is None:
             self.loop = asyncio.get_running_loop()
+            self.poller = make_poller(self.loop)
         return ClientSide(self, listener, sock, peer)
+
+    def close(self) -> None:
+        """The lb stopped: stop watching sockets (all connections are closed by now)."""
+        if self.poller is not None:
+            self.poller.close()
+            self.poller = None
 
     def now(self) -> float:
         if self.loop is None:
@@ -168,7 +177,7 @@ class ClientSide:
         if self.splice is None and not self.closed:
             # Still connecting or queued: keep an eye on the client meanwhile.
             self.watching = True
-            self.balancer.loop.add_reader(self.sock.fileno(), self._early_readable)
+            self.balancer.poller.add_reader(self.sock.fileno(), self._early_readable)
 
     def dispatch(self) -> None:
         """Choose a backend and start connecting, or queue, or give up."""
@@ -219,7 +228,7 @@ class ClientSide:
             first += bytes(self.early)
             backend.bytes_in += len(self.early)
             self.early.clear()
-        self.splice = Splice(balancer.loop, self.sock, sock, backend, self._spliced_closed)
+        self.splice = Splice(balancer.poller, self.sock, sock, backend, self._spliced_closed)
         self.splice.start(first, self.client_eof)
 
     def _connect_failed(self, backend: Backend, exc: BaseException) -> None:
@@ -269,7 +278,7 @@ class ClientSide:
     def _stop_watching(self) -> None:
         if self.watching:
             self.watching = False
-            self.balancer.loop.remove_reader(self.sock.fileno())
+            self.balancer.poller.remove_reader(self.sock.fileno())
 
     def _could_queue(self, now: float) -> bool:
         """Queue only if some backend is usable but full; queueing for a dead fleet is pointless."""

@@ -5,9 +5,9 @@ backend and connected to it (`lb/connect.py`). From then on every byte of the co
 passes through the two `Direction`s below, client → backend and backend → client, until
 both sides have finished. Next stop: the gateway.
 
-We work on the raw non-blocking sockets with the event loop's `add_reader`/`add_writer`,
-the way HAProxy and nginx's `stream` module do, instead of two asyncio Transport/Protocol
-pairs. When one side is readable:
+We work on the raw non-blocking sockets, the way HAProxy and nginx's `stream` module do,
+instead of two asyncio Transport/Protocol pairs; `lb/poller.py` says when a socket is
+ready. When one side is readable:
 
     recv_into(one reused buffer) ─▶ send(those bytes) to the other side at once
         all sent                  → done; nothing is kept
@@ -52,13 +52,13 @@ per thread and never zero-copy.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import struct
 import threading
 from collections.abc import Callable
 
 from lb.backend import Backend
+from lb.poller import LoopPoller, Poller
 
 # Most bytes one read takes, and so the most one direction keeps in our memory while the
 # other side cannot take them (we stop reading until they are sent).
@@ -90,9 +90,9 @@ class Direction:
         "dst",
         "dst_fd",
         "eof",
-        "loop",
         "moved",
         "pending",
+        "poller",
         "reading",
         "splice",
         "src",
@@ -106,7 +106,7 @@ class Direction:
         self, splice: Splice, src: socket.socket, dst: socket.socket, counter: Backend, up: bool
     ) -> None:
         self.splice = splice
-        self.loop = splice.loop
+        self.poller = splice.poller
         self.src = src
         self.dst = dst
         self.src_fd = src.fileno()
@@ -166,7 +166,7 @@ class Direction:
         """dst's kernel buffer is full: stop reading src until what we hold is sent."""
         self.stop_reading()
         self.waiting = True
-        self.loop.add_writer(self.dst_fd, self.writable)
+        self.poller.add_writer(self.dst_fd, self.writable)
 
     def writable(self) -> None:
         try:
@@ -180,7 +180,7 @@ class Direction:
         if self.pending:
             return
         self.waiting = False
-        self.loop.remove_writer(self.dst_fd)
+        self.poller.remove_writer(self.dst_fd)
         if self.eof:
             self.pass_eof()
         else:
@@ -189,20 +189,20 @@ class Direction:
     def start(self) -> None:
         if not self.pending and not self.eof:
             self.reading = True
-            self.loop.add_reader(self.src_fd, self.readable)
+            self.poller.add_reader(self.src_fd, self.readable)
 
     def stop_reading(self) -> None:
         # Only what is registered is removed: asyncio's remove_reader of an unregistered
         # descriptor raises and catches two KeyErrors (with formatted messages) inside.
         if self.reading:
             self.reading = False
-            self.loop.remove_reader(self.src_fd)
+            self.poller.remove_reader(self.src_fd)
 
     def unregister(self) -> None:
         self.stop_reading()
         if self.waiting:
             self.waiting = False
-            self.loop.remove_writer(self.dst_fd)
+            self.poller.remove_writer(self.dst_fd)
 
     def end(self) -> None:
         """src finished sending: pass the EOF on once everything before it is sent."""
@@ -229,13 +229,13 @@ class Splice:
 
     def __init__(
         self,
-        loop: asyncio.AbstractEventLoop,
+        poller: Poller | LoopPoller,
         client: socket.socket,
         backend: socket.socket,
         counter: Backend,
         on_close: Callable[[BaseException | None], None],
     ) -> None:
-        self.loop = loop
+        self.poller = poller
         self.client = client
         self.backend = backend
         self.on_close = on_close

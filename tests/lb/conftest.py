@@ -87,6 +87,7 @@ async def running_lb(
     finally:
         config.drain_timeout = 0.5
         await server.drain_and_close()
+        balancer.close()
 
 
 async def unused_port() -> int:
