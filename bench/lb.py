@@ -1,7 +1,8 @@
 """Benchmark the lb against HAProxy `mode tcp`, both in front of the same backend.
 
     python bench/lb.py [--workers 2] [--duration 2] [--rounds 3] [--connections 50]
-                       [--pace-share 0.5] [--pace-max 2000] [--profile]
+                       [--pace-share 0.5] [--pace-rate 1000] [--pace-rounds 3]
+                       [--pace-seconds 4] [--profile]
 
 One backend (nginx answering a fixed 200, or a small asyncio HTTP server when nginx is
 missing) is measured with wrk, alternating so that machine noise hits every target alike:
@@ -21,13 +22,14 @@ to req/s it prints the CPU each proxy used per request (all its processes/thread
 /proc), the figure least disturbed by other programs sharing the machine.
 
 The latency a hop adds cannot be read from saturated wrk runs (closed-loop load measures
-queueing). So a paced, open-loop probe follows: 50 keep-alive connections send requests
-on a fixed schedule at `--pace-share` of the slowest target's measured keep-alive
-capacity (capped at `--pace-max`, about what this Python pacer sustains on one core, and
-halved while the pacer's own timers run more than 2 ms late (p99) against the backend), and
-each latency is counted from the request's *scheduled* time, so a stall delays every
-request behind it as it would for real users (wrk2's correction). It prints p50/p99 of
-direct, lb and haproxy, and ends with one line per figure (medians over the rounds):
+queueing). So a paced, open-loop probe follows (bench/lb_probe.py): direct, lb and
+haproxy are probed *at the same time* with identical schedules, 50 keep-alive connections
+each at `--pace-share` of the slowest measured keep-alive capacity (capped at
+`--pace-rate` per target), each latency counted from the request's *scheduled* time
+(wrk2's correction). Whatever slows the shared machine or the Python pacer in a given
+second hits every target alike, so lb p99 minus direct p99 *within one run* is the hop's
+cost; the pacer also reports how late its own timers fired. The RESULT lines (medians
+over the rounds; the added p99 is the median of the per-round differences):
 
     RESULT lb_keepalive_rps: ours=… peer=… ratio=… target=0.8
     RESULT lb_close_rps: ours=… peer=… ratio=… target=0.35
@@ -40,9 +42,7 @@ and prints where the accept + connect path spends its time.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import random
 import re
 import shutil
 import statistics
@@ -53,6 +53,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from lb_probe import probe  # noqa: E402  (bench/lb_probe.py, next to this file)
 
 from minisys.testing import RealServer, free_port, nginx_server  # noqa: E402
 
@@ -178,6 +180,12 @@ def stop(proc: RealServer | None) -> None:
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
+# The paced probe's default rate per target (three targets at once: 3000 req/s for the
+# Python pacer, which kept its timers within ~1 ms (p99) at that rate on a quiet machine).
+PACE_RATE = 1000.0
+# Above this pacer lateness (p99, ms) the bench warns that the machine was too busy.
+PACER_SLACK_MS = 1.0
+
 
 def wrk(port: int, duration: float, connections: int, close: bool) -> tuple[float, float]:
     """Run wrk; return (requests per second, p99 latency in ms)."""
@@ -194,103 +202,6 @@ def wrk(port: int, duration: float, connections: int, close: bool) -> tuple[floa
     if errors:
         print(f"    (wrk socket errors: {errors.group(1).strip()})")
     return rps, p99
-
-
-# --- the paced (open-loop) latency probe -------------------------------------------------
-
-REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
-# A paced run ends this long after its last scheduled request at the latest.
-PACE_GRACE = 5.0
-# The pacer's own timers may fire this late (p99, ms; asyncio's timers have 1 ms
-# granularity) before the rate is lowered, at most PACE_HALVINGS times.
-PACER_SLACK_MS = 2.0
-PACE_HALVINGS = 2
-
-
-class Paced(asyncio.Protocol):
-    """One keep-alive connection that sends a request every `interval` seconds.
-
-    At most one request is in flight (as in wrk). If a reply comes late, the next request
-    goes out at once, and its latency still counts from when it was *due*. When the
-    connection was idle and its timer fired late anyway, the pacer itself was slow (its
-    process waited for a core): `own_lateness` records that, to tell whether a probe at
-    this rate can be trusted.
-    """
-
-    def __init__(
-        self, interval: float, first: float, until: float, samples: list, own_lateness: list
-    ) -> None:
-        self.interval = interval
-        self.due = first
-        self.until = until
-        self.samples = samples
-        self.own_lateness = own_lateness
-        self.on_time = True  # the next send waits for its timer (not catching up)
-        self.buf = b""
-        self.loop = asyncio.get_running_loop()
-        self.done = self.loop.create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        self.loop.call_at(self.due, self.send)
-
-    def send(self) -> None:
-        if self.due >= self.until:
-            self.transport.close()
-            return
-        if self.on_time:
-            self.own_lateness.append(self.loop.time() - self.due)
-        self.transport.write(REQUEST)
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        head_end = self.buf.find(b"\r\n\r\n")
-        if head_end < 0:
-            return
-        length = re.search(rb"(?i)content-length:\s*(\d+)", self.buf[:head_end])
-        end = head_end + 4 + (int(length.group(1)) if length else 0)
-        if len(self.buf) < end:
-            return
-        self.buf = self.buf[end:]
-        now = self.loop.time()
-        self.samples.append(now - self.due)
-        self.due += self.interval
-        self.on_time = now < self.due
-        self.loop.call_at(max(now, self.due), self.send)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.done.set_result(None)
-
-
-def paced(port: int, rate: float, duration: float, connections: int) -> tuple[float, float, float]:
-    """Open-loop probe at `rate` req/s in total: (p50, p99, the pacer's own p99 lateness), ms."""
-    own: list[float] = []
-
-    async def run() -> list[float]:
-        loop = asyncio.get_running_loop()
-        samples: list[float] = []
-        interval = connections / rate
-        start = loop.time() + 0.2
-        until = start + duration
-        protocols = []
-        for _ in range(connections):
-            first = start + random.random() * interval
-            protocol = Paced(interval, first, until, samples, own)
-            await loop.create_connection(lambda p=protocol: p, "127.0.0.1", port)
-            protocols.append(protocol)
-        await asyncio.wait([p.done for p in protocols], timeout=duration + PACE_GRACE)
-        for p in protocols:
-            p.transport.abort()
-        return samples
-
-    samples = sorted(asyncio.run(run()))
-    if not samples:
-        return float("nan"), float("nan"), float("nan")
-    own.sort()
-    p50 = samples[len(samples) // 2] * 1000
-    p99 = samples[int(len(samples) * 0.99)] * 1000
-    return p50, p99, own[int(len(own) * 0.99)] * 1000 if own else float("nan")
 
 
 # --- CPU accounting ----------------------------------------------------------------------
@@ -355,8 +266,9 @@ def main() -> int:
         "--workers", type=int, default=os.cpu_count() or 1, help="lb workers = haproxy nbthread"
     )
     p.add_argument("--pace-share", type=float, default=0.5, help="of the slowest capacity")
-    p.add_argument("--pace-max", type=float, default=2000.0, help="req/s the pacer sustains")
-    p.add_argument("--pace-rounds", type=int, default=2)
+    p.add_argument("--pace-rate", type=float, default=PACE_RATE, help="req/s per target, max")
+    p.add_argument("--pace-rounds", type=int, default=3)
+    p.add_argument("--pace-seconds", type=float, default=4.0)
     p.add_argument("--only", default="", help="comma-separated targets (default: all)")
     p.add_argument("--profile", action="store_true")
     args = p.parse_args()
@@ -433,57 +345,49 @@ def main() -> int:
                     f"{med(ours, True, 2) / med(theirs, True, 2):.2f}x CPU/conn"
                 )
 
-        probe = [t for t in ("direct", "lb", "haproxy", "lb-1") if t in targets]
-        slowest = min(med(t, False, 0) for t in probe)
-        rate = min(args.pace_share * slowest, args.pace_max)
-        pace_seconds = min(max(args.duration, 2.0), 5.0)
-        # A pacer that cannot keep its own schedule measures itself: halve the rate (at
-        # most PACE_HALVINGS times) until its timers fire within PACER_SLACK_MS (p99)
-        # against the backend directly. If that does not help, the machine is too busy.
-        for _ in range(PACE_HALVINGS):
-            own = paced(targets["direct"][0], rate, 1.0, args.connections)[2]
-            if own <= PACER_SLACK_MS:
-                break
-            print(f"  (pacer late by {own:.1f} ms p99 at {rate:.0f} req/s: halving the rate)")
-            rate /= 2
+        names = [t for t in ("direct", "lb", "haproxy") if t in targets]
+        slowest = min(med(t, False, 0) for t in names)
+        rate = min(args.pace_share * slowest, args.pace_rate)
         print(
-            f"paced probe: {args.connections} connections, {rate:.0f} req/s in total "
-            f"(<= {args.pace_share:g} x the slowest keep-alive capacity {slowest:.0f}, "
-            f"capped at {args.pace_max:g}); latency from each request's scheduled time"
+            f"paced probe: {', '.join(names)} at once, {args.connections} connections and "
+            f"{rate:.0f} req/s each (<= {args.pace_share:g} x the slowest keep-alive capacity "
+            f"{slowest:.0f}, capped at {args.pace_rate:g}), {args.pace_seconds:g} s per round; "
+            "latency from each request's scheduled time (service: from its send)"
         )
-        lat: dict[str, list[tuple[float, float, float]]] = {}
-        for _ in range(args.pace_rounds):
-            for name in probe:
-                port = targets[name][0]
-                lat.setdefault(name, []).append(paced(port, rate, pace_seconds, args.connections))
-        for name, values in lat.items():
-            shown = "  ".join(f"p50 {a:.2f} p99 {b:.2f} (pacer {c:.2f})" for a, b, c in values)
-            print(f"  paced {name:8} ms: {shown}")
-        own = max(v[2] for values in lat.values() for v in values)
-        if own > PACER_SLACK_MS:
+        probes = []
+        for r in range(args.pace_rounds):
+            ports = {name: targets[name][0] for name in names}
+            run = probe(ports, rate, args.pace_seconds, args.connections)
+            probes.append(run)
+            shown = "  ".join(
+                f"{n} {run.p50[n]:.2f}/{run.p99[n]:.2f} ({run.service_p99[n]:.2f})" for n in names
+            )
+            added = "  ".join(f"{n} {run.p99[n] - run.p99['direct']:+.2f}" for n in names[1:])
             print(
-                f"  WARNING: the pacer's own timers ran up to {own:.1f} ms late (p99): the "
-                "machine is too busy to judge a 1 ms target; the added p99 below is noise"
+                f"  round {r + 1} p50/p99 (service p99) ms: {shown}; "
+                f"pacer late p50 {run.pacer_p50:.2f} p99 {run.pacer_p99:.2f}; "
+                f"{min(run.count.values())} samples each; added p99: {added}"
+            )
+        late = max(run.pacer_p99 for run in probes)
+        if late > PACER_SLACK_MS:
+            print(
+                f"  WARNING: the pacer's own timers ran up to {late:.1f} ms late (p99): every "
+                "target's p99 carries that; the added p99 (a difference) less so"
             )
         if args.profile:
             profile(backend, tmp, args.duration, args.connections)
 
-        def lat_med(name: str, i: int) -> float:
-            return statistics.median(v[i] for v in lat[name]) if name in lat else float("nan")
+        def added(name: str) -> float:
+            if name not in probes[0].p99:
+                return float("nan")
+            return statistics.median(run.p99[name] - run.p99["direct"] for run in probes)
 
         if not haproxy:
             print("haproxy is not installed: comparing with direct instead")
         peer = "haproxy" if haproxy else "direct"
         result("lb_keepalive_rps", med("lb", False, 0), med(peer, False, 0), 0.8)
         result("lb_close_rps", med("lb", True, 0), med(peer, True, 0), 0.35)
-        direct_p99 = lat_med("direct", 1)
-        result(
-            "lb_added_p99_ms",
-            lat_med("lb", 1) - direct_p99,
-            lat_med(peer, 1) - direct_p99,
-            1.0,
-            digits=2,
-        )
+        result("lb_added_p99_ms", added("lb"), added(peer), 1.0, digits=2)
     finally:
         for proc in procs:
             stop(proc)

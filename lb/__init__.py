@@ -6,9 +6,14 @@ It accepts a TCP connection, picks a healthy backend, connects to it and copies 
 both ways until both sides are done. It never parses what it carries, so it balances
 HTTP, RESP or anything else. A map of the package, in the order a connection meets it:
 
-    proxy.py       the splice: accept, connect (retry elsewhere on failure), queue when
-                   every backend is at maxconn, backpressure, half-close, idle timeout
+    listener.py    accept() without a Task or transport; limits, idle sweep and drain
+                   from minisys/server.py
+    proxy.py       a client's connection: choose, connect (retry elsewhere on failure),
+                   queue when every backend is at maxconn, then splice
     connect.py     the non-blocking connect with a timeout (the costly half of accept+connect)
+    splice.py      copying bytes both ways on the raw sockets: backpressure, half-close,
+                   reset propagation
+    poller.py      one inner epoll set for every spliced socket (the hot path's events)
     backend.py     Backend (address, weight, maxconn, counters) and the Pool that filters
                    the eligible ones: enabled, healthy, not ejected, under maxconn
     algorithms.py  round robin, smooth weighted round robin, least connections, power of
@@ -22,7 +27,7 @@ HTTP, RESP or anything else. A map of the package, in the order a connection mee
     fanout.py      the master's admin endpoint: asks every worker, sums, labels
     __main__.py    the command line: `python -m lb --backend … --algorithm …`
 
-Shared code it uses from the kernel: minisys/server.py (listener, limits, idle sweep,
-drain on SIGTERM), minisys/proxyproto.py (the PROXY v1 line), minisys/metrics.py.
+Shared code it uses from the kernel: minisys/server.py (the Server that listener.py
+extends: limits, idle sweep, drain on SIGTERM), minisys/proxyproto.py (the PROXY v1 line), minisys/metrics.py.
 Read README.md first, then proxy.py.
 """

@@ -17,17 +17,20 @@ ready. When one side is readable:
 
 Why not transports: measured with callgrind on the lb process, wrk -c50 keep-alive to
 nginx, instructions per forwarded request (request and response), taking the difference
-of a 2 s and an 8 s run so connection setup cancels out:
+of a 2 s and an 8 s run so that connection setup cancels out:
 
-    lb on two Transport/Protocol pairs (previous version)   36.6 k
-    bare asyncio Protocol splice (bench/lb.py's floor)        28.9 k
-    this module (a 60-line prototype of it: 23.0 k)           see lb/README.md
+    lb on two Transport/Protocol pairs (until this version)        36.6 k
+    bare asyncio Protocol splice (bench/lb.py's `bare`)              28.9 k
+    this module, sockets watched by loop.add_reader                 23.9 k
+    this module, sockets on lb/poller.py's inner epoll set          13.6 k
 
-A transport's read goes selector → `_read_ready` → `get_buffer` → `recv_into` →
+and per `Connection: close` connection (sequential clients): 602 k → 256 k. A
+transport's read goes selector → `_read_ready` → `get_buffer` → `recv_into` →
 `buffer_updated` → a bytes copy → `data_received` → `write` → `send`; here it is one
 function. `os.splice` through a pipe (zero copy) measured the same user-space
-instructions (23.2 k) and no CPU difference we could see with 100-byte messages, for two
-extra descriptors per direction, so we copy.
+instructions as recv_into/send (23.2 k vs 22.9 k in the prototype) and a CPU difference
+within the noise with 100-byte messages, for two more descriptors per direction, so we
+copy.
 
 Backpressure: a side is read only while nothing waits to be sent to the other side. So per
 direction at most one read (SPLICE_BUFFER) waits in our memory; the rest stays in kernel
