@@ -11,10 +11,10 @@
                            orders of the same products (`keyed_locks.py`);
                            WATCH stock:<sku>… idem:<key> and
                            MGET them (the cache may be stale; this read is the one that
-                           counts, and it is the db read that fills a stock the cache
-                           lacked); MULTI; DECRBY stock:<sku> qty (each item);
-                           SET order:<id>; SET user-orders:<user>:<id>;
-                           SET outbox:<id> (the e-mail job); SET idem:<key>;
+                           counts; on a refusal it fills a stock the cache lacked);
+                           MULTI; DECRBY stock:<sku> qty (each item); SET order:<id>;
+                           SET user-orders:<user>:<id>; SET outbox:<id> (the e-mail
+                           job); SET idem:<key>;
                            DEL outbox:<earlier orders' ids, already on mq>;
                            EXEC — all of it or nothing; nil → retry.
     6. invalidate          DEL stock:<sku>… in kvcache
@@ -214,17 +214,18 @@ class Orders:
                 return _Replay(values[-1])
             # values: the stock of each sku, then (if any) the idempotency record
             stock = {sku: int(v) for sku, v in zip(skus, values, strict=False) if v is not None}
-            # The cache-aside fill of the stock the cache lacked, from this read.
-            fills = [
-                self.cache.set(key, value, STOCK_TTL)
-                for key, value, was in zip(stock_keys, values, cached_stock, strict=False)
-                if was is None and value is not None
-            ]
             short = _shortfall(request.items, stock)
             if short:
                 # The cache said yes, the db says no: the cached stock is stale; drop it.
+                # Stock the cache lacked is filled from this read (the cache-aside fill),
+                # so the next hopeless order is refused without the db.
                 had = zip(stock_keys, cached_stock, strict=True)
                 stale = [key for key, was in had if was is not None]
+                fills = [
+                    self.cache.set(key, value, STOCK_TTL)
+                    for key, value, was in zip(stock_keys, values, cached_stock, strict=False)
+                    if was is None and value is not None
+                ]
                 await asyncio.gather(self.cache.invalidate(*stale), *fills)
                 raise _out_of_stock(short)
             ops = [("DECRBY", stock_key(i.sku), str(i.qty)) for i in request.items]
@@ -237,8 +238,10 @@ class Orders:
                 record = {"fingerprint": fingerprint, "order_id": order_id}
                 ops.append(("SET", idem, json.dumps(record)))
             cleanup, cleaned = self.outbox.cleanup_ops()  # earlier orders' outbox DELs
-            # The fill travels to kvcache while the EXEC travels to minidb: no extra wait.
-            committed, *_ = await asyncio.gather(tx.execute(ops + cleanup), *fills)
+            # No cache fill here: the commit changes this stock and step 6 deletes it
+            # from the cache, so a fill would be one more command (and two Tasks for the
+            # gather) per order for a value gone a round trip later.
+            committed = await tx.execute(ops + cleanup)
             if committed is None:
                 return CONFLICT
             self.outbox.cleaned(cleaned)

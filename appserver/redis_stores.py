@@ -84,7 +84,11 @@ class _RespStore:
 
     async def _execute(self, *args: str | bytes | int) -> object:
         try:
-            client, fresh = await self._connection()
+            client = self._shared
+            if client is not None and not client.closed:
+                fresh = False  # the usual case, without awaiting _connection()
+            else:
+                client, fresh = await self._connection()
             try:
                 return await client.execute(*args)
             except RespConnectionError:

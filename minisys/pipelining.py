@@ -89,6 +89,22 @@ class PipelinedProtocol(BufferedReads):
             loop.call_soon(self.flush)
         return futures
 
+    def send_one(self, payload: bytes) -> asyncio.Future:
+        """`send` for one request (the common case, without the lists)."""
+        loop = self.loop
+        future = loop.create_future()
+        self.waiters.append(future)
+        if self.read_timeout is not None:
+            due = loop.time() + self.read_timeout
+            self.deadlines.append(due)
+            if self.watchdog is None:
+                self.watchdog = loop.call_at(due, self.check_deadline)
+        self.outgoing.append(payload)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            loop.call_soon(self.flush)
+        return future
+
     def flush(self) -> None:
         self.flush_scheduled = False
         out = self.outgoing

@@ -202,14 +202,6 @@ class RespClient:
         if proto.closed_exc is not None:
             raise proto.closed_exc
 
-    async def _await(self, future: asyncio.Future) -> object:
-        try:
-            return await future
-        except asyncio.CancelledError:
-            # The caller gave up: the connection no longer knows whose reply comes next.
-            self._protocol.fail(RespConnectionError("a waiting call was cancelled"))
-            raise
-
     async def execute(self, *args: bytes | str | int | float) -> object:
         """Send one command and return its reply; an error reply is raised as RespError."""
         proto = self._protocol
@@ -219,8 +211,13 @@ class RespClient:
             or len(proto.waiters) >= MAX_IN_FLIGHT
         ):
             await self._wait_for_room()
-        (future,) = proto.send(encode_command(*args), 1)
-        reply = await self._await(future)
+        future = proto.send_one(encode_command(*args))
+        try:
+            reply = await future
+        except asyncio.CancelledError:
+            # The caller gave up: the connection no longer knows whose reply comes next.
+            proto.fail(RespConnectionError("a waiting call was cancelled"))
+            raise
         if isinstance(reply, RespError):
             raise reply
         return reply
@@ -230,9 +227,17 @@ class RespClient:
         cmds = list(commands)
         if not cmds:
             return []
+        proto = self._protocol
         await self._wait_for_room()
-        payload = b"".join(encode_command(*cmd) for cmd in cmds)
-        return [await self._await(f) for f in self._protocol.send(payload, len(cmds))]
+        futures = proto.send(b"".join([encode_command(*cmd) for cmd in cmds]), len(cmds))
+        try:
+            # Replies complete in request order, and a failure fails every waiter in
+            # order too: once the last is done, all are. One await instead of one each.
+            await futures[-1]
+        except asyncio.CancelledError:
+            proto.fail(RespConnectionError("a waiting call was cancelled"))
+            raise
+        return [f.result() for f in futures]
 
     def abort(self) -> None:
         """Drop the connection at once (no await needed)."""
