@@ -187,20 +187,33 @@ class DB:
         with self._lock:
             return self._apply_locked(ops)
 
-    def _apply_locked(self, ops: Sequence[Op]) -> int:
+    def apply_put(self, key: bytes, value: bytes) -> int:
+        """`apply(((key, value),))`, the most common write, without building the tuples."""
+        with self._lock:
+            return self._put_locked(key, value)
+
+    def _check_writable(self) -> None:
         if self.closed:
             raise DatabaseClosed("the database is closed")
         if self.commit.error is not None:
             raise DatabaseClosed(f"an fsync failed, refusing writes: {self.commit.error}")
+
+    def _put_locked(self, key: bytes, value: bytes) -> int:
+        """A plain put: the same steps as `_apply_locked` without its loops."""
+        if self.closed or self.commit.error is not None:
+            self._check_writable()
         ts = int(self.clock() * 1000)
+        rec = record.encode(key, value, 0, ts)
+        offset = self._append(rec)
+        old = self.keydir.put(key, (self.active.id, offset, len(rec), ts))
+        self.live_bytes += len(rec) - (old[2] if old is not None else 0)
+        return self._after_append()
+
+    def _apply_locked(self, ops: Sequence[Op]) -> int:
         if len(ops) == 1 and ops[0][0] is not None and ops[0][1] is not None:
-            # A plain put, the hot path: the same steps as below without the loops.
-            key, value = ops[0]
-            rec = record.encode(key, value, 0, ts)
-            offset = self._append(rec)
-            old = self.keydir.put(key, (self.active.id, offset, len(rec), ts))
-            self.live_bytes += len(rec) - (old[2] if old is not None else 0)
-            return self._after_append()
+            return self._put_locked(*ops[0])
+        self._check_writable()
+        ts = int(self.clock() * 1000)
         last = len(ops) - 1
         encoded = []
         for i, (key, value) in enumerate(ops):
@@ -279,7 +292,7 @@ class DB:
         return covered
 
     def put(self, key: bytes, value: bytes) -> None:
-        self.wait_durable(self.apply(((key, value),)))
+        self.wait_durable(self.apply_put(key, value))
 
     def delete(self, key: bytes) -> bool:
         """Delete `key`; False (and nothing written) if it did not exist."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from minidb import record
+from minidb import open_db, record
+from minidb.commands import ERR_KEY_TOO_BIG, OK
+from minidb.server import MinidbEngine
 from minisys.resp import RespError
 from minisys.testing import ServerProcess
 
@@ -78,3 +80,17 @@ def test_exec_and_mset_are_one_batch_in_the_log(tmp_path):
         (batch, b"a"), (batch, b"a"), (commit, b"b"),
         (batch, b"m1"), (commit, b"m2"),
     ]  # fmt: skip
+
+
+def test_a_plain_set_takes_the_short_path_with_the_same_outcomes(tmp_path):
+    db = open_db(tmp_path, fsync="no", auto_merge=False)
+    engine = MinidbEngine(db)
+    session = engine.open_session(("127.0.0.1", 1))
+    written = db.commit.written
+    assert engine.execute(session, [b"SET", b"k", b"v"]) == OK
+    assert db.get(b"k") == b"v" and db.commit.written == written + 1  # one record
+    too_big = b"k" * (record.MAX_KEY_SIZE + 1)
+    assert engine.execute(session, [b"SET", too_big, b"v"]) == RespError(ERR_KEY_TOO_BIG)
+    assert engine.execute(session, [b"SET", b"k", b"w", b"NX"]) is None  # options: the long way
+    db.close()
+    assert engine.execute(session, [b"SET", b"k", b"x"]) == RespError("ERR the database is closed")
