@@ -244,11 +244,11 @@ class BeanstalkConnection(Connection):
     def _process(self) -> None:
         """Run every complete command buffered (until a reserve has to wait); reply once."""
         parser = self.parser
-        unparsed = parser.buffer
         out = self._out
         counts = self.app.cmd_counts
         now = time.time()
-        while unparsed and not self.waiting and not self._quit:
+        # The test is the parser's "anything unparsed?", inline (see CommandParser).
+        while (parser.pos < len(parser.data) or parser.more) and not (self.waiting or self._quit):
             cmd = parser.next_command()
             if cmd is None:
                 break
@@ -257,9 +257,9 @@ class BeanstalkConnection(Connection):
                     self.app.queue.burn_id()
                 out.append(cmd.reply)
                 continue
-            name = cmd.name
+            name, args, body = cmd
             counts[name] += 1
-            reply = _HANDLERS[name](self, cmd.args, cmd.body, now)
+            reply = _HANDLERS[name](self, args, body, now)
             if reply is not None:
                 out.append(reply)
         self._flush()

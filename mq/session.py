@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 
 from mq.job import RESERVED, Job
 
@@ -33,6 +34,10 @@ class Client:
         self.watching: dict[str, None] = {DEFAULT_TUBE: None}
         self.reserved: dict[int, Job] = {}
         self.deadlines: list[tuple[float, int, int, Job]] = []  # lazy heap of TTR deadlines
+        # When this client's one TTR check in the queue's timers comes due (inf: none),
+        # and that entry's generation (an older entry is stale).
+        self.ttr_at = math.inf
+        self.ttr_gen = 0
         self.waiting = False
         self.wait_gen = 0
         self.producer = False

@@ -8,7 +8,8 @@ An entry is `(when, seq, kind, obj, gen)`:
 
     kind  obj     due means                          still meaningful while
     "d"   Job     a delayed job becomes ready        job.gen == gen and job is delayed
-    "r"   Job     a reservation's TTR ran out        job.gen == gen and job is reserved
+    "r"   Client  check its reservations' TTRs       client.ttr_gen == gen (one entry
+                  (due at its soonest deadline)        per client; it may find nothing)
     "w"   Client  a waiting reserve times out        client waits, client.wait_gen == gen
     "s"   Client  DEADLINE_SOON for a waiting client  (same)
     "p"   Tube    a paused tube resumes              tube.unpause_at is set
@@ -29,7 +30,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterator
 
-from mq.job import DELAYED, RESERVED
+from mq.job import DELAYED
 
 # Rebuild the heap without its stale entries once it holds this many more entries than
 # twice the live ones: bounded memory, and the O(n) rebuild is paid at most once per
@@ -45,7 +46,7 @@ def live(entry: Entry) -> bool:
     if kind == "d":
         return obj.gen == gen and obj.state == DELAYED  # type: ignore[attr-defined]
     if kind == "r":
-        return obj.gen == gen and obj.state == RESERVED  # type: ignore[attr-defined]
+        return obj.ttr_gen == gen  # type: ignore[attr-defined]
     if kind == "p":
         return bool(obj.unpause_at)  # type: ignore[attr-defined]
     return obj.waiting and obj.wait_gen == gen  # type: ignore[attr-defined]
