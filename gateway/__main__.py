@@ -97,7 +97,7 @@ async def main(args: argparse.Namespace, server_config: ServerConfig) -> None:
     server = http_server(
         "gateway", server_config, gateway.handle, settings=settings,
         connection_factory=lambda handle, settings: GatewayConnection(
-            handle, settings, gateway.config.trusted_proxies
+            handle, settings, gateway.config.trusted_proxies, gateway.handle_now
         ),
     )  # fmt: skip
     admin_config = ServerConfig(**{**server_config.__dict__, "port": args.admin_port})

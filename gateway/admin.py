@@ -56,7 +56,7 @@ class Admin:
             )
         path = request.path.rstrip("/") or "/"
         gw = self.gateway
-        state = gw.admin_state()
+        state = admin_state(gw)
         if path == "/":
             return json_response({"endpoints": ENDPOINTS})
         if path == "/routes":
@@ -84,3 +84,27 @@ class Admin:
         if path == "/healthz":
             return json_response({"status": "ok"})
         return problem(404, detail=f"no admin endpoint {path}; see /")
+
+
+def admin_state(gw: Gateway) -> dict[str, Any]:
+    """What the admin API shows (admin.py renders it)."""
+    cfg = gw.config
+    return {
+        "source": cfg.source,
+        "routes": [
+            {
+                "name": r.name,
+                "host": r.host,
+                "path": r.path,
+                "methods": sorted(r.methods) if r.methods else None,
+                "strip_prefix": r.strip_prefix,
+                "upstream": r.upstream,
+                "auth": r.auth,
+                "consumers": sorted(r.consumers) if r.consumers else None,
+            }
+            for r in gw.routes.routes
+        ],
+        "upstreams": {name: pool.stats() for name, pool in gw.pools.items()},
+        "consumers": [c.id for c in cfg.consumers],
+        "in_flight": dict(gw.in_flight),
+    }

@@ -27,6 +27,8 @@ and phases; here the order is fixed and reads top to bottom.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -45,8 +47,10 @@ from .proxy import client_headers, pick_request_id, upstream_headers
 from .ratelimit import Check, Outcome, RateLimiter
 from .ratelimit import headers as ratelimit_headers
 from .routes import NoRoute, PathError, Route, RouteTable, encode_path, normalize_path
+from .trip import QUOTA_EXCEEDED, Refusal, Trip
 from .upstream import (
     ConnectFailed,
+    Forwarded,
     NoMember,
     Transport,
     UpstreamPool,
@@ -55,9 +59,6 @@ from .upstream import (
 )
 
 log = get_logger("gateway")
-
-# The problem type draft-ietf-httpapi-ratelimit-headers registers for a 429 body.
-QUOTA_EXCEEDED = "https://iana.org/assignments/http-problem-types#quota-exceeded"
 
 # How often idle buckets are reclaimed; a bucket refills within its window anyway.
 SWEEP_INTERVAL_S = 5.0
@@ -120,34 +121,111 @@ class Gateway:
     # --- the pipeline --------------------------------------------------------------------
 
     async def handle(self, request: Request, conn: Any = None) -> Response:
+        """The whole pipeline as one coroutine (the general path; see `handle_now`)."""
         if request.path == "/healthz" and request.method in ("GET", "HEAD"):
             # The gateway's own liveness, for the lb and the launcher: never proxied, never
             # limited, not logged (health checks every few seconds would drown the log).
             return Response(200, [("Content-Type", "application/json")], b'{"status":"ok"}')
-        start = time.perf_counter()
-        rid = pick_request_id(request.headers.get("x-request-id"))
-        request_id.set(rid)
-        client_ip = str(request.peer[0]) if request.peer else ""
-        record = AccessRecord(rid, client_ip, request.method, request.path)
-        trusted_hop = conn is not None and conn.trusted_hop
-        extra: list[tuple[str, str]] = []
+        trip = self._begin(request, conn)
         try:
-            route, target, consumer, shared = self._admit(request, client_ip, record, extra)
+            admitted = self._admit(request, trip)
+        except Refusal as refusal:
+            return self._account(trip, refusal.answer(trip))
+        return self._account(trip, await self._proceed(request, trip, *admitted))
+
+    def handle_now(self, request: Request, conn: Any) -> bool:
+        """The pipeline from callbacks, without a Task (the HTTP server's `handle_now`).
+
+        Steps 1-5 run now; a refusal is answered now; the usual request (local limits
+        only, breaker closed, a warm upstream connection free) goes out now and is
+        answered from the client's callback. Anything else - shared limits, concurrency
+        caps, no warm connection - finishes in `_proceed` as a Task, as `handle` would.
+        Each request runs in its own copy of the context, as a Task would (request_id).
+        """
+        if request.path == "/healthz":
+            return False  # answered by `handle`, on the general path
+        context = contextvars.copy_context()
+        return context.run(self._start_now, request, conn, context)
+
+    def _start_now(self, request: Request, conn: Any, context: contextvars.Context) -> bool:
+        trip = self._begin(request, conn)
+        try:
+            route, target, consumer, shared = self._admit(request, trip)
+        except Refusal as refusal:
+            conn.answer_now(request, self._account(trip, refusal.answer(trip)))
+            return True
+        if shared is None and (consumer is None or not consumer.max_concurrency):
+            pool = self.pools[route.upstream]
+            path, headers = self._outbound(request, route, target, consumer, trip)
+            trip.upstream_start = time.perf_counter()
+            then = functools.partial(context.run, self._forwarded, request, conn, pool, trip)
+            cancel = pool.forward_now(request.method, path, headers, request.body, then)
+            if cancel is not None:
+                conn.cancel_now = cancel
+                return True
+        task = asyncio.ensure_future(self._proceed(request, trip, route, target, consumer, shared))
+        task.add_done_callback(functools.partial(self._proceeded, request, conn, trip))
+        conn.cancel_now = task.cancel
+        return True
+
+    def _forwarded(
+        self, request: Request, conn: Any, pool: UpstreamPool, trip: Trip,
+        result: Forwarded | None, exc: Exception | None,
+    ) -> None:  # fmt: skip
+        """The upstream's answer (or failure) to a request `handle_now` sent."""
+        try:
+            try:
+                response = self._answer(request, pool, result, exc, trip)
+            except Refusal as refusal:
+                response = refusal.answer(trip)
+            response = self._account(trip, response)
+        except Exception:  # a bug must not leave the client waiting, nor break the client
+            log.exception("gateway failed for %s %s", request.method, request.target)
+            response = Response(500, [("Content-Type", PROBLEM_JSON)], problem_body(500))
+        conn.answer_now(request, response)
+
+    def _proceeded(self, request: Request, conn: Any, trip: Trip, task: asyncio.Task) -> None:
+        if task.cancelled():
+            return  # abandoned by the server (handler timeout, client gone)
+        exc = task.exception()
+        if exc is not None:
+            log.error("gateway failed for %s %s", request.method, request.target, exc_info=exc)
+            response = Response(500, [("Content-Type", PROBLEM_JSON)], problem_body(500))
+        else:
+            response = self._account(trip, task.result())
+        conn.answer_now(request, response)
+
+    def _begin(self, request: Request, conn: Any) -> Trip:
+        """Step 1, and what the later steps share about this request."""
+        trip = Trip()
+        trip.start = time.perf_counter()
+        trip.rid = rid = pick_request_id(request.headers.get("x-request-id"))
+        request_id.set(rid)
+        trip.client_ip = client_ip = str(request.peer[0]) if request.peer else ""
+        trip.record = AccessRecord(rid, client_ip, request.method, request.path)
+        trip.trusted_hop = conn is not None and conn.trusted_hop
+        trip.extra = []
+        return trip
+
+    async def _proceed(
+        self, request: Request, trip: Trip, route: Route, target: str,
+        consumer: Consumer | None, shared: list[Check] | None,
+    ) -> Response:  # fmt: skip
+        """Steps 5-9 after `_admit`: shared limits, concurrency, forwarding, the answer."""
+        try:
             if shared is not None:
-                self._limit_outcomes(route, await self._rate_limit(shared), extra)
+                self._limit_outcomes(route, await self._rate_limit(shared), trip.extra)
             limit = consumer.max_concurrency if consumer is not None else 0
             if not limit:
-                response = await self._forward(
-                    request, route, target, rid, client_ip, consumer, record, extra, trusted_hop
-                )
-            else:
-                response = await self._forward_counted(
-                    request, route, target, rid, client_ip, consumer, record, extra, trusted_hop
-                )
-        except _Refusal as refusal:
-            response = refusal.response(rid, extra)
-            record.reason = refusal.reason
-        elapsed = time.perf_counter() - start
+                return await self._forward(request, route, target, consumer, trip)
+            return await self._forward_counted(request, route, target, consumer, trip)
+        except Refusal as refusal:
+            return refusal.answer(trip)
+
+    def _account(self, trip: Trip, response: Response) -> Response:
+        """Step 10: the access log line and the metrics."""
+        elapsed = time.perf_counter() - trip.start
+        record = trip.record
         status = response.status
         record.status = status
         record.bytes = len(response.body) if type(response.body) is bytes else 0
@@ -158,13 +236,13 @@ class Gateway:
         return response
 
     def _admit(
-        self, request: Request, client_ip: str, record: AccessRecord, extra: list[tuple[str, str]]
+        self, request: Request, trip: Trip
     ) -> tuple[Route, str, Consumer | None, list[Check] | None]:
         """Steps 2-5 up to the shared limits: route, auth, and the local rate limits.
 
         Returns the route, the path to send upstream, the consumer, and the checks that
         still need the shared store (None when every limit was local, the usual case: then
-        this step is complete without waiting for anything). Raises _Refusal.
+        this step is complete without waiting for anything). Raises Refusal.
         """
         key = (request.method, request.headers.get("host"), request.path)
         decision = self._decisions.get(key)
@@ -173,6 +251,7 @@ class Gateway:
             if len(self._decisions) < MAX_ROUTE_CACHE:
                 self._decisions[key] = decision
         route, target = decision
+        record = trip.record
         record.route = route.name
 
         consumer: Consumer | None = None
@@ -181,14 +260,14 @@ class Gateway:
             record.consumer = consumer.id
             if route.consumers is not None and consumer.id not in route.consumers:
                 self.metrics.auth_failures.inc(route=route.name, status="403")
-                raise _Refusal(403, f"consumer {consumer.id!r} may not use this route", "forbidden")
+                raise Refusal(403, f"consumer {consumer.id!r} may not use this route", "forbidden")
 
         plan = self._plans.get((route.name, consumer.id if consumer is not None else None))
         if plan is None:
             plan = self._plan(route, consumer)
         checks, shared = plan
         if consumer is None and route.client_limit is not None:
-            client = Check("client", route.client_limit, f"{route.name}|{client_ip}")
+            client = Check("client", route.client_limit, f"{route.name}|{trip.client_ip}")
             checks = [*checks, client]
             shared = shared or route.client_limit.policy == "shared"
         if not checks:
@@ -196,7 +275,7 @@ class Gateway:
         if shared:
             return route, target, consumer, checks
         # Local buckets only: no store to wait for, so no coroutine either.
-        self._limit_outcomes(route, self.limiter.check_local(checks), extra)
+        self._limit_outcomes(route, self.limiter.check_local(checks), trip.extra)
         return route, target, consumer, None
 
     def _plan(self, route: Route, consumer: Consumer | None) -> tuple[list[Check], bool]:
@@ -220,7 +299,7 @@ class Gateway:
         if refused:
             for o in refused:
                 self.metrics.limited.inc(route=route.name, policy=o.name)
-            raise _Refusal(
+            raise Refusal(
                 429, "rate limit exceeded", "rate_limited",
                 extra_doc={
                     "type": QUOTA_EXCEEDED,
@@ -229,29 +308,18 @@ class Gateway:
             )  # fmt: skip
 
     async def _forward_counted(
-        self,
-        request: Request,
-        route: Route,
-        target: str,
-        rid: str,
-        client_ip: str,
-        consumer: Consumer,
-        record: AccessRecord,
-        extra: list[tuple[str, str]],
-        trusted_hop: bool,
+        self, request: Request, route: Route, target: str, consumer: Consumer, trip: Trip
     ) -> Response:
         """Step 6, for consumers with `max_concurrency`: count the request while in flight."""
         in_flight = self.in_flight
         if in_flight.get(consumer.id, 0) >= consumer.max_concurrency:
             self.metrics.limited.inc(route=route.name, policy="concurrency")
-            raise _Refusal(
+            raise Refusal(
                 429, "too many concurrent requests", "concurrency", [("Retry-After", "1")]
             )
         in_flight[consumer.id] = in_flight.get(consumer.id, 0) + 1
         try:
-            return await self._forward(
-                request, route, target, rid, client_ip, consumer, record, extra, trusted_hop
-            )
+            return await self._forward(request, route, target, consumer, trip)
         finally:
             left = in_flight[consumer.id] - 1
             if left:
@@ -268,15 +336,15 @@ class Gateway:
         try:
             path = normalize_path(raw_path)
         except PathError as exc:
-            raise _Refusal(400, str(exc), "bad_request") from None
+            raise Refusal(400, str(exc), "bad_request") from None
         try:
             route = self.routes.match(method, host, path)
         except NoRoute as exc:
             if exc.allowed:
                 allow = ", ".join(sorted(exc.allowed))
-                refusal = _Refusal(405, "method not allowed here", "no_route", [("Allow", allow)])
+                refusal = Refusal(405, "method not allowed here", "no_route", [("Allow", allow)])
                 raise refusal from None
-            raise _Refusal(404, "no route for this path", "no_route") from None
+            raise Refusal(404, "no route for this path", "no_route") from None
         return route, encode_path(route.upstream_path(path))
 
     def _authenticate(self, request: Request, route: str) -> Consumer:
@@ -293,9 +361,7 @@ class Gateway:
             )
         except AuthError as exc:
             self.metrics.auth_failures.inc(route=route, status="401")
-            raise _Refusal(
-                401, exc.detail, "auth", [("WWW-Authenticate", challenge(exc))]
-            ) from None
+            raise Refusal(401, exc.detail, "auth", [("WWW-Authenticate", challenge(exc))]) from None
 
     async def _rate_limit(self, checks: list[Check]) -> list[Outcome]:
         local = [c for c in checks if c.limit.policy == "local"]
@@ -311,61 +377,69 @@ class Gateway:
         return outcomes
 
     async def _forward(
-        self,
-        request: Request,
-        route: Route,
-        target: str,
-        rid: str,
-        client_ip: str,
-        consumer: Consumer | None,
-        record: AccessRecord,
-        extra: list[tuple[str, str]],
-        trusted_hop: bool,
+        self, request: Request, route: Route, target: str, consumer: Consumer | None, trip: Trip
     ) -> Response:
         """Steps 7-9: headers, the upstream attempt(s), and the answer."""
         pool = self.pools[route.upstream]
+        target, headers = self._outbound(request, route, target, consumer, trip)
+        trip.upstream_start = time.perf_counter()
+        try:
+            result = await pool.forward(request.method, target, headers, request.body)
+        except (NoMember, ConnectFailed, UpstreamReset, UpstreamTimeout) as exc:
+            return self._answer(request, pool, None, exc, trip)
+        return self._answer(request, pool, result, None, trip)
+
+    def _outbound(
+        self, request: Request, route: Route, target: str, consumer: Consumer | None, trip: Trip
+    ) -> tuple[str, list[tuple[str, str]]]:
+        """Step 7: the target and the header list the upstream gets."""
         if request.query:
             target += "?" + request.query
-        out_headers = upstream_headers(
+        headers = upstream_headers(
             request.headers,
-            client_ip=client_ip,
+            client_ip=trip.client_ip,
             via=self.config.via,
-            request_id=rid,
+            request_id=trip.rid,
             consumer=consumer.id if consumer is not None else None,
             strip_credentials=route.auth,
-            trusted_hop=trusted_hop,
+            trusted_hop=trip.trusted_hop,
         )
-        started = time.perf_counter()
-        try:
-            result = await pool.forward(request.method, target, out_headers, request.body)
-        except NoMember as exc:
+        return target, headers
+
+    def _answer(
+        self, request: Request, pool: UpstreamPool, result: Forwarded | None,
+        exc: Exception | None, trip: Trip,
+    ) -> Response:  # fmt: skip
+        """Steps 8-9 once the pool is done: the refusal for a failure (raised), else the
+        upstream's response with our headers."""
+        record = trip.record
+        record.upstream_ms = round((time.perf_counter() - trip.upstream_start) * 1000, 3)
+        if isinstance(exc, NoMember):
             retry = str(max(1, int(exc.retry_after + 0.999)))
-            refusal = _Refusal(
-                503, "upstream circuit open", "circuit_open", [("Retry-After", retry)]
-            )
-            raise refusal from None
-        except (ConnectFailed, UpstreamReset, UpstreamTimeout) as exc:
+            raise Refusal(503, "upstream circuit open", "circuit_open", [("Retry-After", retry)])
+        if exc is not None:
             attempts = getattr(exc, "attempts", [])
             self._count_attempts(pool, attempts)
             record.attempts = len(attempts)
             record.upstream = attempts[-1].member if attempts else "-"
             if isinstance(exc, UpstreamTimeout):
-                raise _Refusal(504, "upstream timed out", "timeout") from None
+                raise Refusal(504, "upstream timed out", "timeout")
             if isinstance(exc, ConnectFailed) and exc.timed_out:
-                raise _Refusal(504, "upstream connect timed out", "connect_timeout") from None
-            kind = "connect" if isinstance(exc, ConnectFailed) else "reset"
-            raise _Refusal(502, f"upstream unavailable ({kind})", kind) from None
-        finally:
-            record.upstream_ms = round((time.perf_counter() - started) * 1000, 3)
+                raise Refusal(504, "upstream connect timed out", "connect_timeout")
+            if isinstance(exc, (ConnectFailed, UpstreamReset)):
+                kind = "connect" if isinstance(exc, ConnectFailed) else "reset"
+                raise Refusal(502, f"upstream unavailable ({kind})", kind)
+            raise exc
+        assert result is not None
         self._count_attempts(pool, result.attempts)
         record.upstream = result.member.name
         record.attempts = len(result.attempts)
         upstream = result.response
         out = client_headers(
-            upstream.headers, via=self.config.via, request_id=rid,
+            upstream.headers, via=self.config.via, request_id=trip.rid,
             keep_length=request.method == "HEAD",
         )  # fmt: skip
-        out.extend(extra)
+        out.extend(trip.extra)
         reason = upstream.reason or None
         return Response(upstream.status, Headers.adopt(out), upstream.body, reason=reason)
 
@@ -404,55 +478,3 @@ class Gateway:
                 last_sweep = now
                 self.limiter.sweep()
             await asyncio.sleep(0.25)
-
-    def admin_state(self) -> dict[str, Any]:
-        """What the admin API shows (admin.py renders it)."""
-        cfg = self.config
-        return {
-            "source": cfg.source,
-            "routes": [
-                {
-                    "name": r.name,
-                    "host": r.host,
-                    "path": r.path,
-                    "methods": sorted(r.methods) if r.methods else None,
-                    "strip_prefix": r.strip_prefix,
-                    "upstream": r.upstream,
-                    "auth": r.auth,
-                    "consumers": sorted(r.consumers) if r.consumers else None,
-                }
-                for r in self.routes.routes
-            ],
-            "upstreams": {name: pool.stats() for name, pool in self.pools.items()},
-            "consumers": [c.id for c in cfg.consumers],
-            "in_flight": dict(self.in_flight),
-        }
-
-
-class _Refusal(Exception):
-    """The gateway answers itself: a status, a problem+json detail and extra headers."""
-
-    def __init__(
-        self,
-        status: int,
-        detail: str,
-        reason: str,
-        headers: list[tuple[str, str]] | None = None,
-        extra_doc: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.reason = reason
-        self.headers = headers or []
-        self.extra_doc = extra_doc or {}
-
-    def response(self, rid: str, extra: list[tuple[str, str]]) -> Response:
-        h = Headers([("Content-Type", PROBLEM_JSON), ("X-Request-ID", rid)])
-        for name, value in (*self.headers, *extra):
-            if name == "Retry-After" and "Retry-After" in h:
-                continue
-            h.add(name, value)
-        return Response(
-            self.status, h, problem_body(self.status, detail=self.detail, **self.extra_doc)
-        )

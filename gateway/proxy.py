@@ -223,11 +223,17 @@ class GatewayConnection(HttpConnection):
         handle: Callable[[Request, GatewayConnection], Awaitable[Response]],
         settings: HttpSettings,
         trusted: list,
+        now: Callable[[Request, GatewayConnection], bool] | None = None,
     ) -> None:
         super().__init__(lambda request: handle(request, self), settings)
+        self._now_handler = now
         self.trusted = trusted
         self.trusted_hop = False
         self._proxy_buffer: bytes | None = None
+
+    def handle_now(self, request: Request) -> bool:
+        # The pipeline's callback fast path (Gateway.handle_now), when given one.
+        return self._now_handler is not None and self._now_handler(request, self)
 
     def on_connect(self) -> None:
         super().on_connect()

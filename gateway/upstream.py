@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from minisys.http.client import BadResponse, ClientError, ClientTimeout, ConnectError, HttpClient
 
-from .breaker import CircuitBreaker
+from .breaker import CLOSED, CircuitBreaker
 from .config import Upstream
 
 # Seconds a member sits out after a failed connect before real traffic tries it again.
@@ -128,17 +129,45 @@ class HttpTransport:
             return await self.client.request(
                 method, (host, port, target), headers, body, timeout=timeout
             )
-        except ConnectError as exc:
-            # The client raises ConnectError from inside `except TimeoutError` on a connect
-            # timeout, so the timeout is still its __context__.
-            raise ConnectFailed(str(exc), isinstance(exc.__context__, TimeoutError)) from None
-        except ClientTimeout as exc:
-            raise UpstreamTimeout(str(exc)) from None
-        except (BadResponse, ClientError) as exc:
-            raise UpstreamReset(str(exc)) from None
+        except ClientError as exc:
+            raise _mapped(exc) from None
+
+    def send_now(
+        self,
+        host: str,
+        port: int,
+        method: str,
+        target: str,
+        headers: list,
+        body: bytes,
+        timeout: float,
+        then: Callable[[Any, Exception | None], None],
+    ) -> Callable[[], None] | None:
+        """`send` through the client's callback fast path (`HttpClient.request_now`): the
+        canceller, or None when no warm connection is free (then use `send`)."""
+
+        def done(response: Any, exc: Exception | None) -> None:
+            then(response, None if exc is None else _mapped(exc))
+
+        return self.client.request_now(
+            method, (host, port, target), headers, body, done, timeout=timeout
+        )
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def _mapped(exc: Exception) -> Exception:
+    """The client's error as the pool's: ConnectFailed, UpstreamTimeout or UpstreamReset."""
+    if isinstance(exc, ConnectError):
+        # The client raises ConnectError from inside `except TimeoutError` on a connect
+        # timeout, so the timeout is still its __context__.
+        return ConnectFailed(str(exc), isinstance(exc.__context__, TimeoutError))
+    if isinstance(exc, ClientTimeout):
+        return UpstreamTimeout(str(exc))
+    if isinstance(exc, (BadResponse, ClientError)):
+        return UpstreamReset(str(exc))
+    return exc
 
 
 @dataclass
@@ -224,20 +253,31 @@ class UpstreamPool:
             self._next = fallback + 1
         return fallback
 
-    async def forward(self, method: str, target: str, headers: list, body: bytes) -> Forwarded:
+    async def forward(
+        self,
+        method: str,
+        target: str,
+        headers: list,
+        body: bytes,
+        resume: tuple[float, set[int], list[Attempt], Exception] | None = None,
+    ) -> Forwarded:
         """Send the request, retrying as the table in the module docstring says.
 
         Raises NoMember (breaker open), ConnectFailed, UpstreamReset or UpstreamTimeout
-        when every allowed attempt failed.
+        when every allowed attempt failed. `resume` (deadline, members tried, attempts,
+        last error) continues after a first attempt made by `forward_now`.
         """
         s = self.settings
-        now = self.clock()
-        if not self.breaker.allow(now):
-            raise NoMember(self.breaker.retry_after(now))
-        deadline = now + s.total_timeout
-        tried: set[int] = set()
-        attempts: list[Attempt] = []
-        error: Exception | None = None
+        if resume is None:
+            now = self.clock()
+            if not self.breaker.allow(now):
+                raise NoMember(self.breaker.retry_after(now))
+            deadline = now + s.total_timeout
+            tried: set[int] = set()
+            attempts: list[Attempt] = []
+            error: Exception | None = None
+        else:
+            deadline, tried, attempts, error = resume
         while len(attempts) <= s.retries:
             index = self.pick(self.clock(), tried)
             if index is None:
@@ -259,25 +299,71 @@ class UpstreamPool:
                 )  # fmt: skip
             except (ConnectFailed, UpstreamReset, UpstreamTimeout) as exc:
                 error = exc
-                outcome = _outcome(error)
-                attempts.append(Attempt(member.name, outcome))
-                member.failures += 1
-                member.last_error = f"{outcome}: {exc}"
-                if isinstance(error, ConnectFailed):
-                    member.ejected_until = self.clock() + PASSIVE_EJECT_S
-                    continue
-                if isinstance(error, UpstreamReset) and method in IDEMPOTENT:
+                if self.failed(member, exc, method, attempts):
                     continue
                 break
             finally:
                 member.active -= 1
-            attempts.append(Attempt(member.name, "ok"))
-            self.breaker.record(response.status not in BREAKER_STATUSES, self.clock())
-            return Forwarded(response, member, attempts)
+            return self.succeeded(member, response, attempts)
         self.breaker.record(False, self.clock())
         assert error is not None
         error.attempts = attempts  # type: ignore[attr-defined]
         raise error
+
+    def failed(self, member: Member, exc: Exception, method: str, attempts: list) -> bool:
+        """Account one failed attempt; True if another member may be tried."""
+        outcome = _outcome(exc)
+        attempts.append(Attempt(member.name, outcome))
+        member.failures += 1
+        member.last_error = f"{outcome}: {exc}"
+        if isinstance(exc, ConnectFailed):
+            member.ejected_until = self.clock() + PASSIVE_EJECT_S
+            return True
+        return isinstance(exc, UpstreamReset) and method in IDEMPOTENT
+
+    def succeeded(self, member: Member, response: Any, attempts: list) -> Forwarded:
+        attempts.append(Attempt(member.name, "ok"))
+        self.breaker.record(response.status not in BREAKER_STATUSES, self.clock())
+        return Forwarded(response, member, attempts)
+
+    def forward_now(
+        self,
+        method: str,
+        target: str,
+        headers: list,
+        body: bytes,
+        then: Callable[[Forwarded | None, Exception | None], None],
+    ) -> Callable[[], None] | None:
+        """`forward` from callbacks, for the common case: breaker closed and the member
+        picked has a warm connection free (`Transport.send_now`). Returns a canceller, or
+        None with nothing sent (then use `forward`). `then(forwarded, None)` or
+        `then(None, error)` gets what `forward` would have returned or raised; a failed
+        first attempt that may be retried continues in `forward` (a Task: the rare path).
+        """
+        send_now = getattr(self.transport, "send_now", None)
+        if send_now is None or self.breaker.state != CLOSED:
+            return None  # half-open probes and fail-fast 503s take the general path
+        now = self.clock()
+        ring_position = self._next
+        index = self.pick(now, _NONE_TRIED)
+        if index is None:
+            return None
+        member = self.members[index]
+        s = self.settings
+        attempt = _Forwarding(self, index, method, target, headers, body, now + s.total_timeout)
+        attempt.then = then
+        member.active += 1
+        cancel = send_now(
+            member.host, member.port, method, target, headers, body,
+            min(s.total_timeout, s.read_timeout), attempt.done,
+        )  # fmt: skip
+        if cancel is None:
+            member.active -= 1
+            self._next = ring_position  # the general path picks this member again
+            return None
+        member.requests += 1
+        attempt.cancel_send = cancel
+        return attempt.cancel
 
     async def check_health(self) -> None:
         """One round of active checks (`GET health_path` on every member, 2xx = up)."""
@@ -319,6 +405,79 @@ class UpstreamPool:
                 for m in self.members
             ],
         }
+
+
+# pick()'s `exclude` for a first attempt.
+_NONE_TRIED: frozenset[int] = frozenset()
+
+
+class _Forwarding:
+    """One `forward_now`: the first attempt's outcome, accounted as `forward` does."""
+
+    __slots__ = ("body", "cancel_send", "deadline", "headers", "index", "method", "pool",
+                 "target", "task", "then")  # fmt: skip
+
+    def __init__(
+        self,
+        pool: UpstreamPool,
+        index: int,
+        method: str,
+        target: str,
+        headers: list,
+        body: bytes,
+        deadline: float,
+    ) -> None:
+        self.pool = pool
+        self.index = index
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.body = body
+        self.deadline = deadline
+        self.then: Callable[[Forwarded | None, Exception | None], None] | None = None
+        self.cancel_send: Callable[[], None] | None = None
+        self.task: asyncio.Task | None = None
+
+    def done(self, response: Any, exc: Exception | None) -> None:
+        pool = self.pool
+        member = pool.members[self.index]
+        member.active -= 1
+        self.cancel_send = None
+        assert self.then is not None
+        if exc is None:
+            self.then(pool.succeeded(member, response, []), None)
+            return
+        attempts: list[Attempt] = []
+        if pool.failed(member, exc, self.method, attempts):
+            resume = (self.deadline, {self.index}, attempts, exc)
+            forward = pool.forward(self.method, self.target, self.headers, self.body, resume)
+            self.task = asyncio.ensure_future(forward)
+            self.task.add_done_callback(self._retried)
+            return
+        pool.breaker.record(False, pool.clock())
+        exc.attempts = attempts  # type: ignore[attr-defined]
+        self.then(None, exc)
+
+    def _retried(self, task: asyncio.Task) -> None:
+        self.task = None
+        if task.cancelled():
+            return
+        assert self.then is not None
+        exc = task.exception()
+        if exc is not None:
+            self.then(None, exc)
+        else:
+            self.then(task.result(), None)
+
+    def cancel(self) -> None:
+        """Abandon the request (as cancelling `forward` would)."""
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+        elif self.cancel_send is not None:
+            self.cancel_send()
+            self.cancel_send = None
+            self.pool.members[self.index].active -= 1
 
 
 def _outcome(error: Exception) -> str:

@@ -28,65 +28,25 @@ response bodies (each is read whole, bounded by `Limits.max_body`), and no pipel
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from minisys.http.client_now import Exchange, take_slot, timed_out
+from minisys.http.client_result import (
+    CLIENT_LIMITS,
+    IDEMPOTENT,
+    BadResponse,
+    ClientError,
+    ClientResponse,
+    ClientTimeout,
+    ConnectError,
+)
 from minisys.http.codec import ResponseParser
 from minisys.http.head import Headers, HttpError, Limits
 from minisys.http.serialize import serialize_request
 from minisys.reads import BufferedReads
-
-# Responses are bounded too: a runaway upstream must not fill the gateway's memory.
-CLIENT_LIMITS = Limits(max_body=64 * 1024 * 1024)
-# Methods that can be repeated without changing the outcome (RFC 9110 §9.2.2).
-IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
-
-
-class ClientError(Exception):
-    """A request failed; `status` is what a gateway would answer in its place."""
-
-    status = 502
-
-    def __init__(self, message: str, *, request_sent: bool = False) -> None:
-        super().__init__(message)
-        self.request_sent = request_sent
-
-
-class ConnectError(ClientError):
-    status = 502
-
-
-class ClientTimeout(ClientError, TimeoutError):
-    status = 504
-
-
-class BadResponse(ClientError):
-    status = 502
-
-
-class ClientResponse:
-    __slots__ = ("body", "headers", "reason", "status", "version")
-
-    def __init__(
-        self, status: int, reason: str, headers: Headers, body: bytes, version: str
-    ) -> None:
-        self.status = status
-        self.reason = reason
-        self.headers = headers
-        self.body = body
-        self.version = version
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
-
-    def __repr__(self) -> str:
-        return f"<ClientResponse {self.status} {len(self.body)} bytes>"
 
 
 class _Deadlines:
@@ -143,6 +103,8 @@ class _Connection(BufferedReads):
         self.parser = ResponseParser(limits)
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future | None = None
+        # Instead of a waiter, the fast path's callback: then(response, None) or (None, exc).
+        self.then: Callable[[ClientResponse | None, Exception | None], None] | None = None
         self.closed = False
         self.got_bytes = False
         self.deadline = 0.0
@@ -162,6 +124,15 @@ class _Connection(BufferedReads):
         self.parser.expect_response(method)
         self.transport.write(data)
         return waiter
+
+    def send_now(self, method: str, data: bytes, deadline: float, then: Callable) -> None:
+        """Like `send`, but the response (or error) goes to the callback `then`."""
+        assert self.transport is not None
+        self.then = then
+        self._deadlines.add(self, deadline, self._loop)
+        self.got_bytes = False
+        self.parser.expect_response(method)
+        self.transport.write(data)
 
     def expire(self) -> None:
         """The deadline passed before the response was complete."""
@@ -187,6 +158,10 @@ class _Connection(BufferedReads):
         self.waiter = None
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
+        then = self.then
+        if then is not None:
+            self.then = None
+            then(None, exc)
 
     def _settle(self) -> None:
         """The request is over (answered or failed): its deadline no longer applies."""
@@ -215,12 +190,17 @@ class _Connection(BufferedReads):
             self.waiter = None
             if waiter is not None and not waiter.done():
                 waiter.set_result(response)
+            then = self.then
+            if then is not None:
+                self.then = None
+                then(response, None)
 
     @property
     def reusable(self) -> bool:
         return (
             not self.closed
             and self.waiter is None
+            and self.then is None
             and self.transport is not None
             and not self.transport.is_closing()
             and self.parser.buffered == 0
@@ -295,6 +275,58 @@ class HttpClient:
     ) -> ClientResponse:
         """Send one request and read its whole response."""
         host, port, target = split_url(url) if isinstance(url, str) else url
+        data = self._serialize(method, host, port, target, headers, body)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout or self.total_timeout)
+        try:
+            return await self._send((host, port), method, data, deadline)
+        except TimeoutError as exc:
+            if isinstance(exc, ClientError):
+                raise
+            raise timed_out(method, host, port, target) from None
+
+    def request_now(
+        self,
+        method: str,
+        url: tuple[str, int, str],
+        headers: list[tuple[str, str]],
+        body: bytes,
+        then: Callable[[ClientResponse | None, Exception | None], None],
+        *,
+        timeout: float | None = None,
+    ) -> Callable[[], None] | None:
+        """`request` without a coroutine, for the gateway's fast path (client_now.py).
+
+        Only when a slot is free and a warm idle connection is at hand: then the request
+        is written now, `then(response, None)` or `then(None, error)` is called later
+        with what `request` would have returned or raised, and the result is a callable
+        that abandons the request (like cancelling `request`). Otherwise nothing is sent
+        and the result is None: use `request`.
+        """
+        host, port, target = url
+        pool = self._pools.get((host, port))
+        if pool is None or pool.slots.locked() or not pool.idle:
+            return None
+        data = self._serialize(method, host, port, target, headers, body)
+        conn = _warm(pool.idle)
+        if conn is None:
+            return None
+        take_slot(pool.slots)
+        loop = conn._loop
+        deadline = loop.time() + (timeout or self.total_timeout)
+        exchange = Exchange(self, pool, conn, method, url, data, deadline, then)
+        conn.send_now(method, data, exchange.read_deadline, exchange.done)
+        return exchange.cancel
+
+    def _serialize(
+        self,
+        method: str,
+        host: str,
+        port: int,
+        target: str,
+        headers: Iterable[tuple[str, str]] | Mapping[str, str] | Headers | None,
+        body: bytes,
+    ) -> bytes:
         if type(headers) is list:  # the proxy's case: skip the (slow) Mapping ABC check
             items = headers.copy()
         elif isinstance(headers, Mapping):
@@ -308,17 +340,7 @@ class HttpClient:
                 break
         else:
             items.insert(0, ("Host", host if port == 80 else f"{host}:{port}"))
-        data = serialize_request(method, target, items, body)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + (timeout or self.total_timeout)
-        try:
-            return await self._send((host, port), method, data, deadline)
-        except TimeoutError as exc:
-            if isinstance(exc, ClientError):
-                raise
-            raise ClientTimeout(
-                f"{method} {host}:{port}{target} timed out", request_sent=True
-            ) from None
+        return serialize_request(method, target, items, body)
 
     async def get(self, url: str | tuple[str, int, str], **kw: Any) -> ClientResponse:
         return await self.request("GET", url, **kw)
@@ -329,7 +351,12 @@ class HttpClient:
         return await self.request("POST", url, body=body, **kw)
 
     async def _send(
-        self, origin: tuple[str, int], method: str, data: bytes, deadline: float
+        self,
+        origin: tuple[str, int],
+        method: str,
+        data: bytes,
+        deadline: float,
+        attempts: tuple[int, ...] = (1, 2),
     ) -> ClientResponse:
         """One request within `deadline` (the total timeout, on the loop's clock).
 
@@ -347,7 +374,7 @@ class HttpClient:
             await slots.acquire()  # returns at once: a slot is free
         loop = asyncio.get_running_loop()
         try:
-            for attempt in (1, 2):
+            for attempt in attempts:
                 conn = _warm(pool.idle)
                 reused = conn is not None
                 if conn is None:

@@ -41,6 +41,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable
 
+from minisys.http.answer_now import AnswerNow
 from minisys.http.codec import RequestHead, RequestParser
 from minisys.http.framing import LAST_CHUNK, encode_chunk
 from minisys.http.head import DEFAULT_LIMITS, HttpError, Limits
@@ -81,7 +82,7 @@ class HttpSettings:
     server_header: str = "minisys"
 
 
-class HttpConnection(Connection):
+class HttpConnection(AnswerNow, Connection):
     """One client connection: parse, queue, handle one at a time, answer in order."""
 
     def __init__(self, handler: Handler, settings: HttpSettings) -> None:
@@ -102,6 +103,10 @@ class HttpConnection(Connection):
         self._paused = False  # reading paused because max_pipelined requests are queued
         self._continued: RequestHead | None = None  # the head we sent 100 Continue for
         self._write_ready: asyncio.Future | None = None
+        # The request `handle_now` took (the callback fast path, below), and what the
+        # handler left us to call if that request must be abandoned.
+        self._now: Request | None = None
+        self.cancel_now: Callable[[], None] | None = None
 
     def on_connect(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -113,7 +118,7 @@ class HttpConnection(Connection):
             return
         self.parser.feed(data)
         self._parse()
-        if self._queue and self._task is None:
+        if self._queue and self._task is None and self._now is None:
             self._dispatch()
 
     def on_eof(self) -> bool | None:
@@ -121,10 +126,10 @@ class HttpConnection(Connection):
         if not self._stop_reading:
             self._parse()
         self._stop_reading = True
-        if self._queue and self._task is None:
+        if self._queue and self._task is None and self._now is None:
             self._dispatch()
         # Keep our side open while responses are still due (a client may half-close).
-        return True if (self._task is not None or self._queue) else None
+        return True if (self._task is not None or self._now is not None or self._queue) else None
 
     def _parse(self) -> None:
         parser = self.parser
@@ -170,7 +175,7 @@ class HttpConnection(Connection):
         if current is not None:
             if not self.busy:
                 self.set_busy(True)
-            if not queue and self._task is None:
+            if not queue and self._task is None and self._now is None:
                 self._send_continue()
 
     def _send_continue(self) -> None:
@@ -194,7 +199,17 @@ class HttpConnection(Connection):
             if not self.busy:
                 self.set_busy(True)
             self._handler_since = time.monotonic()
-            self._task = self._loop.create_task(self._handle(item))
+            self._in_handler = True
+            self._now = item
+            try:
+                taken = self.handle_now(item)
+            except Exception:
+                log.exception("handler failed for %s %s", item.method, item.target)
+                self.answer_now(item, error_response(HttpError(500, "the handler failed")))
+                return
+            if not taken:
+                self._now = None
+                self._task = self._loop.create_task(self._handle(item))
             return
         if self._stop_reading:
             if not self._closing:
@@ -351,7 +366,11 @@ class HttpConnection(Connection):
         if self._closing:
             return
         settings = self.settings
-        if self._task is not None:
+        if self._now is not None:
+            if self._in_handler and now - self._handler_since > settings.handler_timeout:
+                status = settings.handler_timeout_status
+                self._abandon_now(HttpError(status, "the handler timed out"))
+        elif self._task is not None:
             if (
                 self._in_handler
                 and now - self._handler_since > settings.handler_timeout
@@ -396,6 +415,8 @@ class HttpConnection(Connection):
     def on_close(self, exc: Exception | None) -> None:
         if self._task is not None:
             self._task.cancel()
+        if self._now is not None:
+            self._abandon_now(None)
         waiter = self._write_ready
         if waiter is not None and not waiter.done():
             waiter.set_exception(ConnectionResetError("client went away"))
