@@ -5,17 +5,22 @@
                        [--pace-seconds 4] [--profile]
 
 One backend (nginx answering a fixed 200, or a small asyncio HTTP server when nginx is
-missing) is measured with wrk, alternating so that machine noise hits every target alike:
+missing) is measured with wrk, alternating (in reverse order every other round) so that
+machine noise hits every target alike:
 
     direct    the backend itself
     lb        python -m lb --workers N        (N processes; the RESULT lines)
     haproxy   haproxy mode tcp, nbthread N    (N threads; the RESULT lines)
     lb-1      python -m lb, one process       (the single-process hot path)
     haproxy-1 haproxy, nbthread 1             (one thread: the like-for-like peer of lb-1)
-    bare      a 40-line asyncio splice        (the floor for one asyncio process)
+    bare      a 40-line asyncio splice        (idiomatic asyncio: two Protocols, no lb logic)
 
 N defaults to the number of cores, so both proxies may use the whole machine: the
 comparison is the same number of threads/processes on each side, and it is printed.
+Both run in front of the same nginx, under the same wrk. On a 2-core machine that also
+runs wrk's 2 threads and nginx, req/s is set by the CPU *all* of them spend per request,
+so a second proxy process/thread only helps when a core is idle; the one-process pair
+(lb-1, haproxy-1) shows the other side of that.
 Each round runs keep-alive (one connection carries many requests: the splice path) and
 `Connection: close` (a new TCP connection per request: the accept + connect path). Next
 to req/s it prints the CPU each proxy used per request (all its processes/threads, from
@@ -102,7 +107,8 @@ async def main():
 asyncio.run(main())
 """
 
-# The floor: the least an asyncio TCP splice can do (no pool, no limits, no counters).
+# Idiomatic asyncio: the least a Transport/Protocol splice does (no pool, limits, counters).
+# The lb splices raw sockets instead (lb/splice.py) and now costs less than this.
 BARE_SPLICE = """
 import asyncio, sys
 class Side(asyncio.Protocol):
@@ -311,7 +317,10 @@ def main() -> int:
         runs: dict[tuple[str, bool], list[tuple[float, float, float]]] = {}
         for r in range(args.rounds):
             for close in (False, True):
-                for name, (port, proc) in targets.items():
+                # ABBA: every other round runs the targets in reverse order, so that a
+                # load trend on the shared machine does not always favour the same ones.
+                order = list(targets.items())
+                for name, (port, proc) in order[::-1] if r % 2 else order:
                     before = cpu_seconds(proc)
                     rps, p99 = wrk(port, args.duration, args.connections, close)
                     cpu_us = (cpu_seconds(proc) - before) * 1e6 / max(1.0, rps * args.duration)
