@@ -176,6 +176,15 @@ FRAMING_NAMES = frozenset(
 )
 
 
+# Every byte a field line may hold (HTAB, SP, visible ASCII, obs-text): a line whose bytes
+# are all here, with a known token before its first colon, is a valid field line.
+FIELD_BYTES = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
+# Field names already checked against the token grammar, with their str form and, for the
+# FRAMING_NAMES, their lowercase form; real traffic uses a few dozen names.
+MAX_KNOWN_NAMES = 1024
+_known_names: dict[bytes, tuple[str, bytes | None]] = {}
+
+
 def parse_fields(
     lines: list[bytes], start: int, limits: Limits
 ) -> tuple[Headers, dict[bytes, list[bytes]]]:
@@ -183,25 +192,46 @@ def parse_fields(
 
     Returns the decoded `Headers` and the raw values of the FRAMING_NAMES fields by
     lowercase name, which is all `framing.py` needs to look at.
+
+    The usual line takes the short way: its name is one seen before, and deleting every
+    allowed byte (`translate`, in C) leaves nothing, so stripping SP/HTAB gives exactly
+    what FIELD_LINE_RE would capture - for 5 lines 10 -> 7 µs here. Any other line goes
+    through the regex, which also names what is wrong.
     """
     if len(lines) - start > limits.max_header_count:
         raise HttpError(431, "too many header fields")
     items = []
     found: dict[bytes, list[bytes]] = {}
-    match = FIELD_LINE_RE.fullmatch
+    known = _known_names
     for i in range(start, len(lines)):
-        m = match(lines[i])
-        if m is None:
-            raise HttpError(400, diagnose_field_line(lines[i]))
-        name, value = m.groups()
-        items.append((name.decode("latin-1"), value.decode("latin-1")))
-        lname = name.lower()
-        if lname in FRAMING_NAMES:
+        line = lines[i]
+        raw_name, colon, value = line.partition(b":")
+        name_kinds = known.get(raw_name)
+        if name_kinds is not None and colon and not line.translate(None, FIELD_BYTES):
+            name, lname = name_kinds
+            value = value.strip(b" \t")
+        else:
+            name, lname, value = _field_line(line)
+        items.append((name, value.decode("latin-1")))
+        if lname is not None:
             if lname in found:
                 found[lname].append(value)
             else:
                 found[lname] = [value]
     return Headers.adopt(items), found
+
+
+def _field_line(line: bytes) -> tuple[str, bytes | None, bytes]:
+    """One field line through the grammar: (name, lowercase name if framing, raw value)."""
+    m = FIELD_LINE_RE.fullmatch(line)
+    if m is None:
+        raise HttpError(400, diagnose_field_line(line))
+    raw_name, value = m.groups()
+    lname = raw_name.lower()
+    kinds = (raw_name.decode("latin-1"), lname if lname in FRAMING_NAMES else None)
+    if len(_known_names) < MAX_KNOWN_NAMES:
+        _known_names[raw_name] = kinds
+    return kinds[0], kinds[1], value
 
 
 def diagnose_field_line(line: bytes) -> str:

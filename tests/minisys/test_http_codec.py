@@ -404,3 +404,32 @@ def test_next_response_skips_interim_responses():
     head, body = parser.next_response()
     assert (head.status, body) == (201, b"ok")
     assert parser.next_response() is None and not parser.closed
+
+
+# Bytes that matter to a field line's grammar: token chars, the colon, whitespace, and the
+# bytes no field line may hold (NUL, CR, LF, DEL), plus obs-text.
+FIELD_ALPHABET = st.sampled_from(list(b"Ab-_!~:: \t\x00\r\x7f\x80\xff0z,;"))
+
+
+@given(
+    name=st.sampled_from([b"Host", b"X-Key", b"content-length", b"A b", b" Fold", b""]),
+    rest=st.lists(FIELD_ALPHABET, max_size=12).map(bytes),
+)
+def test_field_line_short_way_agrees_with_the_grammar(name, rest):
+    """parse_fields' short way (known name, allowed bytes, strip) == FIELD_LINE_RE, both
+    for a name seen before (the short way) and the first time (the regex)."""
+    from minisys.http.head import FIELD_LINE_RE, parse_fields
+
+    line = name + b":" + rest
+    m = FIELD_LINE_RE.fullmatch(line)
+    for _ in range(2):  # the second round finds the name known, if it was valid
+        if m is None:
+            with pytest.raises(HttpError) as caught:
+                parse_fields([line], 0, Limits())
+            assert caught.value.status == 400
+        else:
+            headers, found = parse_fields([line], 0, Limits())
+            value = m.group(2)
+            assert headers.items() == [(m.group(1).decode("latin-1"), value.decode("latin-1"))]
+            framing = m.group(1).lower() in (b"host", b"content-length")
+            assert found == ({m.group(1).lower(): [value]} if framing else {})
