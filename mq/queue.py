@@ -33,7 +33,7 @@ import heapq
 import math
 from collections.abc import Callable, Iterable
 
-from mq.job import BURIED, DELAYED, READY, RESERVED, Job
+from mq.job import BURIED, DELAYED, READY, RESERVED, TRANSITIONS, Job
 from mq.session import DEFAULT_TUBE, STALE_SLACK, Client
 from mq.timers import Timers
 from mq.tube import Tube
@@ -43,6 +43,11 @@ from mq.tube import Tube
 SAFETY_MARGIN = 1.0
 # A pause-tube of 0 seconds still pauses, for the shortest time (beanstalkd: 1 ns).
 MIN_PAUSE = 1e-9
+
+# The lifecycle table (job.py). put, reserve and delete look their row up inline instead
+# of calling Job.move (a missing row still fails, as KeyError): ~1.8k of ~33k instructions
+# per put/reserve/delete job in the queue.
+_TO = TRANSITIONS
 
 # Delivery words for waiting reserves that end without a job.
 TIMED_OUT = "TIMED_OUT"
@@ -194,7 +199,7 @@ class Queue:
             tube.push_delayed(job)
             self.timers.push(job.deadline, "d", job, job.gen)
         else:
-            job.move("put")
+            job.state = _TO[job.state, "put"]  # job.move, inline on the hot paths
             tube.push_ready(job)
         self.on_change(job, "put", True)
         if tube.waiting and job.state == READY:
@@ -242,7 +247,7 @@ class Queue:
 
     def _reserve_for(self, client: Client, job: Job, now: float) -> None:
         self._leave(job)
-        job.move("reserve")
+        job.state = _TO[job.state, "reserve"]
         job.reserver = client
         job.reserves += 1
         job.deadline = now + job.ttr
@@ -360,7 +365,7 @@ class Queue:
         if job is None or (job.state == RESERVED and job.reserver is not client):
             return False
         self._leave(job)
-        job.move("delete")
+        job.state = _TO[job.state, "delete"]
         del self.jobs[job_id]
         tube = self.tubes[job.tube]
         tube.jobs -= 1

@@ -199,6 +199,15 @@ _NO_ARGS = {
         b"list-tubes", b"list-tube-used", b"list-tubes-watched", b"quit",
     )
 }  # fmt: skip
+# Fast paths for the commonest lines (each gives what parse_line would; measured with
+# callgrind per put/reserve/delete job, in-process): an argument-less command that is all
+# that is left of a packet is one dict lookup on the packet itself (~4k instructions less
+# per reserve); `<word> <id>` is one regex match (~4k less per delete).
+_NO_ARGS_PACKETS = {word + b"\r\n": command for word, command in _NO_ARGS.items()}
+_SHORTEST_NO_ARGS, _LONGEST_NO_ARGS = 6, 20  # b"quit\r\n" .. b"list-tubes-watched\r\n"
+_ID_LINE = re.compile(rb"([a-z-]{4,11}) ([0-9]{1,20})\r\n")
+_ID_COMMANDS = {word: name for word, (name, parse) in _WITH_ARGS.items() if parse is _id_arg}
+
 # beanstalkd's which_cmd(): the first prefix that matches wins. Used only when the fast
 # exact lookup failed, to decide between BAD_FORMAT (a known word, used wrongly) and
 # UNKNOWN_COMMAND. Entries ending in a space take arguments (already tried exactly).
@@ -343,9 +352,26 @@ class CommandParser:
                 pos = end + 2
                 self._discarding = False
                 continue
+            left = end_data - pos
+            if _SHORTEST_NO_ARGS <= left <= _LONGEST_NO_ARGS:
+                command = _NO_ARGS_PACKETS.get(data[pos:] if pos else data)
+                if command is not None:
+                    self.pos = end_data
+                    return command
+            first = data[pos]
+            if first != 112:  # not "p"
+                m = _ID_LINE.match(data, pos)
+                if m is not None:
+                    name = _ID_COMMANDS.get(m[1])
+                    if name is not None:
+                        value = int(m[2])
+                        if value <= U64_MAX:
+                            self.pos = m.end()
+                            return _new(Command, (name, (value,), None))
             # The usual put header, matched and split in one C call (the slow path below
-            # gives the same answer; this only saves steps).
-            m = _PUT_LINE.match(data, pos)
+            # gives the same answer; this only saves steps). Only lines starting with "p"
+            # try it: a failed match costs as much as a good one (~2.9k instructions).
+            m = _PUT_LINE.match(data, pos) if first == 112 else None  # 112: "p"
             if m is not None:
                 pri, delay, ttr, size = int(m[1]), int(m[2]), int(m[3]), int(m[4])
                 pos = m.end()
@@ -366,7 +392,7 @@ class CommandParser:
                 break
             line = data[pos:end]
             pos = end + 2
-            if not line.startswith(b"put "):
+            if first != 112 or not line.startswith(b"put "):
                 self.pos = pos
                 return parse_line(line)
             header = _put_header(line[4:], self.max_job_size)
