@@ -40,6 +40,8 @@ over the rounds; the added p99 is the median of the per-round differences):
     RESULT lb_close_rps: ours=… peer=… ratio=… target=0.35
     RESULT lb_added_p99_ms: ours=… peer=… ratio=… target=1.0   (ms over direct; lower is better)
 
+plus `RESULT lb_keepalive_rps_1proc` (lb-1 vs haproxy-1) when N > 1.
+
 `--profile` also runs a one-process lb under cProfile during one `Connection: close` run
 and prints where the accept + connect path spends its time.
 """
@@ -240,7 +242,7 @@ def cpu_seconds(proc: RealServer | None) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def result(name: str, ours: float, peer: float, target: float, digits: int = 0) -> None:
+def result(name: str, ours: float, peer: float, target: float | str, digits: int = 0) -> None:
     ratio = ours / peer if peer else float("nan")
     fmt = f"{{:.{digits}f}}"
     print(
@@ -396,6 +398,10 @@ def main() -> int:
         peer = "haproxy" if haproxy else "direct"
         result("lb_keepalive_rps", med("lb", False, 0), med(peer, False, 0), 0.8)
         result("lb_close_rps", med("lb", True, 0), med(peer, True, 0), 0.35)
+        if "lb-1" in targets and "haproxy-1" in targets:
+            # The same figure for one process vs one thread (see "two cores" above).
+            one = med("lb-1", False, 0), med("haproxy-1", False, 0)
+            result("lb_keepalive_rps_1proc", *one, "none")
         result("lb_added_p99_ms", added("lb"), added(peer), 1.0, digits=2)
     finally:
         for proc in procs:
