@@ -101,6 +101,9 @@ class CircuitBreaker:
     def record(self, success: bool, now: float) -> None:
         """Report how an attempt allowed by `allow()` ended."""
         state = self.state
+        if success and state == CLOSED:  # the usual report: (closed, success) -> closed
+            self.failures = 0
+            return
         if state == HALF_OPEN:
             self.probes = max(0, self.probes - 1)
         self._fire(SUCCESS if success else FAILURE)

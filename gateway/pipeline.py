@@ -44,7 +44,7 @@ from .auth import Authenticator, AuthError, Consumer, challenge
 from .config import GatewayConfig, Upstream
 from .metrics import GatewayMetrics
 from .proxy import client_headers, pick_request_id, upstream_headers
-from .ratelimit import Check, Outcome, RateLimiter
+from .ratelimit import Check, Limit, Outcome, RateLimiter
 from .ratelimit import headers as ratelimit_headers
 from .routes import NoRoute, PathError, Route, RouteTable, encode_path, normalize_path
 from .trip import QUOTA_EXCEEDED, Refusal, Trip
@@ -282,13 +282,18 @@ class Gateway:
         """The consumer and route limits of one (route, consumer), remembered until `apply`."""
         checks = []
         if consumer is not None and consumer.limit is not None:
-            checks.append(Check("consumer", consumer.limit, consumer.id))
+            checks.append(self._check("consumer", consumer.limit, consumer.id))
         if route.limit is not None:
-            checks.append(Check("route", route.limit, route.name))
+            checks.append(self._check("route", route.limit, route.name))
         plan = checks, any(c.limit.policy == "shared" for c in checks)
         if len(self._plans) < MAX_ROUTE_CACHE:
             self._plans[(route.name, consumer.id if consumer is not None else None)] = plan
         return plan
+
+    def _check(self, scope: str, limit: Limit, key: str) -> Check:
+        """A planned check; a local one knows its bucket table (kept until `apply`)."""
+        table = self.limiter.table(scope, limit) if limit.policy == "local" else None
+        return Check(scope, limit, key, table)
 
     def _limit_outcomes(
         self, route: Route, outcomes: list[Outcome], extra: list[tuple[str, str]]

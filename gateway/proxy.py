@@ -98,6 +98,45 @@ def _connection_tokens(value: str, into: set[str]) -> None:
     into.update(t.strip().lower() for t in value.split(",") if t.strip())
 
 
+# What each field is to the proxy, by its name as sent (a dict lookup per field instead of
+# a lower() and up to seven comparisons; both lists run for every request).
+_PASS, _HOP, _CONNECTION, _HOST, _XFF, _VIA, _OWNED, _CREDENTIAL, _LENGTH = range(9)
+# Distinct field names remembered per direction; real traffic uses a few dozen.
+MAX_FIELD_KINDS = 1024
+_request_kinds: dict[str, int] = {}
+_response_kinds: dict[str, int] = {}
+# Response fields the client never gets from the upstream: our server writes its own Date
+# and Server, and the request id is ours to echo.
+_REPLACED_IN_RESPONSE = frozenset({"date", "server", "x-request-id"})
+
+
+def _kind(name: str, response: bool) -> int:
+    lname = name.lower()
+    if lname == "connection":
+        kind = _CONNECTION
+    elif lname in HOP_BY_HOP:
+        kind = _HOP
+    elif lname == "via":
+        kind = _VIA
+    elif response:
+        if lname == "content-length":
+            kind = _LENGTH
+        else:
+            kind = _OWNED if lname in _REPLACED_IN_RESPONSE else _PASS
+    elif lname == "host":
+        kind = _HOST
+    elif lname == "x-forwarded-for":
+        kind = _XFF
+    elif lname in GATEWAY_OWNED:
+        kind = _OWNED
+    else:
+        kind = _CREDENTIAL if lname in CREDENTIALS else _PASS
+    kinds = _response_kinds if response else _request_kinds
+    if len(kinds) < MAX_FIELD_KINDS:
+        kinds[name] = kind
+    return kind
+
+
 def upstream_headers(
     incoming: Headers,
     *,
@@ -119,23 +158,27 @@ def upstream_headers(
     forwarded_for: list[str] = []
     vias: list[str] = []
     host = ""
+    kinds = _request_kinds
     for name, value in incoming:
-        lname = name.lower()
-        if lname in HOP_BY_HOP:
-            if lname == "connection":
-                _connection_tokens(value, named)
-        elif lname == "host":
+        kind = kinds.get(name)
+        if kind is None:
+            kind = _kind(name, False)
+        if kind == _PASS:
+            out.append((name, value))
+        elif kind == _HOST:
             host = value
             out.append((name, value))
-        elif lname == "x-forwarded-for":
+        elif kind == _CREDENTIAL:
+            if not strip_credentials:
+                out.append((name, value))
+        elif kind == _XFF:
             if trusted_hop:
                 forwarded_for.append(value)
-        elif lname == "via":
+        elif kind == _VIA:
             vias.append(value)
-        elif lname in GATEWAY_OWNED or (strip_credentials and lname in CREDENTIALS):
-            continue
-        else:
-            out.append((name, value))
+        elif kind == _CONNECTION:
+            _connection_tokens(value, named)
+        # _HOP and _OWNED fields are dropped
     named.discard("host")
     if named:
         out = [(n, v) for n, v in out if n.lower() not in named]
@@ -152,11 +195,6 @@ def upstream_headers(
     return out
 
 
-# Response fields the client never gets from the upstream: our server writes its own Date
-# and Server, and the request id is ours to echo.
-_REPLACED_IN_RESPONSE = frozenset({"date", "server", "x-request-id"})
-
-
 def client_headers(
     upstream: Headers, *, via: str, request_id: str, keep_length: bool
 ) -> list[tuple[str, str]]:
@@ -169,17 +207,18 @@ def client_headers(
     out: list[tuple[str, str]] = []
     named: set[str] = set()
     vias: list[str] = []
+    kinds = _response_kinds
     for name, value in upstream:
-        lname = name.lower()
-        if lname in HOP_BY_HOP:
-            if lname == "connection":
-                _connection_tokens(value, named)
-        elif lname in _REPLACED_IN_RESPONSE or (lname == "content-length" and not keep_length):
-            continue
-        elif lname == "via":
-            vias.append(value)
-        else:
+        kind = kinds.get(name)
+        if kind is None:
+            kind = _kind(name, True)
+        if kind == _PASS or (kind == _LENGTH and keep_length):
             out.append((name, value))
+        elif kind == _VIA:
+            vias.append(value)
+        elif kind == _CONNECTION:
+            _connection_tokens(value, named)
+        # _HOP, _OWNED and a GET's _LENGTH are dropped
     if named:
         out = [(n, v) for n, v in out if n.lower() not in named]
     vias.append(f"1.1 {via}")

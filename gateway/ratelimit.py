@@ -44,7 +44,7 @@ requests, no per-second+per-minute+per-hour stacking (Kong's rate-limiting plugi
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .token_bucket import NS_PER_S, BucketTable, Rate, ceil_div
@@ -60,23 +60,23 @@ class Limit:
     window: float
     burst: int
     policy: str = "local"  # "local" or "shared"
+    # RateLimit-Policy values by policy name, formatted once: they never change for a
+    # limit, and keeping them here spares hashing the Limit per request.
+    _policy_fields: dict[str, str] = field(
+        default_factory=dict, init=False, compare=False, hash=False, repr=False
+    )
 
     @property
     def rate(self) -> Rate:
         return Rate(self.quota, self.window, self.burst)
 
     def policy_field(self, name: str) -> str:
-        key = (name, self)
-        text = _POLICY_FIELDS.get(key)
+        text = self._policy_fields.get(name)
         if text is None:
             text = f'"{name}";q={self.quota};w={_seconds(self.window)}'
-            if len(_POLICY_FIELDS) < MAX_TABLES:
-                _POLICY_FIELDS[key] = text
+            if len(self._policy_fields) < MAX_TABLES:
+                self._policy_fields[name] = text
         return text
-
-
-# RateLimit-Policy values never change for a given limit: format each once.
-_POLICY_FIELDS: dict[tuple[str, Limit], str] = {}
 
 
 def _seconds(window: float) -> str:
@@ -90,6 +90,9 @@ class Check:
     name: str
     limit: Limit
     key: str
+    # The local bucket table, when the check was planned ahead (see Gateway._plan):
+    # looking it up by (scope, Limit) per request means hashing the Limit each time.
+    table: BucketTable | None = None
 
 
 @dataclass(slots=True)
@@ -146,8 +149,11 @@ class RateLimiter:
         now = self.clock_ns() if now_ns is None else now_ns
         if len(checks) == 1:  # the common case; one bucket refuses without spending
             check = checks[0]
-            return [self._outcome(check, self.table(check.name, check.limit), now)]
-        tables = [self.table(c.name, c.limit) for c in checks]
+            table = check.table
+            if table is None:
+                table = self.table(check.name, check.limit)
+            return [self._outcome(check, table, now)]
+        tables = [c.table if c.table is not None else self.table(c.name, c.limit) for c in checks]
         for table, check in zip(tables, checks, strict=True):
             if table.level(check.key, now) < 1:
                 return [self._outcome(check, table, now)]

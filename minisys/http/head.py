@@ -282,8 +282,20 @@ def parse_status_line(line: bytes) -> tuple[str, int, str]:
     return version, int(m.group(3)), reason
 
 
+# Single-token values seen on nearly every message, already in comma_tokens' output form.
+_ONE_TOKEN = {
+    b"keep-alive": b"keep-alive",
+    b"Keep-Alive": b"keep-alive",
+    b"close": b"close",
+    b"Close": b"close",
+    b"chunked": b"chunked",
+}
+
+
 def comma_tokens(values: list[bytes]) -> list[bytes]:
     """`Connection: keep-alive, Upgrade` style lists, lowercased, empty elements dropped."""
+    if len(values) == 1 and values[0] in _ONE_TOKEN:  # what nearly every peer sends
+        return [_ONE_TOKEN[values[0]]]
     out = []
     for value in values:
         for part in value.split(b","):
