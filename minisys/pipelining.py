@@ -122,9 +122,13 @@ class PipelinedProtocol(BufferedReads):
         """Drop the head deadline as its reply is taken (call only with a read_timeout)."""
         deadlines = self.deadlines
         if deadlines and deadlines.popleft() == math.inf:
-            self.replied_at = self.loop.time()  # an exempt request ended: restart clocks
-            if deadlines and self.watchdog is None:
-                self.check_deadline()
+            self.exempt_replied()
+
+    def exempt_replied(self) -> None:
+        """An exempt request was answered: the clocks of those behind it start now."""
+        self.replied_at = self.loop.time()
+        if self.deadlines and self.watchdog is None:
+            self.check_deadline()
 
     def check_deadline(self) -> None:
         self.watchdog = None

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator, Iterable, Sequence
 
 from minisys.pipelining import PipelinedProtocol
@@ -92,19 +93,20 @@ class _ClientProtocol(PipelinedProtocol):
                 self.fail(RespConnectionError(f"bad reply from server: {exc.message}"))
                 return
             if value is INCOMPLETE:
-                return
+                break
             if type(value) is Push:
                 continue  # out-of-band RESP3 message; we subscribe to nothing
             if not waiters:
                 self.fail(RespConnectionError("reply without a request"))
                 return
             waiter = waiters.popleft()
-            if deadlines:
-                self.reply_arrived()
+            # reply_arrived() inlined: a call less per reply (we never send exempt ones).
+            if deadlines and deadlines.popleft() == math.inf:
+                self.exempt_replied()
             if not waiter.done():
                 waiter.set_result(value)
-            if not self.room.is_set() and len(waiters) < MAX_IN_FLIGHT // 2:
-                self.room.set()
+        if not self.room.is_set() and len(waiters) < MAX_IN_FLIGHT // 2:
+            self.room.set()  # once per read, not per reply
 
     def fail(self, exc: Exception) -> None:
         if self.closed_exc is None:
@@ -228,7 +230,12 @@ class RespClient:
         if not cmds:
             return []
         proto = self._protocol
-        await self._wait_for_room()
+        if (
+            proto.closed_exc is not None
+            or not proto.can_write.is_set()
+            or len(proto.waiters) >= MAX_IN_FLIGHT
+        ):
+            await self._wait_for_room()
         futures = proto.send(b"".join([encode_command(*cmd) for cmd in cmds]), len(cmds))
         try:
             # Replies complete in request order, and a failure fails every waiter in
