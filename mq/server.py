@@ -80,6 +80,7 @@ class MqApp:
         if journal is not None:
             self.queue.on_change = journal.record
             journal.on_durable = self._durable
+            journal.caller_writes = True  # see _flush: write_now() at the end of a batch
 
     def connection(self) -> BeanstalkConnection:
         """Protocol factory: one BeanstalkConnection per accepted socket."""
@@ -284,7 +285,11 @@ class BeanstalkConnection(Connection):
             data = out[0] if len(out) == 1 else b"".join(out)  # one write per batch
             out.clear()
             journal = self.app.journal
-            if journal is not None and (self.held or journal.need_seq > journal.durable_seq):
+            if (
+                journal is not None
+                and (self.held or journal.need_seq > journal.durable_seq)
+                and (self.held or not journal.write_now())
+            ):
                 if not self.held:
                     self.app.holding[self] = None
                     self.set_busy(True)
