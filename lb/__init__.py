@@ -28,6 +28,6 @@ HTTP, RESP or anything else. A map of the package, in the order a connection mee
     __main__.py    the command line: `python -m lb --backend … --algorithm …`
 
 Shared code it uses from the kernel: minisys/server.py (the Server that listener.py
-extends: limits, idle sweep, drain on SIGTERM), minisys/proxyproto.py (the PROXY v1 line), minisys/metrics.py.
-Read README.md first, then proxy.py.
+extends: limits, idle sweep, drain on SIGTERM), minisys/proxyproto.py (the PROXY v1
+line), minisys/metrics.py. Read README.md first, then proxy.py and splice.py.
 """
