@@ -12,7 +12,7 @@ A map of the package, in the order a request meets it:
 - `recovery.py`                 rebuild the keydir on open; torn tails vs corruption
 - `sync.py`                     fsync policies and group commit
 - `keydir.py`                   key -> (file, offset, size, timestamp); the SCAN cursor
-- `datafile.py`                 one NNNNNN.data file: append, pread
+- `datafile.py`                 one NNNNNN.data file: append, read via mmap/pread
 - `record.py`                   the CRC-checked record format (see FORMAT.md)
 - `hint.py`                     hint files for fast start
 - `merge.py`                    crash-safe background compaction

@@ -6,14 +6,14 @@ It is pure in-memory state: no I/O, no locks (the engine's lock covers writes; a
 single dict read, atomic under the GIL).
 
 An entry is a plain tuple `(file_id, offset, size, timestamp_ms)`: the whole record
-(header + key + value) is `size` bytes at `offset` of `file_id`, so a read is exactly one
-`pread(size, offset)` followed by a CRC check. Tuples, not objects, because a million keys
-times a few dozen bytes of per-object overhead is real memory (Bitcask's C keydir costs
-about 70 bytes per key plus the key; ours measured ~250 bytes per key with a 14-byte
-key, peak, while loading a million keys). Only ints, never objects, go in an entry: a
-tuple of ints is untracked by Python's cycle collector, so a full `gc.collect()` over a
-million keys costs 4 ms; with a `DataFile` object in each tuple (tried, to save the
-`files[file_id]` lookup in get) it cost 160 ms.
+(header + key + value) is `size` bytes at `offset` of `file_id`, so a read is exactly
+one read of those bytes (a map slice or a `pread`) followed by a CRC check. Tuples, not
+objects, because a million keys times a few dozen bytes of per-object overhead is real
+memory (Bitcask's C keydir costs about 70 bytes per key plus the key; ours measured ~250
+bytes per key with a 14-byte key, peak, while loading a million keys). Only ints, never
+objects, go in an entry: a tuple of ints is untracked by Python's cycle collector, so a
+full `gc.collect()` over a million keys costs 4 ms; with a `DataFile` object in each
+tuple (tried, to save the `files[file_id]` lookup in get) it cost 160 ms.
 
 SCAN needs a cursor that never skips a key that exists for the whole iteration even while
 other clients add and delete keys. A Python dict has no stable order under deletes, so

@@ -117,6 +117,8 @@ class Durability:
 
     def __init__(self, db: DB) -> None:
         self.db = db
+        self._always = db.fsync == "always"
+        self._commit = db.commit
         self._waiters: collections.deque = collections.deque()  # (lsn, future, reply)
         self._running = False
         self._scheduled = False  # a call_soon(_start) is pending
@@ -134,8 +136,7 @@ class Durability:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="minidb-fsync")
 
     def after(self, lsn: int, reply: object) -> object:
-        db = self.db
-        if db.fsync != "always" or db.commit.synced >= lsn:
+        if not self._always or self._commit.synced >= lsn:
             return reply
         loop = asyncio.get_running_loop()
         future = loop.create_future()
@@ -143,7 +144,8 @@ class Durability:
         self._arrivals += 1
         if self._arrivals == self._released:  # everyone the last fsync released is back
             self._note_return(loop.time() - self._finished_at)
-        self._schedule(loop)
+        if not (self._running or self._scheduled):  # (checked here too: a call less per write)
+            self._schedule(loop)
         return future
 
     def _note_return(self, seconds: float) -> None:
