@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
+from minidb import datafile
 from minisys.testing import wait_until
 
 from .conftest import contents
@@ -48,7 +51,11 @@ def test_deleted_keys_stay_deleted_after_merge_and_reopen(db_dir, opener):
     assert stats.dead_bytes == 0
 
 
-def test_merge_beside_concurrent_writers_and_readers(db_dir, opener):
+# The default, and a tiny one: the active file is mapped again every few appends while
+# readers slice the old maps.
+@pytest.mark.parametrize("remap_bytes", [datafile.REMAP_BYTES, 64])
+def test_merge_beside_concurrent_writers_and_readers(db_dir, opener, monkeypatch, remap_bytes):
+    monkeypatch.setattr(datafile, "REMAP_BYTES", remap_bytes)
     db = opener(max_file_size=2048)
     for i in range(300):
         db.put(b"k%d" % i, b"v0")
