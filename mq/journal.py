@@ -67,6 +67,11 @@ LAZY_RECORDS = 256
 # Written-but-unsynced records (deletes, releases… under fsync=always) reach the disk at
 # most this many seconds later, even if no put comes along to sync them.
 LAZY_SYNC_DELAY = 1.0
+# The journal file grows in steps of this many bytes, allocated ahead (posix_fallocate) and
+# written in place: an fdatasync that need not also record a new file size is cheaper
+# (microbench here, 180-byte records: 74-83 -> 47-55 µs per write+fdatasync, 25-32 -> 15-20
+# µs of CPU). Replay reads the zeros after the last record as the end of the journal.
+PREALLOCATE = 4 << 20
 # Replays of at least this many jobs `gc.freeze()` them afterwards (below, it is not worth
 # taking every other object of the process out of the collector's reach too).
 FREEZE_AFTER_JOBS = 10_000
@@ -105,6 +110,7 @@ class Journal:
         self.queue: Queue | None = None
         self._fd = -1
         self._lock_fd = -1
+        self._allocated = 0  # file size, zeros past file_bytes included
         self._buf: list[bytes] = []
         self._buf_seq = 0
         self._scheduled = False
@@ -166,13 +172,28 @@ class Journal:
         queue.next_id = max(queue.next_id, replay.next_id)
         self.live_bytes = replay.live_bytes
         self.generation = max(replay.generation, 1)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        # Not O_APPEND: records are written in place at file_bytes, into allocated space.
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        self._allocated = os.fstat(self._fd).st_size
         self.file_bytes = replay.good_bytes
         if self.file_bytes == 0:
-            os.write(self._fd, encode_meta(self.generation, queue.next_id))
+            meta = encode_meta(self.generation, queue.next_id)
+            _write_all(self._fd, meta, self._claim(meta))
             os.fsync(self._fd)
-            self.file_bytes = os.fstat(self._fd).st_size
         return replay
+
+    def _claim(self, data: bytes) -> int:
+        """The offset where `data` goes (the end of the records), with room made for it."""
+        offset = self.file_bytes
+        self.file_bytes = end = offset + len(data)
+        if end > self._allocated:
+            size = (end // PREALLOCATE + 1) * PREALLOCATE
+            try:
+                os.posix_fallocate(self._fd, self._allocated, size - self._allocated)
+            except OSError:  # a filesystem without it: the writes extend the file
+                size = end
+            self._allocated = size
+        return offset
 
     # --- append -----------------------------------------------------------------------
 
@@ -217,13 +238,12 @@ class Journal:
             data = b"".join(self._buf)
             self.records_written += len(self._buf)
             self._buf = []
-            self.file_bytes += len(data)
-            self._write_unsynced(data, self.seq)
+            self._write_unsynced(data, self._claim(data), self.seq)
         return True
 
-    def _write_unsynced(self, data: bytes, upto: int) -> None:
+    def _write_unsynced(self, data: bytes, offset: int, upto: int) -> None:
         """Write records none of which needs an fsync before its reply (see `record`)."""
-        _write_all(self._fd, data)
+        _write_all(self._fd, data, offset)
         if self._sync_timer is None:  # synced within a second even if no put comes
             loop = asyncio.get_running_loop()
             self._sync_timer = loop.call_later(LAZY_SYNC_DELAY, self._timed_sync)
@@ -247,23 +267,23 @@ class Journal:
         self._buf = []
         upto = self.seq
         self.records_written += count
-        self.file_bytes += len(data)
+        offset = self._claim(data)
         if self.fsync == "always" and self.need_seq > self.durable_seq:
             if not self._fsync_due:
-                self._write_unsynced(data, upto)
+                self._write_unsynced(data, offset, upto)
                 return
             self._fsync_due = False
             if self.sync_in_thread:
                 self._inflight = True
                 loop = asyncio.get_running_loop()
-                fut = loop.run_in_executor(None, _write_and_sync, self._fd, data)
+                fut = loop.run_in_executor(None, _write_and_sync, self._fd, data, offset)
                 fut.add_done_callback(lambda f: self._written(f.exception(), upto))
                 return
             # Redis's way (appendfsync always): sync right here, in the loop. Requests that
             # arrive meanwhile wait in the kernel and are all handled in the next turn, so
             # they share the next fsync: group commit without a thread hop per batch.
             try:
-                _write_and_sync(self._fd, data)
+                _write_and_sync(self._fd, data, offset)
             except OSError as exc:
                 self._written(exc, upto)
             else:
@@ -271,7 +291,7 @@ class Journal:
             return
         # Nothing here needs an fsync before a reply (a reserve, a TTR timeout): write it
         # now; the next fsync, whoever triggers it, covers it too.
-        _write_all(self._fd, data)
+        _write_all(self._fd, data, offset)
         if self.fsync != "always":
             self.durable_seq = upto
         if self.fsync == "interval":
@@ -340,16 +360,16 @@ class Journal:
             self._side = []
             ids = list(queue.jobs)
             path = os.path.join(self.directory, COMPACT)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             written = len(ids)
-            _write_all(fd, encode_meta(self.generation + 1, queue.next_id))
+            _write_seq(fd, encode_meta(self.generation + 1, queue.next_id))
             for start in range(0, len(ids), COMPACT_CHUNK):
                 parts = []
                 for job_id in ids[start : start + COMPACT_CHUNK]:
                     job = queue.jobs.get(job_id)
                     if job is not None:
                         parts.append(encode_put(job))
-                _write_all(fd, b"".join(parts))
+                _write_seq(fd, b"".join(parts))
                 await asyncio.sleep(0)
             while self._inflight:
                 self._idle = asyncio.Event()
@@ -370,7 +390,7 @@ class Journal:
             os.close(self._fd)
             self._fd, fd = fd, -1
             self.generation += 1
-            self.file_bytes = os.fstat(self._fd).st_size
+            self.file_bytes = self._allocated = os.fstat(self._fd).st_size
             self.records_migrated += written
             self.durable_seq = max(self.durable_seq, upto)
             log.info("journal compacted: %d live jobs, %d bytes", written, self.file_bytes)
@@ -396,8 +416,10 @@ class Journal:
             self._idle = asyncio.Event()
             await self._idle.wait()
         if self._buf:
-            _write_all(self._fd, b"".join(self._buf))
+            data = b"".join(self._buf)
+            _write_all(self._fd, data, self._claim(data))
             self._buf = []
+        os.ftruncate(self._fd, self.file_bytes)  # a clean file: no allocated zeros left
         if self.fsync != "no":
             os.fdatasync(self._fd)
         if self._sync_timer is not None:
@@ -416,20 +438,28 @@ class Journal:
         }
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def _write_seq(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
 
 
-def _write_and_sync(fd: int, data: bytes) -> None:
-    _write_all(fd, data)
+def _write_and_sync(fd: int, data: bytes, offset: int) -> None:
+    _write_all(fd, data, offset)
     os.fdatasync(fd)
 
 
 def _finish_compaction(fd: int, side: bytes, directory: str) -> None:
     """In a worker thread: append what changed meanwhile, sync, switch atomically."""
-    _write_all(fd, side)
+    _write_seq(fd, side)
     os.fsync(fd)
     os.replace(os.path.join(directory, COMPACT), os.path.join(directory, JOURNAL))
     dir_fd = os.open(directory, os.O_RDONLY)

@@ -164,5 +164,7 @@ def read_journal(data: bytes) -> Replay:
     out.live_bytes = live_bytes
     out.next_id = next_id
     out.good_bytes = pos
-    out.torn = pos != end
+    # Zeros from here to the end are space the journal allocated ahead, not damage: no
+    # record starts with a zero length.
+    out.torn = pos != end and data.count(0, pos) != end - pos
     return out

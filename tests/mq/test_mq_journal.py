@@ -12,7 +12,7 @@ import os
 import pytest
 
 from mq.job import BURIED, DELAYED, READY, Job
-from mq.journal import COMPACT, JOURNAL, Journal
+from mq.journal import COMPACT, JOURNAL, PREALLOCATE, Journal
 from mq.queue import Queue
 from mq.records import encode_delete, encode_meta, encode_put, encode_state, read_journal
 
@@ -46,6 +46,16 @@ def test_torn_tail_at_every_offset_keeps_the_records_before_it():
         assert sorted(replay.jobs) == [1, 2]
         assert replay.good_bytes == len(good)
         assert replay.torn == (cut > 0)
+
+
+def test_allocated_zeros_after_the_records_are_the_clean_end():
+    good = encode_meta(1, 1) + encode_put(make_job(1)) + encode_put(make_job(2))
+    last = encode_put(make_job(3))
+    for cut in range(len(last)):
+        replay = read_journal(good + last[:cut] + bytes(4096))
+        assert sorted(replay.jobs) == [1, 2]
+        assert replay.good_bytes == len(good)
+        assert replay.torn == any(last[:cut])  # a record cut short is damage, zeros are not
 
 
 def test_flipped_bit_stops_replay_at_the_damaged_record():
@@ -184,9 +194,10 @@ def test_compaction_starts_by_itself_past_the_threshold(tmp_path):
         while journal._compactor is not None:
             await asyncio.sleep(0.001)
         assert journal.generation > 1
-        assert os.path.getsize(tmp_path / JOURNAL) < 40_000
+        assert journal.file_bytes < 40_000  # the records; the file has room allocated ahead
 
     asyncio.run(_session(str(tmp_path), work, fsync="no", compact_min=20_000))
+    assert os.path.getsize(tmp_path / JOURNAL) < 40_000  # a clean close trims the zeros
     queue = restart(str(tmp_path))
     assert list(queue.jobs) == [1] and queue.jobs[1].state == BURIED
 
@@ -209,6 +220,26 @@ def test_torn_file_is_truncated_and_appending_continues(tmp_path):
 
     asyncio.run(_session(str(tmp_path), more))
     assert sorted(restart(str(tmp_path)).jobs) == [1, 2, 3, 4]
+
+
+def test_a_crash_leaves_allocated_zeros_that_replay_reads_as_the_end(tmp_path):
+    async def run_and_crash(first: int, count: int) -> None:
+        queue = Queue()
+        journal = Journal(str(tmp_path), fsync="always")
+        assert not journal.open(queue, NOW).torn
+        queue.on_change = journal.record
+        c = queue.connect()
+        for i in range(first, first + count):
+            queue.put(c, 1, 0, 60, b"job%d" % i, NOW)
+        await settle(journal)
+        os.close(journal._fd)  # kill -9: no close(), the allocated zeros stay
+        os.close(journal._lock_fd)
+
+    asyncio.run(run_and_crash(0, 5))
+    assert os.path.getsize(tmp_path / JOURNAL) == PREALLOCATE
+    asyncio.run(run_and_crash(5, 5))  # appends after the records, not after the zeros
+    queue = restart(str(tmp_path))
+    assert [queue.jobs[i].body for i in sorted(queue.jobs)] == [b"job%d" % i for i in range(10)]
 
 
 def test_second_server_on_the_same_directory_is_refused(tmp_path):
