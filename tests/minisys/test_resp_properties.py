@@ -213,3 +213,68 @@ def test_limits_bound_memory_for_endless_input(chunk, repeats):
 def test_any_text_can_be_encoded(text, proto):
     for value in (text, SimpleString(text), RespError(text)):
         assert encode_reply(value, proto).endswith(b"\r\n")
+
+
+# Arguments that trip the split fast path up: CRLF inside, header- and count-like bytes,
+# lengths around its 1024-entry header table.
+tricky_args = st.one_of(
+    st.binary(max_size=12),
+    st.binary(max_size=12).filter(lambda b: b"\r\n" not in b),
+    st.sampled_from([b"\r\n", b"a\r\nb", b"$3", b"*2", b"\r", b"\n", b"$1\r\nx", b"*1\r\n"]),
+    st.integers(1020, 1030).map(lambda n: b"v" * n),
+)
+well_formed = st.builds(lambda c: encode_command(*c), st.lists(tricky_args, min_size=1, max_size=4))
+odd_parts = st.one_of(
+    st.sampled_from([b"PING\r\n", b"*0\r\n", b"*-1\r\n", b"$3\r\n", b"*2\r\n$3\r\nGET\r\n"]),
+    st.sampled_from([b"*1\r\n$3\r\nabcde\r\n", b"*1\r\n$03\r\nabc\r\n", b"*01\r\n$1\r\na\r\n"]),
+    st.binary(max_size=8),
+)
+# Mostly well-formed pipelines (what the split path takes), now and then something else.
+stream_parts = st.one_of(well_formed, well_formed, well_formed, well_formed, odd_parts)
+
+
+def drain(parser: RespParser, next_command, chunks: list[bytes]) -> list[object]:
+    """Every command the parser returns, then the protocol error it stopped on (if any)."""
+    out: list[object] = []
+    try:
+        for chunk in chunks:
+            parser.feed(chunk)
+            while (cmd := next_command()) is not None:
+                out.append(cmd)
+    except ProtocolError as exc:
+        out.append(("error", exc.message, exc.reply))
+    return out
+
+
+@settings(max_examples=150)
+@given(st.lists(stream_parts, max_size=30), st.lists(st.integers(0, 10**6), max_size=4))
+def test_fast_paths_agree_with_the_general_parser_on_any_split(parts, cuts):
+    # next_command's fast paths (one short command; a pipeline split at CRLFs) against the
+    # general state machine alone, on the same bytes cut at the same points.
+    chunks = split(b"".join(parts), cuts)
+    fast = RespParser()
+    general = RespParser()
+    assert drain(fast, fast.next_command, chunks) == drain(
+        general, general._next_command_general, chunks
+    )
+
+
+clean_args = st.binary(max_size=20).filter(lambda b: b"\r\n" not in b)
+pipelines = st.lists(
+    st.one_of(
+        st.lists(clean_args, min_size=1, max_size=4),
+        st.lists(st.one_of(clean_args, tricky_args), min_size=1, max_size=4),
+    ),
+    min_size=2,
+    max_size=40,
+)
+
+
+@settings(max_examples=100)
+@given(pipelines, st.lists(st.integers(0, 10**6), max_size=3))
+def test_split_path_reads_pipelines_as_the_general_parser_does(cmds, cuts):
+    chunks = split(b"".join(encode_command(*c) for c in cmds), cuts)
+    fast = RespParser()
+    general = RespParser()
+    got = drain(fast, fast.next_command, chunks)
+    assert got == drain(general, general._next_command_general, chunks) == cmds
