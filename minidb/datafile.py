@@ -8,11 +8,11 @@ of the active file that lie past its map. Read `record.py` for what the bytes me
 `engine.py` for who calls what.
 
 Why a map: a `pread` is a system call (~0.85 us here for a 135-byte record at a random
-offset); slicing a mapped page that is already in the page cache is a memory copy, and a
-get measured 2.37 -> ~1.8 us of CPU with it (100k random gets of 135-byte records,
-`bench/minidb.py`: 2.3-2.5x -> 3.x sqlite3). The page cache is the same either way, so
-bytes appended with `os.write` are visible through the map at once. The hazards, and
-what keeps each away:
+offset); slicing a mapped page that is already in the page cache is a memory copy. 100k
+random gets of 135-byte records, three alternating pairs: 2.58-2.94 -> 1.87-2.46 us of
+CPU per get; in `bench/minidb.py` 2.3-2.5x -> 3.1-3.6x sqlite3 over four runs (the
+issue's target is 3x). The page cache is the same either way, so bytes appended with
+`os.write` are visible through the map at once. The hazards, and what keeps each away:
 
 - A mapped page past the end of the file raises SIGBUS (the process dies, no exception).
   So a file is mapped only up to its size *after* recovery has cut any torn tail, and
