@@ -185,10 +185,8 @@ class Durability:
         disk = self._disk_seconds
         in_flight = self._arrivals < self._released  # writers on their way back: work to do
         if disk > INLINE_FSYNC_SECONDS or (in_flight and disk > OVERLAP_MIN_SECONDS):
-            # The thread's done callback hands the outcome straight to the loop: one
-            # call_soon_threadsafe, instead of run_in_executor's wrapped asyncio future.
             self._executor.submit(self._timed_sync, target).add_done_callback(
-                lambda done: loop.call_soon_threadsafe(self._finished, loop, done.exception())
+                lambda done: self._hand_back(loop, done.exception())
             )
             return
         error = None
@@ -197,6 +195,14 @@ class Durability:
         except Exception as exc:  # SyncFailed: the same outcome as from the thread
             error = exc
         self._finished(loop, error)
+
+    def _hand_back(self, loop: asyncio.AbstractEventLoop, error: BaseException | None) -> None:
+        """In the fsync thread: pass the outcome to the loop (one call_soon_threadsafe,
+        lighter than run_in_executor's asyncio future wrapped around the thread's)."""
+        try:
+            loop.call_soon_threadsafe(self._finished, loop, error)
+        except RuntimeError:
+            pass  # the loop has closed (shutdown): nobody is left to reply to
 
     def _timed_sync(self, lsn: int) -> None:
         started = time.perf_counter()

@@ -225,3 +225,12 @@ def test_when_fsyncs_are_slow_the_next_one_gathers_the_released_writers(db_dir, 
 
     asyncio.run(scenario())
     durability.close()
+
+
+def test_an_fsync_finishing_after_the_loop_closed_is_dropped_quietly(db_dir, opener):
+    db = opener(fsync="always")
+    durability = Durability(db)
+    loop = asyncio.new_event_loop()
+    loop.close()
+    durability._hand_back(loop, None)  # the fsync thread's callback: no RuntimeError
+    durability.close()
