@@ -11,6 +11,7 @@ processes that share the port (lb/workers.py). See lb/README.md for every flag.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 
@@ -19,6 +20,7 @@ from lb.backend import Pool, parse_backend
 from lb.checks import HealthChecker, parse_health_spec
 from lb.health import HealthSettings
 from lb.listener import Listener
+from lb.poller import SplicePolicy
 from lb.proxy import DEFAULT_QUEUE_SIZE, Balancer, ProxySettings
 from lb.workers import MAX_WORKERS, WORKER_ENV, run_master
 from minisys.server import (
@@ -127,13 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             admin = admin_config(config, args.admin_port)
             servers.append(admin_server(admin, balancer, checker, settings, servers[0]))
         checker.start()
+        await serve(*servers, on_stop=checker.stop)
 
-        async def stop() -> None:
-            await checker.stop()
-            balancer.close()
-
-        await serve(*servers, on_stop=stop)
-
+    # Spliced sockets are served by the loop's own selector (lb/poller.py says why).
+    asyncio.set_event_loop_policy(SplicePolicy())
     # A worker of `--workers N` says which one it is in every log line (lb/workers.py).
     worker = os.environ.get(WORKER_ENV)
     return run(amain, component=f"lb-worker-{worker}" if worker else "lb", config=config)

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from lb.backend import Backend, Pool
 from lb.connect import open_connection
 from lb.listener import Listener
-from lb.poller import LoopPoller, Poller, make_poller
+from lb.poller import LoopPoller, SpliceSelector, make_poller
 from lb.splice import RESET_ON_CLOSE, Splice
 from minisys.logs import get_logger
 from minisys.proxyproto import encode_v1
@@ -81,7 +81,7 @@ class Balancer:
         self.settings = settings or ProxySettings()
         self.queue: collections.deque[ClientSide] = collections.deque()
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.poller: Poller | LoopPoller | None = None  # made with the first client
+        self.poller: SpliceSelector | LoopPoller | None = None  # set with the first client
         self.retries = 0
         self.no_backend = 0
         self.queued_total = 0
@@ -95,12 +95,6 @@ class Balancer:
             self.loop = asyncio.get_running_loop()
             self.poller = make_poller(self.loop)
         return ClientSide(self, listener, sock, peer)
-
-    def close(self) -> None:
-        """The lb stopped: stop watching sockets (all connections are closed by now)."""
-        if self.poller is not None:
-            self.poller.close()
-            self.poller = None
 
     def now(self) -> float:
         if self.loop is None:

@@ -61,7 +61,7 @@ import threading
 from collections.abc import Callable
 
 from lb.backend import Backend
-from lb.poller import LoopPoller, Poller
+from lb.poller import LoopPoller, SpliceSelector
 
 # Most bytes one read takes, and so the most one direction keeps in our memory while the
 # other side cannot take them (we stop reading until they are sent).
@@ -232,7 +232,7 @@ class Splice:
 
     def __init__(
         self,
-        poller: Poller | LoopPoller,
+        poller: SpliceSelector | LoopPoller,
         client: socket.socket,
         backend: socket.socket,
         counter: Backend,

@@ -17,8 +17,18 @@ from lb.algorithms import make_algorithm
 from lb.backend import Backend, Pool
 from lb.health import HealthSettings, HealthState
 from lb.listener import Listener
+from lb.poller import SplicePolicy
 from lb.proxy import Balancer, ProxySettings
 from minisys.server import ServerConfig
+
+
+@pytest.fixture(autouse=True)
+def splice_loop():
+    """Every `asyncio.run` in these tests runs on the lb's own loop, as `python -m lb` does."""
+    old = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(SplicePolicy())
+    yield
+    asyncio.set_event_loop_policy(old)
 
 
 class EchoBackend:
@@ -87,7 +97,6 @@ async def running_lb(
     finally:
         config.drain_timeout = 0.5
         await server.drain_and_close()
-        balancer.close()
 
 
 async def unused_port() -> int:

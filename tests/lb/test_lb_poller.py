@@ -1,4 +1,4 @@
-"""Below the splice: the inner epoll set, its asyncio fallback, and the accept loop."""
+"""Below the splice: the lb's selector, its asyncio fallback, and the accept loop."""
 
 import asyncio
 import errno
@@ -8,7 +8,7 @@ import pytest
 
 import lb.proxy
 from lb.listener import ACCEPT_RETRY_DELAY, Listener
-from lb.poller import LoopPoller, make_poller
+from lb.poller import LoopPoller, SpliceSelector, make_poller
 from minisys.server import ServerConfig
 from minisys.testing import async_wait_until
 
@@ -23,6 +23,7 @@ def _true(predicate):
 def test_poller_calls_readers_and_writers_and_forgets_them():
     async def main():
         poller = make_poller(asyncio.get_running_loop())
+        assert isinstance(poller, SpliceSelector)  # the lb's own loop (conftest)
         a, b = socket.socketpair()
         a.setblocking(False)
         calls = []
@@ -40,14 +41,38 @@ def test_poller_calls_readers_and_writers_and_forgets_them():
         b.send(b"again")
         await asyncio.sleep(0.05)  # nothing must arrive: there is no event to wait for
         assert calls == []
-        poller.close()
         a.close()
         b.close()
 
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("poller", ["epoll", "loop"])
+def test_a_failing_callback_is_reported_and_the_loop_goes_on():
+    async def main():
+        loop = asyncio.get_running_loop()
+        reported = []
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+        poller = make_poller(loop)
+        a, b = socket.socketpair()
+        a.setblocking(False)
+
+        def broken():
+            a.recv(100)
+            raise ValueError("boom")
+
+        poller.add_reader(a.fileno(), broken)
+        b.send(b"x")
+        await async_wait_until(_true(lambda: reported), timeout=5)
+        assert isinstance(reported[0]["exception"], ValueError)
+        poller.remove_reader(a.fileno())
+        await asyncio.sleep(0)  # the loop still runs
+        a.close()
+        b.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("poller", ["selector", "loop"])
 def test_the_splice_works_on_either_poller(kit, monkeypatch, poller):
     """The asyncio fallback (no epoll, not Linux) passes bytes and EOFs the same way."""
     if poller == "loop":
