@@ -31,6 +31,7 @@ above with them).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
@@ -69,7 +70,7 @@ class GuardedCache:
         self.cache = cache
         self.clock = clock
         self.cooldown = cooldown
-        self._skip_until = float("-inf")
+        self._skip_until = -math.inf
         registry = registry or Registry()
         requests = registry.counter(
             "appserver_cache_requests_total", "Cache lookups by result.", ["result"]
@@ -83,7 +84,8 @@ class GuardedCache:
     @property
     def degraded(self) -> bool:
         """True while we are skipping the cache after a failure."""
-        return self.clock() < self._skip_until
+        # No clock call until a first failure: every cache call asks this.
+        return self._skip_until != -math.inf and self.clock() < self._skip_until
 
     def _failed(self, what: str, exc: Exception) -> None:
         if not self.degraded:
@@ -162,5 +164,5 @@ class GuardedCache:
             await self.cache.ping()
         except (StoreUnavailable, StoreError):
             return False
-        self._skip_until = float("-inf")
+        self._skip_until = -math.inf
         return True

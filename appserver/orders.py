@@ -163,7 +163,7 @@ class Orders:
             raise ProblemError(
                 422, "Unknown user", f"no user with id {request.user_id}", type="unknown-user"
             )
-        user = json.loads(raws[0])
+        user = json.loads(raws[0].decode())  # str: see Products.get
         unknown = [sku for sku, raw in zip(skus, raws[1 : n + 1], strict=True) if raw is None]
         if unknown:
             raise ProblemError(
@@ -173,7 +173,9 @@ class Orders:
                 type="unknown-sku",
                 skus=unknown,
             )
-        info = {sku: json.loads(raw) for sku, raw in zip(skus, raws[1 : n + 1], strict=True)}
+        info = {
+            sku: json.loads(raw.decode()) for sku, raw in zip(skus, raws[1 : n + 1], strict=True)
+        }
         cached_stock = raws[n + 1 :]
         in_cache = zip(skus, cached_stock, strict=True)
         cached = {sku: int(raw) for sku, raw in in_cache if raw is not None}

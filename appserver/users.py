@@ -54,7 +54,7 @@ class Users:
         )
         if raw is None:
             raise _not_found(user_id)
-        return json.loads(raw), status
+        return json.loads(raw.decode()), status  # str: see Products.get
 
     async def update(self, user_id: int, changes: dict[str, str]) -> dict[str, Any]:
         key = user_key(user_id)
