@@ -28,7 +28,7 @@ to req/s it prints the CPU each proxy used per request (all its processes/thread
 
 The latency a hop adds cannot be read from saturated wrk runs (closed-loop load measures
 queueing). So a paced, open-loop probe follows (bench/lb_probe.py): direct, lb and
-haproxy are probed *at the same time* with identical schedules, 50 keep-alive connections
+haproxy are probed *at the same time* at the same rate, 50 keep-alive connections
 each at `--pace-share` of the slowest measured keep-alive capacity (capped at
 `--pace-rate` per target), each latency counted from the request's *scheduled* time
 (wrk2's correction). Whatever slows the shared machine or the Python pacer in a given

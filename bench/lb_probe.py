@@ -7,7 +7,7 @@ flight (as in wrk). A latency counts from the request's *scheduled* time, so a s
 delays every request behind it as it would for real users (wrk2's correction).
 
 Every target (direct, lb, haproxy) is probed *at the same time*, by the same process,
-with the same schedule: their connections are interleaved in one event loop. Whatever
+at the same rate: their connections are interleaved in one event loop. Whatever
 slows the machine or the pacer in a given second hits all of them alike, so the
 difference of their percentiles in one run is the hop's own cost. The previous probe ran
 the targets one after another: a busy second during one target's turn moved its p99 by
@@ -130,10 +130,11 @@ def probe(ports: dict[str, int], rate: float, duration: float, connections: int)
         start = loop.time() + PACE_LEAD
         until = start + duration
         for row in protocols:
-            # The same phase for every target's i-th connection: identical schedules.
-            first = start + random.random() * interval
             for protocol in row:
-                protocol.begin(first, until)
+                # Each connection its own random phase. The same phase for every target's
+                # i-th connection bunched the pacer's sends: its own timers ran 1.2-9.1 ms
+                # late (p99) against 1.1-1.2 ms with independent phases, same minutes.
+                protocol.begin(start + random.random() * interval, until)
         flat = [p for row in protocols for p in row]
         await asyncio.wait([p.done for p in flat], timeout=duration + PACE_GRACE)
         for p in flat:
