@@ -71,8 +71,9 @@ if hasattr(select, "epoll"):
 
         def __init__(self) -> None:
             super().__init__()
-            # The epoll object of selectors' epoll selector (its one private attribute
-            # we use): spliced sockets go into the same set as the loop's own.
+            # The epoll object of selectors' epoll selector: spliced sockets go into the
+            # same set as the loop's own. (This and `_fd_to_key`, which select() reads
+            # as the base class does, are the two private attributes we rely on.)
             self.epoll: select.epoll = self._selector  # type: ignore[attr-defined]
             self.readers: dict[int, Callback] = {}
             self.writers: dict[int, Callback] = {}
