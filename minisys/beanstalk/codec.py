@@ -373,15 +373,21 @@ class CommandParser:
             # try it: a failed match costs as much as a good one (~2.9k instructions).
             m = _PUT_LINE.match(data, pos) if first == 112 else None  # 112: "p"
             if m is not None:
-                pri, delay, ttr, size = int(m[1]), int(m[2]), int(m[3]), int(m[4])
+                pri, delay, ttr, size = m.groups()
+                pri, delay, ttr, size = int(pri), int(delay), int(ttr), int(size)
                 pos = m.end()
                 if pri > U32_MAX or delay > U32_MAX or ttr > U32_MAX or size > U32_MAX:
                     self.pos = pos
                     return Reject(BAD_FORMAT)
                 if size > self.max_job_size:
                     self._skip = size + 2
-                else:
-                    self._put = (pri, delay, ttr, size)  # its body may be here already
+                    continue
+                stop = pos + size
+                if stop + 2 <= end_data and data[stop : stop + 2] == b"\r\n":
+                    # The whole put is here (the usual case): no trip through _put.
+                    self.pos = stop + 2
+                    return _new(Command, ("put", (pri, delay, ttr), data[pos:stop]))
+                self._put = (pri, delay, ttr, size)
                 continue
             end = data.find(b"\r\n", pos, pos + MAX_LINE)
             if end < 0:
