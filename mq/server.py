@@ -1,8 +1,8 @@
 """mq's network shell: bytes in from a socket, the queue in the middle, bytes out.
 
 On the request's journey: the appserver's `put` and the worker's `reserve`/`delete`
-arrive here as bytes. `BeanstalkConnection` feeds them to the shared sans-I/O codec
-(`minisys.beanstalk.codec`), runs each `Command` against the `Queue` (`queue.py`) and
+arrive here as bytes. `BeanstalkConnection` feeds them to the shared sans-I/O parser
+(`minisys.beanstalk.commands`), runs each `Command` against the `Queue` (`queue.py`) and
 writes the reply. `MqApp` holds what all connections share: the queue, the journal, the
 one timer that calls `queue.tick(now)`, command counters, and drain mode.
 
@@ -32,6 +32,7 @@ import time
 from typing import TYPE_CHECKING
 
 from minisys.beanstalk import codec
+from minisys.beanstalk.commands import CommandParser
 from minisys.logs import get_logger
 from minisys.server import Connection, Server, ServerConfig
 from mq import stats
@@ -174,7 +175,7 @@ class BeanstalkConnection(Connection):
 
     def __init__(self, app: MqApp) -> None:
         self.app = app
-        self.parser = codec.CommandParser(app.max_job_size)
+        self.parser = CommandParser(app.max_job_size)
         self.waiting = False
         self.held: collections.deque[tuple[int, bytes]] = collections.deque()
         self._out: list[bytes] = []

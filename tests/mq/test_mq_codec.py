@@ -13,20 +13,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minisys.beanstalk.codec import (
-    _PREFIX_ORDER,
     BAD_FORMAT,
     EXPECTED_CRLF,
     JOB_TOO_BIG,
     UNKNOWN_COMMAND,
     Command,
-    CommandParser,
     Reject,
     ReplyParser,
     encode_command,
     encode_put,
-    parse_line,
     parse_yaml,
 )
+from minisys.beanstalk.commands import _PREFIX_ORDER, CommandParser, parse_line
 from mq.records import encode_delete
 
 PROTOCOL_MD = Path(__file__).resolve().parents[2] / "mq" / "PROTOCOL.md"
