@@ -45,14 +45,13 @@ from mq.job import Job
 from mq.queue import Queue
 from mq.records import (
     DEFAULT_COMPACT_MIN,
-    Replay,
     encode_delete,
     encode_meta,
     encode_put,
     encode_state,
     put_size,
-    read_journal,
 )
+from mq.replay import Replay, read_journal, restore
 
 log = get_logger("mq.journal")
 
@@ -154,7 +153,7 @@ class Journal:
         gc.disable()
         try:
             replay = read_journal(data)
-            queue.restore(replay.jobs.values(), now)
+            restore(queue, replay.jobs.values(), now)
         finally:
             gc.enable()
         if len(replay.jobs) >= FREEZE_AFTER_JOBS:

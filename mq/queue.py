@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from mq.job import BURIED, DELAYED, READY, RESERVED, TRANSITIONS, Job
 from mq.session import DEFAULT_TUBE, STALE_SLACK, Client
@@ -205,43 +205,6 @@ class Queue:
         if tube.waiting and job.state == READY:
             self._serve(tube, now)
         return job
-
-    def restore(self, jobs: Iterable[Job], now: float) -> None:
-        """Put back jobs read from the journal, in their journaled states (replay).
-
-        Reserved jobs come back ready (at-least-once: they are handed out again); a delayed
-        job whose time passed while mq was down is ready too. Jobs are grouped by tube and
-        state first, and each group joins its tube in one step (heaps built once, O(n)):
-        a million-job replay does a few cheap operations per job, not a dozen.
-        """
-        groups: dict[tuple[str, str], list[Job]] = {}
-        for job in jobs:
-            self.jobs[job.id] = job
-            key = (job.tube, job.state)
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = []
-            group.append(job)
-        if self.jobs:
-            self.next_id = max(self.next_id, max(self.jobs) + 1)
-        for (name, state), group in groups.items():
-            tube = self.tube(name)
-            tube.jobs += len(group)
-            tube.total_jobs += len(group)
-            self.total_jobs += len(group)
-            if state == BURIED:
-                tube.add_buried(group)
-                continue
-            if state == DELAYED:
-                waiting = [job for job in group if job.deadline > now]
-                tube.add_delayed(waiting)
-                for job in waiting:
-                    self.timers.push(job.deadline, "d", job, job.gen)
-                group = [job for job in group if job.deadline <= now]
-            if state != READY:
-                for job in group:
-                    job.state = READY
-            tube.add_ready(group)
 
     # --- worker -----------------------------------------------------------------------
 

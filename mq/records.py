@@ -1,7 +1,7 @@
-"""The journal's records: how one job change is laid out on disk, and how to read them.
+"""The journal's records: how one job change is laid out on disk.
 
 On the request's journey: when the appserver's put reaches mq, `journal.py` appends
-`encode_put(job)` to the journal; after a crash, `read_journal` turns the file back into
+`encode_put(job)` to the journal; after a crash, `replay.py` reads the records back into
 jobs. Everything here is pure (bytes in, bytes out), so tests can tear and flip records at
 every offset.
 
@@ -83,88 +83,3 @@ def encode_delete(job_id: int) -> bytes:
 def put_size(job: Job) -> int:
     """Bytes of a job's PUT record (what compaction would rewrite for it)."""
     return 8 + _PUT.size + len(job.tube) + len(job.body)
-
-
-class Replay:
-    """What reading a journal found: live jobs, next id, and where good data ends."""
-
-    def __init__(self) -> None:
-        self.jobs: dict[int, Job] = {}
-        self.next_id = 1
-        self.generation = 0
-        self.good_bytes = 0
-        self.records = 0
-        self.torn = False
-        self.live_bytes = 0  # bytes of the live jobs' PUT records (what compaction keeps)
-
-
-def read_journal(data: bytes) -> Replay:
-    """Replay records until the end or the first damaged one (point-in-time recovery)."""
-    out = Replay()
-    jobs = out.jobs
-    view = memoryview(data)  # slices of a memoryview copy nothing
-    crc32, head, put_size_, names = zlib.crc32, _HEAD.unpack_from, _PUT.size, STATE_NAMES
-    # One str per tube name, shared by all its jobs (a million "default"s would cost ~50 MB).
-    tube_names: dict[bytes, str] = {}
-    next_id = 1
-    records = live_bytes = 0
-    pos, end = 0, len(data)
-    while pos + 8 <= end:
-        crc, length = head(data, pos)
-        body = pos + 8
-        if length < 1 or length > MAX_RECORD or body + length > end:
-            break
-        if crc32(view[pos + 4 : body + length]) != crc:
-            break
-        kind = data[body]
-        try:
-            if kind == PUT:
-                f = _PUT.unpack_from(data, body)
-                tube_at = body + put_size_
-                body_at = tube_at + f[13]
-                raw_tube = data[tube_at:body_at]
-                tube = tube_names.get(raw_tube)
-                if tube is None:
-                    tube = tube_names[raw_tube] = raw_tube.decode()
-                job_id = f[1]
-                job = Job(job_id, tube, f[2], f[3], f[4], data[body_at : body_at + f[14]], f[5])
-                job.deadline = f[6]
-                job.state = names[f[7]]
-                job.reserves, job.timeouts, job.releases, job.buries, job.kicks = f[8:13]
-                old = jobs.get(job_id)
-                if old is not None:
-                    live_bytes -= put_size(old)
-                jobs[job_id] = job
-                live_bytes += 8 + length
-                if job_id >= next_id:
-                    next_id = job_id + 1
-            elif kind == STATE:
-                f = _STATE.unpack_from(data, body)
-                job = jobs.get(f[1])
-                if job is not None:
-                    job.pri, job.delay, job.deadline = f[2], f[3], f[4]
-                    job.state = names[f[5]]
-                    job.set_counters(f[6:11])
-            elif kind == DELETE:
-                (_, job_id) = _DELETE.unpack_from(data, body)
-                old = jobs.pop(job_id, None)
-                if old is not None:
-                    live_bytes -= put_size(old)
-                next_id = max(next_id, job_id + 1)
-            elif kind == META:
-                _, out.generation, meta_next = _META.unpack_from(data, body)
-                next_id = max(next_id, meta_next)
-            else:
-                break
-        except (struct.error, KeyError, UnicodeDecodeError):
-            break
-        pos = body + length
-        records += 1
-    out.records = records
-    out.live_bytes = live_bytes
-    out.next_id = next_id
-    out.good_bytes = pos
-    # Zeros from here to the end are space the journal allocated ahead, not damage: no
-    # record starts with a zero length.
-    out.torn = pos != end and data.count(0, pos) != end - pos
-    return out

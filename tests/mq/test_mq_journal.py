@@ -14,7 +14,8 @@ import pytest
 from mq.job import BURIED, DELAYED, READY, Job
 from mq.journal import COMPACT, JOURNAL, PREALLOCATE, Journal
 from mq.queue import Queue
-from mq.records import encode_delete, encode_meta, encode_put, encode_state, read_journal
+from mq.records import encode_delete, encode_meta, encode_put, encode_state
+from mq.replay import read_journal
 
 NOW = 1_000_000.0
 
