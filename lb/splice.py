@@ -44,9 +44,12 @@ goes on. A reset or error on either side resets the other (SO_LINGER 0, as HAPro
     READING          bytes, send would block         WAITING    keep the rest, stop reading
     WAITING          other side writable, all sent   READING    read again
     READING          EOF                             DONE       shutdown(SHUT_WR) the other side
-    WAITING          (EOF comes only while READING)
+    WAITING          all sent, EOF seen before*      DONE       shutdown(SHUT_WR) the other side
     any              reset / error on either socket  (both closed with RST)
     DONE, DONE       (both directions)               closed     close both sockets
+
+    * a client that sent its bytes and EOF before its backend was connected; otherwise
+      EOF is seen only while READING (a WAITING side is not read).
 
 Simpler than the real thing: HAProxy keeps a 16 KiB buffer per direction and uses
 splice(2) through a pool of pipes for large transfers; we copy through one 64 KiB buffer
