@@ -33,7 +33,9 @@ each at `--pace-share` of the slowest measured keep-alive capacity (capped at
 `--pace-rate` per target), each latency counted from the request's *scheduled* time
 (wrk2's correction). Whatever slows the shared machine or the Python pacer in a given
 second hits every target alike, so lb p99 minus direct p99 *within one run* is the hop's
-cost; the pacer also reports how late its own timers fired. The RESULT lines (medians
+cost; the pacer also reports how late its own timers fired, and a control target
+(`direct-2`, more connections to the backend itself) shows how far the machine alone
+moves a p99 between two identical targets in the same run. The RESULT lines (medians
 over the rounds; the added p99 is the median of the per-round differences):
 
     RESULT lb_keepalive_rps: ours=… peer=… ratio=… target=0.8
@@ -188,8 +190,8 @@ def stop(proc: RealServer | None) -> None:
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
-# The paced probe's default rate per target (three targets at once: 3000 req/s for the
-# Python pacer, which kept its timers within ~1 ms (p99) at that rate on a quiet machine).
+# The paced probe's default rate per target (four targets at once: 4000 req/s for the
+# Python pacer, which kept its timers within ~1.1 ms (p99) at 3000 in a calmer minute).
 PACE_RATE = 1000.0
 # Above this pacer lateness (p99, ms) the bench warns that the machine was too busy.
 PACER_SLACK_MS = 1.0
@@ -356,8 +358,10 @@ def main() -> int:
                     f"{med(ours, True, 2) / med(theirs, True, 2):.2f}x CPU/conn"
                 )
 
-        names = [t for t in ("direct", "lb", "haproxy") if t in targets]
-        slowest = min(med(t, False, 0) for t in names)
+        # "direct-2" is a control: a second set of connections to the backend itself. Its
+        # difference from "direct" is what the machine alone does to a p99 in one run.
+        names = ["direct", "direct-2", *(t for t in ("lb", "haproxy") if t in targets)]
+        slowest = min(med(t, False, 0) for t in names if t != "direct-2")
         rate = min(args.pace_share * slowest, args.pace_rate)
         print(
             f"paced probe: {', '.join(names)} at once, {args.connections} connections and "
@@ -367,7 +371,7 @@ def main() -> int:
         )
         probes = []
         for r in range(args.pace_rounds):
-            ports = {name: targets[name][0] for name in names}
+            ports = {name: targets[name.removesuffix("-2")][0] for name in names}
             run = probe(ports, rate, args.pace_seconds, args.connections)
             probes.append(run)
             shown = "  ".join(
@@ -392,6 +396,12 @@ def main() -> int:
             if name not in probes[0].p99:
                 return float("nan")
             return statistics.median(run.p99[name] - run.p99["direct"] for run in probes)
+
+        print(
+            f"  added p99, medians over the rounds: lb {added('lb'):+.2f} ms, haproxy "
+            f"{added('haproxy'):+.2f} ms; the control direct-2 {added('direct-2'):+.2f} ms "
+            "(what the machine alone moves a p99 by)"
+        )
 
         if not haproxy:
             print("haproxy is not installed: comparing with direct instead")
