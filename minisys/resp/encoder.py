@@ -28,13 +28,13 @@ from minisys.resp.values import NULL_ARRAY, Push, RespError, SimpleString, Verba
 
 # +OK, +PONG, +QUEUED… are answered millions of times: keep their bytes. Bounded because
 # a layer could build simple strings from user data.
-MAX_STATUS_CACHE = 64
-_STATUS_CACHE: dict[str, bytes] = {}
+MAX_STATUS_REPLIES = 64
+STATUS_REPLIES: dict[str, bytes] = {}
 
 # Bulk replies shorter than this (a GET of a small value) take their "$n\r\n" header from
 # a table and cost one join instead of a %-format; 1024 headers are ~50 KB.
 SHORT_BULK = 1024
-_BULK_HEADERS = [b"$%d\r\n" % n for n in range(SHORT_BULK)]
+BULK_HEADERS = [b"$%d\r\n" % n for n in range(SHORT_BULK)]
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -85,14 +85,14 @@ def encode_reply(value: object, proto: int = 2) -> bytes:
     if t is bytes:
         n = len(value)
         if n < SHORT_BULK:
-            return b"".join((_BULK_HEADERS[n], value, b"\r\n"))
+            return b"".join((BULK_HEADERS[n], value, b"\r\n"))
         return b"$%d\r\n%b\r\n" % (n, value)
     if t is SimpleString:
-        data = _STATUS_CACHE.get(value)
+        data = STATUS_REPLIES.get(value)
         if data is None:
             data = b"+%b\r\n" % _line(value)
-            if len(_STATUS_CACHE) < MAX_STATUS_CACHE:
-                _STATUS_CACHE[value] = data
+            if len(STATUS_REPLIES) < MAX_STATUS_REPLIES:
+                STATUS_REPLIES[value] = data
         return data
     if value is None:
         return b"_\r\n" if proto == 3 else b"$-1\r\n"

@@ -39,7 +39,7 @@ import collections
 import logging
 
 from minisys.resp.codec import MAX_BULK, RespParser
-from minisys.resp.encoder import encode_reply
+from minisys.resp.encoder import BULK_HEADERS, SHORT_BULK, STATUS_REPLIES, encode_reply
 from minisys.resp.engine import NO_REPLY, CommandTable, Engine, Session
 from minisys.resp.values import ProtocolError, RespError, SimpleString
 from minisys.server import Connection, Server, ServerConfig
@@ -138,12 +138,22 @@ class RespConnection(Connection):
             if argv is None:
                 break
             reply = execute(session, argv)
-            if reply.__class__ in _PLAIN or not hasattr(reply, "__await__"):
+            cls = reply.__class__
+            if cls in _PLAIN or not hasattr(reply, "__await__"):
                 if reply is not NO_REPLY:
-                    try:
-                        data = encode_reply(reply, session.proto)
-                    except (TypeError, ValueError):
-                        data = self._encode(reply, session.proto)
+                    # The two commonest replies (a GET's short value, +OK) are encoded
+                    # here as encode_reply would, without its call: callgrind, kvcache,
+                    # ~400 of ~20,600 (SET) and ~390 of ~16,100 (GET) instructions per
+                    # command with 16 pipelined per read; as many without pipelining.
+                    if cls is bytes and len(reply) < SHORT_BULK:
+                        data = b"".join((BULK_HEADERS[len(reply)], reply, b"\r\n"))
+                    elif cls is SimpleString and reply in STATUS_REPLIES:
+                        data = STATUS_REPLIES[reply]
+                    else:
+                        try:
+                            data = encode_reply(reply, session.proto)
+                        except (TypeError, ValueError):
+                            data = self._encode(reply, session.proto)
                     out.append(data)
                     size += len(data)
                     if size > MAX_BATCH_BYTES:
