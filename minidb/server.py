@@ -109,8 +109,9 @@ class Durability:
     50 SET, fsync=always, data on tmpfs plus an injected fsync delay (3 alternating
     pairs each, a loaded 2-core VM): 0.1 ms: 12.7-26.9k -> 13.3-30.1k SET/s (median
     18.6k -> 22.6k); 0.3 ms: 9.6-20.5k -> 17.2-24.3k (median 11.7k -> 19.8k); writes per
-    fsync 17-25 -> 26-28. One client never has a writer in flight, so it stays on the
-    loop as before. The thread's outcome comes back by one `call_soon_threadsafe`
+    fsync 17-25 -> 26-28; with 8 clients (0.1 ms, 2 pairs): 6.4-7.1k -> 8.7-10.1k SET/s,
+    3.1-3.3 -> 5.1-6.3 writes per fsync. One client never has a writer in flight, so it
+    stays on the loop as before. The thread's outcome comes back by one `call_soon_threadsafe`
     (callgrind, SET c50 with the fsync forced into the thread: 100.5k -> 97.7k
     instructions of server CPU per SET against `run_in_executor`).
     """
