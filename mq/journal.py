@@ -25,10 +25,13 @@ aside and appended after the snapshot; then one fsync, an atomic rename over `jo
 and an fsync of the directory. A crash before the rename leaves the old file; after it,
 the new one. Leftover `journal.compact` files are deleted on start.
 
-Simpler than the real thing: beanstalkd writes raw C structs into preallocated 10 MiB
-segments, reserves disk space for future deletes, and migrates old jobs a few at a time;
-we keep one file and rewrite it whole, which also means one long-lived buried job cannot
-pin old data forever.
+The file is allocated ahead in PREALLOCATE steps and written in place (see PREALLOCATE);
+replay (`replay.py`) reads the zeros after the last record as the end.
+
+Simpler than the real thing: beanstalkd writes raw C structs into 10 MiB segments,
+reserves disk space for future deletes, and migrates old jobs a few at a time; we keep one
+file and rewrite it whole, which also means one long-lived buried job cannot pin old data
+forever.
 """
 
 from __future__ import annotations
