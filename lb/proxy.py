@@ -42,14 +42,18 @@ import asyncio
 import collections
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lb.backend import Backend, Pool
 from lb.connect import open_connection
 from lb.listener import Listener
-from lb.poller import LoopPoller, SpliceSelector, make_poller
+from lb.poller import LoopPoller, make_poller
 from lb.splice import RESET_ON_CLOSE, Splice
 from minisys.logs import get_logger
 from minisys.proxyproto import encode_v1
+
+if TYPE_CHECKING:  # defined only where there is epoll (Linux)
+    from lb.poller import SpliceSelector
 
 log = get_logger("lb.proxy")
 

@@ -62,9 +62,13 @@ import socket
 import struct
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from lb.backend import Backend
-from lb.poller import LoopPoller, SpliceSelector
+from lb.poller import LoopPoller
+
+if TYPE_CHECKING:  # defined only where there is epoll (Linux)
+    from lb.poller import SpliceSelector
 
 # Most bytes one read takes, and so the most one direction keeps in our memory while the
 # other side cannot take them (we stop reading until they are sent).
