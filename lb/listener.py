@@ -24,7 +24,8 @@ and 227 k with an accept loop like this one that still built a transport.
 A connection object handed to the listener must offer what the idle sweep and the drain
 use (see `minisys.server.Connection`): `busy`, `_activity`, `_seen_activity`,
 `_idle_rounds`, `on_idle()`, `on_drain()`, `abort()`, plus `start()`; it calls
-`forget(self)` when it is closed.
+`server.forget(self)` when it is closed. The listener overrides only `listen` and
+`stop_listening` of `Server`; the READY line, idle sweep and drain are the kernel's.
 
 Simpler than the real thing: HAProxy and nginx accept in a loop bounded like ours
 (`tune.maxaccept`, `multi_accept`), and also pause accepting while at `maxconn` instead
@@ -45,8 +46,6 @@ from minisys.server import (
     LISTEN_BACKLOG,
     Server,
     ServerConfig,
-    announce_ready,
-    inherited_socket,
 )
 
 log = get_logger("lb.listener")
@@ -81,10 +80,9 @@ class Listener(Server):
         self.listening: socket.socket | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
-    async def start(self) -> None:
-        """Bind (or adopt a socket), start accepting, print the READY line."""
+    async def listen(self, sock: socket.socket | None) -> str:
+        """Bind (or adopt `sock`) and accept with our own loop; `Server.start` does the rest."""
         self.loop = asyncio.get_running_loop()
-        sock = self.sock if self.sock is not None else inherited_socket(self.name)
         if sock is None:
             family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
             sock = socket.create_server(
@@ -94,11 +92,7 @@ class Listener(Server):
         self.listening = sock
         self.address = sock.getsockname()[:2]
         self.loop.add_reader(sock.fileno(), self._accept)
-        if self.config.idle_timeout > 0:
-            self._sweeper = asyncio.create_task(self._sweep_idle())
-        where = f"{self.address[0]}:{self.address[1]}"
-        announce_ready(self.name, where)
-        log.info("%s listening on %s", self.name, where)
+        return f"{self.address[0]}:{self.address[1]}"
 
     def _accept(self) -> None:
         listening = self.listening
@@ -133,16 +127,9 @@ class Listener(Server):
         if self.listening is not None and not self.draining:
             self.loop.add_reader(self.listening.fileno(), self._accept)
 
-    def forget(self, conn: object) -> None:
-        """A connection closed: it no longer counts, and a drain may be complete."""
-        if conn in self.connections:
-            self.connections.discard(conn)  # type: ignore[arg-type]
-            self._maybe_drained()
-
-    async def drain_and_close(self) -> None:
-        """Stop accepting, then drain as every minisys server does."""
-        if self.listening is not None and not self.draining:
+    async def stop_listening(self) -> None:
+        """Stop accepting: the first step of a drain."""
+        if self.listening is not None:
             self.loop.remove_reader(self.listening.fileno())
             self.listening.close()
             self.listening = None
-        await super().drain_and_close()

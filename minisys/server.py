@@ -161,10 +161,8 @@ class Connection(BufferedReads):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
-        if self in self.server.connections:
-            self.server.connections.discard(self)
+        if self.server.forget(self):
             self.on_close(exc)
-            self.server._maybe_drained()
 
     def pause_writing(self) -> None:
         # The peer is not reading our replies fast enough. Stop reading its requests until
@@ -209,8 +207,21 @@ class Server:
 
     async def start(self) -> None:
         """Bind (or adopt a socket), start accepting, print the READY line."""
-        loop = asyncio.get_running_loop()
         sock = self.sock if self.sock is not None else inherited_socket(self.name)
+        where = await self.listen(sock)
+        if self.config.idle_timeout > 0:
+            self._sweeper = asyncio.create_task(self._sweep_idle())
+        announce_ready(self.name, where)
+        log.info("%s listening on %s", self.name, where)
+
+    async def listen(self, sock: socket.socket | None) -> str:
+        """Start accepting on `sock` (or on a new bound socket); return where, for READY.
+
+        This is asyncio's `create_server`: a Task and a transport per connection. A server
+        with its own accept loop (the lb splices raw sockets) overrides this and
+        `stop_listening`, and keeps the rest: limits, idle sweep, drain.
+        """
+        loop = asyncio.get_running_loop()
         if sock is None:
             self._server = await loop.create_server(
                 self._make_protocol,
@@ -223,19 +234,29 @@ class Server:
             self._server = await loop.create_unix_server(
                 self._make_protocol, sock=sock, backlog=LISTEN_BACKLOG
             )
+            return f"unix:{sock.getsockname()}"
         else:
             self._server = await loop.create_server(
                 self._make_protocol, sock=sock, backlog=LISTEN_BACKLOG
             )
-        if sock is not None and sock.family == socket.AF_UNIX:
-            where = f"unix:{sock.getsockname()}"
-        else:
-            self.address = self._server.sockets[0].getsockname()[:2]
-            where = f"{self.address[0]}:{self.address[1]}"
-        if self.config.idle_timeout > 0:
-            self._sweeper = asyncio.create_task(self._sweep_idle())
-        announce_ready(self.name, where)
-        log.info("%s listening on %s", self.name, where)
+        self.address = self._server.sockets[0].getsockname()[:2]
+        return f"{self.address[0]}:{self.address[1]}"
+
+    async def stop_listening(self) -> None:
+        """Close the listening socket (the first step of a drain)."""
+        if self._server is not None:
+            self._server.close()
+
+    def forget(self, conn: Connection) -> bool:
+        """A connection closed: it no longer counts, and a drain may now be complete.
+
+        Returns whether it was still registered (so its close is handled once).
+        """
+        if conn not in self.connections:
+            return False
+        self.connections.discard(conn)
+        self._maybe_drained()
+        return True
 
     async def _sweep_idle(self) -> None:
         # One timer for all connections instead of one per connection: every quarter of the
@@ -263,8 +284,7 @@ class Server:
             return
         self.draining = True
         self._drained = asyncio.Event()
-        if self._server is not None:
-            self._server.close()
+        await self.stop_listening()
         if self._sweeper is not None:
             self._sweeper.cancel()
         for conn in list(self.connections):
