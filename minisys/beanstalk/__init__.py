@@ -4,6 +4,6 @@
     commands.py sans-I/O, server side: CommandParser (requests -> Commands)
     client.py   BeanstalkClient: asyncio client used by the appserver and the worker
 
-mq's server (`mq/server.py`) uses the same codec and commands.py, so one set of framing rules serves both
-ends of the wire.
+mq's server (`mq/server.py`) uses the same codec and commands.py, so one set of framing
+rules serves both ends of the wire.
 """
