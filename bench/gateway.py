@@ -11,6 +11,8 @@ Targets, measured with wrk in alternating rounds so machine noise hits all alike
     engine    wrk → bare proxy → upstream         (the same HTTP server + pooled client
                                                    with no gateway logic: the floor cost
                                                    of one Python process proxying HTTP)
+    engine-now  the same on the engine's callback fast path (handle_now + request_now,
+                no Task or future per request: the path the gateway's usual request takes)
     gateway   wrk → python -m gateway → upstream  (API key auth + token bucket on)
     nginx     wrk → nginx proxy_pass → upstream   (limit_req on, keep-alive upstream)
     gateway×N, nginx×N   the same with N processes each (`--workers N` for the gateway,
@@ -151,6 +153,42 @@ server = http_server("engine", ServerConfig(port=int(sys.argv[1]), log_level="wa
 asyncio.run(serve(server))
 """
 
+# The same proxy on the engine's callback fast path (HttpConnection.handle_now and
+# HttpClient.request_now, what the gateway's usual request takes): no Task, no future.
+ENGINE_NOW_PROXY = """
+import asyncio, sys
+from minisys.http.client import HttpClient
+from minisys.http.message import Response
+from minisys.http.server import HttpConnection, HttpSettings, http_server
+from minisys.server import ServerConfig, serve
+
+client = HttpClient(pool_size_per_origin=64)
+upstream = int(sys.argv[2])
+
+
+async def handle(request):  # the general path: the first request of each pooled connection
+    reply = await client.request("GET", ("127.0.0.1", upstream, request.target), [("Host", "x")])
+    return Response(reply.status, [("Content-Type", "text/plain")], reply.body)
+
+
+class Now(HttpConnection):
+    def handle_now(self, request):
+        def then(reply, exc):
+            if exc is not None:
+                return self.answer_now(request, Response(502, [], b""))
+            headers = [("Content-Type", "text/plain")]
+            self.answer_now(request, Response(reply.status, headers, reply.body))
+
+        url = ("127.0.0.1", upstream, request.target)
+        self.cancel_now = client.request_now("GET", url, [("Host", "x")], b"", then)
+        return self.cancel_now is not None
+
+
+server = http_server("engine", ServerConfig(port=int(sys.argv[1]), log_level="warning"), handle,
+                     settings=HttpSettings(server_header=""), connection_factory=Now)
+asyncio.run(serve(server))
+"""
+
 GATEWAY_TOML = """
 [gateway]
 access_log = false
@@ -244,6 +282,7 @@ def main() -> int:
         toml = root / "gateway.toml"
         toml.write_text(GATEWAY_TOML.format(upstream=upstream, key=BENCH_KEY))
         (root / "engine_proxy.py").write_text(ENGINE_PROXY)
+        (root / "engine_now_proxy.py").write_text(ENGINE_NOW_PROXY)
         (root / "floor_proxy.py").write_text(FLOOR_PROXY)
         env = {"PYTHONPATH": str(REPO)}
 
@@ -271,6 +310,7 @@ def main() -> int:
         for name, server, key in (
             ("floor", script("floor_proxy.py"), False),
             ("engine", script("engine_proxy.py"), False),
+            ("engine-now", script("engine_now_proxy.py"), False),
             ("gateway", gateway(1), True),
             ("nginx", nginx(1), False),
         ):
@@ -330,6 +370,9 @@ def main() -> int:
     )
     result("gateway_cpu_us_per_req", best("gateway", "cpu_us"), best("nginx", "cpu_us"), "none")
     result("engine_cpu_us_per_req", best("engine", "cpu_us"), best("floor", "cpu_us"), "none")
+    result(
+        "engine_now_cpu_us_per_req", best("engine-now", "cpu_us"), best("floor", "cpu_us"), "none"
+    )
     if n > 1:
         result(
             f"gateway_workers{n}_rps", best(f"gateway×{n}", "rps"), best(f"nginx×{n}", "rps"), "0.3"
