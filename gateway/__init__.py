@@ -8,14 +8,16 @@ with an `application/problem+json` body, so the appservers only see vetted traff
 
 Read in this order (each file is one idea):
 
-    pipeline.py      the request's path through the gateway, step by step (start here)
+    pipeline.py      the request's path through the gateway, step by step (start here),
+                     as one coroutine and as callbacks (the fast path for the usual request)
+    trip.py          what the steps share about one request; the gateway's own refusals
     routes.py        route table; path normalisation so `/a/../admin` is checked as /admin
     auth.py          API keys and HS256 JWTs (constant-time compare, `alg` pinned)
     token_bucket.py  exact integer token buckets with a fake-clock-friendly API
     ratelimit.py     consumer / route / client limits, local or shared; the header fields
     store.py         the shared policy's sliding-window counters in kvcache (one pipeline)
     proxy.py         PROXY v1 from trusted lbs, hop-by-hop stripping, X-Forwarded-*, Via
-    upstream.py      pools: round robin, health checks, retries, timeouts
+    upstream.py      pools: round robin, health checks, retries, timeouts (and forward_now)
     breaker.py       the circuit breaker's state table
     access_log.py    one line per request (human or JSON)
     admin.py         the read-only admin API and Prometheus metrics
