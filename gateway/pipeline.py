@@ -16,6 +16,11 @@ This is the gateway's main line; each step's rules live in its own module:
 Every refusal is an `application/problem+json` body, with the request id and (on limited
 routes) the rate-limit headers, so a client can tell the gateway's "no" from the app's.
 
+The steps run two ways with one outcome: `handle` is the whole pipeline as a coroutine;
+`handle_now` runs the usual request from callbacks (no Task, no future: steps 1-5 at once,
+8 through the pool's and the client's fast paths, 9-10 in the client's read callback) and
+hands anything unusual to the coroutine steps (`_proceed`, `UpstreamPool.forward`).
+
 `Gateway.apply(config)` swaps in a new configuration in one step between requests (SIGHUP):
 routes and consumers are replaced; a pool whose settings did not change keeps its breaker
 and health state; bucket tables survive because they are keyed by the limit itself.

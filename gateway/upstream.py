@@ -22,6 +22,10 @@ Retrying (the `retries` setting bounds how many extra attempts):
     response timeout                      no: the upstream is slow, more load won't help
     any response, even 5xx                no: it is the upstream's answer
 
+`forward_now` makes the first attempt from callbacks when the breaker is closed and the
+member has a warm connection free (the gateway's usual request); a failed attempt that may
+be retried continues in `forward`, so both ways retry and count alike.
+
 Every attempt runs inside the request's *total* timeout, so retries never stretch a
 request beyond what the client was promised. Results feed the pool's circuit breaker
 (breaker.py): transport failures and 502/503/504 count as failures.
