@@ -18,8 +18,10 @@ bare Protocol (see DESIGN.md).
 Handlers may return an awaitable (minidb waiting for its fsync). Later commands of the
 same pipeline still run at once — as in Redis with `appendfsync always`, where replies
 wait for the fsync but execution does not — and their replies queue behind the awaited
-one, so replies always leave in request order. At most MAX_PENDING_REPLIES may wait; past
-that we stop reading from that client until the queue shrinks.
+one, so replies always leave in request order. Replies of the same read that came before
+the awaited one wait with it, so a read's replies still leave in one write. At most
+MAX_PENDING_REPLIES may wait; past that we stop reading from that client until the queue
+shrinks.
 
 The queue is drained by callbacks, not by a Task: each awaited reply's future calls
 `_reply_ready` when it finishes, which writes every finished reply at the head of the
@@ -165,13 +167,14 @@ class RespConnection(Connection):
                         if self._write_paused:
                             break
             else:
-                if out:
-                    self._emit(b"".join(out))
-                    out = []
-                    size = 0
                 pending = asyncio.ensure_future(reply)  # a coroutine becomes a Task
                 if not queue:
                     self.set_busy(True)
+                if out:
+                    # The replies before it wait with it and leave in the same write.
+                    queue.append(b"".join(out))
+                    out = []
+                    size = 0
                 queue.append((pending, session.proto))
                 pending.add_done_callback(self._reply_ready)
                 if len(queue) >= MAX_PENDING_REPLIES:
@@ -208,11 +211,17 @@ class RespConnection(Connection):
             return encode_reply(RespError("ERR internal error (see server log)"), proto)
 
     def _reply_ready(self, future: asyncio.Future) -> None:
-        """An awaited reply finished: write every finished reply at the head of the queue."""
+        """An awaited reply finished: write every finished reply at the head of the queue.
+
+        They go out in one write, as Redis writes a loop turn's replies after its fsync:
+        a MULTI … EXEC pipeline to minidb is one send (and one read for the client)
+        instead of one for +OK/+QUEUED and another for EXEC's reply.
+        """
         if self._gone:
             _retrieve(future)
             return
         queue = self._queue
+        ready: list[bytes] = []
         while queue:
             item = queue[0]
             if item.__class__ is bytes:
@@ -220,23 +229,32 @@ class RespConnection(Connection):
             else:
                 pending, proto = item
                 if not pending.done():
-                    return  # its own callback carries on from here
+                    break  # its own callback carries on from there
                 value = _outcome(pending, self.session.last_command)
                 data = b"" if value is NO_REPLY else self._encode(value, proto)
             queue.popleft()
             if data:
-                self.write(data)
+                ready.append(data)
             if self._paused and len(queue) < MAX_PENDING_REPLIES // 2:
                 self._paused = False
                 # If the socket is also full, resume_writing will carry on instead.
                 if not (self._stopped or self._write_paused) and self.transport:
+                    self._write_all(ready)  # before the replies of newer commands
+                    ready = []
                     self.transport.resume_reading()
                     self.data_received()  # commands that were buffered while we were full
                     if self._gone:
                         return
+        self._write_all(ready)
+        if queue:
+            return
         self.set_busy(False)
         if self._stopped:
             self.close()
+
+    def _write_all(self, replies: list[bytes]) -> None:
+        if replies:
+            self.write(replies[0] if len(replies) == 1 else b"".join(replies))
 
     def pause_writing(self) -> None:
         # The client is not reading its replies: stop executing its pipeline (the base

@@ -102,8 +102,8 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 20))
 
 
-def test_pipeline_is_answered_in_order_with_one_write():
-    writes: list[bytes] = []
+def counting_connection(writes: list[bytes]) -> type[RespConnection]:
+    """A RespConnection whose every write to the socket is recorded in `writes`."""
 
     class Counting(RespConnection):
         # Counted at the transport: the server writes there directly on its hot path.
@@ -116,6 +116,13 @@ def test_pipeline_is_answered_in_order_with_one_write():
 
             transport.write = counted
             super().connection_made(transport)
+
+    return Counting
+
+
+def test_pipeline_is_answered_in_order_with_one_write():
+    writes: list[bytes] = []
+    Counting = counting_connection(writes)
 
     async def main():
         async with serving(make_engine(), Counting) as server:
@@ -178,6 +185,26 @@ def test_awaitable_replies_keep_order_and_later_commands_still_run():
             writer.close()
 
     run(main())
+
+
+def test_replies_before_an_awaited_one_leave_with_it_in_one_write():
+    # As Redis writes a loop turn's replies after its fsync: MULTI/QUEUED-style replies
+    # read together with an awaited one wait for it, then all go in one send.
+    writes: list[bytes] = []
+
+    async def main():
+        gate = asyncio.Event()
+        async with serving(make_engine(gate), counting_connection(writes)) as server:
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(b"SET x 1\r\nPING\r\nSLOWSET a 1\r\nGET a\r\n")
+            await until(lambda: any(len(c._queue) == 3 for c in server.connections))
+            assert writes == []  # +OK and +PONG wait with SLOWSET's reply
+            gate.set()
+            await read_exactly(reader, b"+OK\r\n+PONG\r\n+OK\r\n$1\r\n1\r\n")
+            writer.close()
+
+    run(main())
+    assert writes == [b"+OK\r\n+PONG\r\n+OK\r\n$1\r\n1\r\n"]
 
 
 def test_an_awaited_command_that_crashes_or_is_cancelled_gets_an_error_in_its_place():
