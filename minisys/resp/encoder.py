@@ -45,7 +45,10 @@ def encode_command(*args: bytes | str | int | float) -> bytes:
     parts = [b"*%d\r\n" % len(args)]
     append = parts.append
     for arg in args:
-        if type(arg) is not bytes:
+        cls = type(arg)
+        if cls is str:  # what callers send most: inline, not a call to _arg_bytes
+            arg = arg.encode()
+        elif cls is not bytes:
             arg = _arg_bytes(arg)
         append(b"$%d\r\n%b\r\n" % (len(arg), arg))
     return b"".join(parts)
