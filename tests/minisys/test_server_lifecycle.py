@@ -95,18 +95,16 @@ def test_inherited_listening_socket_is_adopted():
     # A client may connect before the server has even started: it waits in the backlog.
     early = connect(port)
     early.sendall(b"PING\n")
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), LISTEN_FDS="1", LISTEN_FDNAMES="lines")
-    # The child moves the socket to fd 3 and sets LISTEN_PID to itself, as a launcher
-    # would between fork and exec.
-    child = (
-        "import os, runpy, sys; "
-        f"os.dup2({listener.fileno()}, 3); "
-        "os.environ['LISTEN_PID'] = str(os.getpid()); "
-        "sys.argv = ['lines']; "
-        "runpy.run_module('tests.minisys.lifecycle_server', run_name='__main__')"
+    # minisys.child moves the socket to fd 3 and sets LISTEN_PID to itself, as it does for
+    # every component the launcher starts.
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(REPO_ROOT),
+        MINISYS_FDS=str(listener.fileno()),
+        LISTEN_FDNAMES="lines",
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", child],
+        [sys.executable, "-m", "minisys.child", "tests.minisys.lifecycle_server"],
         pass_fds=(listener.fileno(),),
         stdout=subprocess.PIPE,
         text=True,

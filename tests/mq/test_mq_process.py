@@ -98,16 +98,16 @@ def test_inherited_listening_socket_is_served():
     listener.listen(16)
     port = listener.getsockname()[1]
     early = socket.create_connection(("127.0.0.1", port), timeout=10)  # waits in the backlog
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), LISTEN_FDS="1", LISTEN_FDNAMES="mq")
-    child = (
-        "import os, runpy, sys; "
-        f"os.dup2({listener.fileno()}, 3); "
-        "os.environ['LISTEN_PID'] = str(os.getpid()); "
-        "sys.argv = ['mq', '--port', '1']; "  # the port flag loses to the inherited socket
-        "runpy.run_module('mq', run_name='__main__', alter_sys=True)"
+    # minisys.child moves the socket to fd 3 and sets LISTEN_PID, as for the launcher.
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(REPO_ROOT),
+        MINISYS_FDS=str(listener.fileno()),
+        LISTEN_FDNAMES="mq",
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", child],
+        # the port flag loses to the inherited socket
+        [sys.executable, "-m", "minisys.child", "mq", "--port", "1"],
         pass_fds=(listener.fileno(),),
         stdout=subprocess.PIPE,
         text=True,
