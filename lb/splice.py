@@ -60,35 +60,27 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lb.backend import Backend
 from lb.poller import LoopPoller
+from minisys.reads import READ_BUFFER_BYTES, read_buffer
 
 if TYPE_CHECKING:  # defined only where there is epoll (Linux)
     from lb.poller import SpliceSelector
 
 # Most bytes one read takes, and so the most one direction keeps in our memory while the
 # other side cannot take them (we stop reading until they are sent).
-SPLICE_BUFFER = 64 * 1024
+# The buffer is the kernel's one per-thread read buffer (`minisys/reads.py`): each read is
+# sent on, or its unsent rest copied to `pending`, before the next read can start.
+SPLICE_BUFFER = READ_BUFFER_BYTES
 
 # SO_LINGER on, 0 seconds: close() sends an RST instead of a FIN.
 RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 # Errors of a non-blocking socket call that only mean "not now".
 RETRY = (BlockingIOError, InterruptedError)
-
-_buffers = threading.local()
-
-
-def _buffer() -> memoryview:
-    """One read buffer per thread: each read is sent on before the next read can start."""
-    view = getattr(_buffers, "view", None)
-    if view is None:
-        view = _buffers.view = memoryview(bytearray(SPLICE_BUFFER))
-    return view
 
 
 class Direction:
@@ -121,7 +113,7 @@ class Direction:
         self.dst = dst
         self.src_fd = src.fileno()
         self.dst_fd = dst.fileno()
-        self.view = _buffer()
+        self.view = read_buffer()
         self.pending = bytearray()  # sent to dst once it is writable; ≤ SPLICE_BUFFER
         self.reading = False  # registered to read src
         self.waiting = False  # registered to write the pending bytes to dst

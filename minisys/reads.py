@@ -23,7 +23,8 @@ One buffer per thread is enough: the copy is taken before any other code runs, s
 next read (of any connection) may overwrite the buffer.
 
 Read next: `minisys/server.py` (`Connection` reads this way) and the clients in
-`minisys/resp/client.py`, `minisys/beanstalk/client.py` and `minisys/http/client.py`.
+`minisys/resp/client.py`, `minisys/beanstalk/client.py` and `minisys/http/client.py`; the
+lb's raw-socket splice (`lb/splice.py`) reads into the same buffer with `read_buffer()`.
 
 Simpler than the real thing: nginx and Redis keep a growing buffer per connection and parse
 in place; we copy each read once into a bytes object, which keeps every parser simple.
@@ -41,7 +42,9 @@ READ_BUFFER_BYTES = 64 * 1024
 _buffers = threading.local()
 
 
-def _buffer() -> memoryview:
+def read_buffer() -> memoryview:
+    """This thread's read buffer (READ_BUFFER_BYTES). Whoever reads into it must copy or
+    send what arrived before control goes back to the loop: the next read overwrites it."""
     view = getattr(_buffers, "view", None)
     if view is None:
         view = _buffers.view = memoryview(bytearray(READ_BUFFER_BYTES))
@@ -60,7 +63,7 @@ class BufferedReads(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         view = self._view
         if view is None:
-            view = self._view = _buffer()
+            view = self._view = read_buffer()
         return view
 
     def buffer_updated(self, nbytes: int) -> None:
