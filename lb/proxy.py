@@ -47,13 +47,13 @@ from typing import TYPE_CHECKING
 from lb.backend import Backend, Pool
 from lb.connect import open_connection
 from lb.listener import Listener
-from lb.poller import LoopPoller, make_poller
 from lb.splice import RESET_ON_CLOSE, Splice
 from minisys.logs import get_logger
+from minisys.poller import LoopPoller, make_poller
 from minisys.proxyproto import encode_v1
 
 if TYPE_CHECKING:  # defined only where there is epoll (Linux)
-    from lb.poller import SpliceSelector
+    from minisys.poller import DirectSelector
 
 log = get_logger("lb.proxy")
 
@@ -85,7 +85,7 @@ class Balancer:
         self.settings = settings or ProxySettings()
         self.queue: collections.deque[ClientSide] = collections.deque()
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.poller: SpliceSelector | LoopPoller | None = None  # set with the first client
+        self.poller: DirectSelector | LoopPoller | None = None  # set with the first client
         self.retries = 0
         self.no_backend = 0
         self.queued_total = 0

@@ -6,7 +6,7 @@ passes through the two `Direction`s below, client → backend and backend → cl
 both sides have finished. Next stop: the gateway.
 
 We work on the raw non-blocking sockets, the way HAProxy and nginx's `stream` module do,
-instead of two asyncio Transport/Protocol pairs; `lb/poller.py` says when a socket is
+instead of two asyncio Transport/Protocol pairs; `minisys/poller.py` says when a socket is
 ready. When one side is readable:
 
     recv_into(one reused buffer) ─▶ send(those bytes) to the other side at once
@@ -22,7 +22,7 @@ of a 2 s and an 8 s run so that connection setup cancels out:
     lb on two Transport/Protocol pairs (until this version)        36.6 k
     bare asyncio Protocol splice (bench/lb.py's `bare`)              28.9 k
     this module, sockets watched by loop.add_reader                 23.9 k
-    this module, sockets served by lb/poller.py's selector          13.7 k
+    this module, sockets served by minisys/poller.py          13.7 k
 
 and per `Connection: close` connection (sequential clients): 602 k → 215 k. A
 transport's read goes selector → `_read_ready` → `get_buffer` → `recv_into` →
@@ -64,11 +64,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lb.backend import Backend
-from lb.poller import LoopPoller
+from minisys.poller import LoopPoller
 from minisys.reads import READ_BUFFER_BYTES, read_buffer
 
 if TYPE_CHECKING:  # defined only where there is epoll (Linux)
-    from lb.poller import SpliceSelector
+    from minisys.poller import DirectSelector
 
 # Most bytes one read takes, and so the most one direction keeps in our memory while the
 # other side cannot take them (we stop reading until they are sent).
@@ -231,7 +231,7 @@ class Splice:
 
     def __init__(
         self,
-        poller: SpliceSelector | LoopPoller,
+        poller: DirectSelector | LoopPoller,
         client: socket.socket,
         backend: socket.socket,
         counter: Backend,

@@ -1,7 +1,9 @@
-"""Telling the splice that a socket is ready, without asyncio's per-event machinery.
+"""Telling a raw socket's owner that it is ready, without asyncio's per-event machinery.
 
-Place on the journey: below `lb/splice.py`. When a client or backend socket becomes
-readable (or writable, while a direction waits to send), this is what calls the splice.
+Place on the journey: below the lb's splice (`lb/splice.py`), and below any server that
+drives raw non-blocking sockets itself. When such a socket becomes readable (or
+writable, while its owner waits to send), this is what calls the owner. It was written
+for the lb, so its measurements below are the lb's.
 
 asyncio's loop can watch the sockets itself (`loop.add_reader`), and that is what the
 splice used first. But every readiness event then travels through the loop's general
@@ -9,12 +11,12 @@ machinery: the selector looks up the descriptor's key and turns the epoll mask i
 asyncio's, `_process_events` queues a `Handle`, `_run_once` pops it, checks it was not
 cancelled and runs it in its context; registering first probes the selector with a
 lookup that raises KeyError. A proxy has nothing but such events. So the lb runs on an
-event loop whose selector knows the spliced sockets: `SpliceSelector.select()` waits on
+event loop whose selector knows the spliced sockets: `DirectSelector.select()` waits on
 the one epoll set as asyncio's selector does, calls a spliced socket's callback straight
 from a dict, and hands only the loop's own descriptors (listening socket, admin port,
 health checks, signals) back to asyncio:
 
-    _run_once ─▶ SpliceSelector.select(timeout) ─▶ epoll.poll
+    _run_once ─▶ DirectSelector.select(timeout) ─▶ epoll.poll
                     spliced fd  → readers[fd]() / writers[fd]()   (here, at once)
                     other fd    → returned to asyncio as usual
 
@@ -66,7 +68,7 @@ if hasattr(select, "epoll"):
     READ_EVENTS = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
     WRITE_EVENTS = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
 
-    class SpliceSelector(selectors.EpollSelector):
+    class DirectSelector(selectors.EpollSelector):
         """asyncio's epoll selector, plus add_reader/add_writer for spliced sockets."""
 
         def __init__(self) -> None:
@@ -151,7 +153,7 @@ if hasattr(select, "epoll"):
         def _report(self, exc: Exception, fd: int) -> None:
             if self.loop is not None:
                 self.loop.call_exception_handler(
-                    {"message": f"lb: callback for fd {fd} failed", "exception": exc}
+                    {"message": f"callback for fd {fd} failed", "exception": exc}
                 )
 
         def close(self) -> None:
@@ -179,21 +181,21 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     """An asyncio loop whose selector also serves spliced sockets (plain, without epoll)."""
     if not hasattr(select, "epoll"):
         return asyncio.SelectorEventLoop()
-    selector = SpliceSelector()
+    selector = DirectSelector()
     loop = asyncio.SelectorEventLoop(selector)
     selector.loop = loop
     _selectors[loop] = selector
     return loop
 
 
-class SplicePolicy(asyncio.DefaultEventLoopPolicy):
-    """Makes `asyncio.run` use `new_event_loop` (set by `python -m lb` before it starts)."""
+class DirectLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    """Makes `asyncio.run` use `new_event_loop` (`python -m lb` sets it before it starts)."""
 
     def new_event_loop(self) -> asyncio.AbstractEventLoop:
         return new_event_loop()
 
 
-def make_poller(loop: asyncio.AbstractEventLoop) -> SpliceSelector | LoopPoller:
+def make_poller(loop: asyncio.AbstractEventLoop) -> DirectSelector | LoopPoller:
     """The fast path on our own loop, the loop's add_reader/add_writer on any other."""
     selector = _selectors.get(loop)
     return selector if selector is not None else LoopPoller(loop)
