@@ -45,13 +45,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from minisys.beanstalk.codec import ReplyParser  # noqa: E402
+from minisys.direct import DirectConnection, DirectServer  # noqa: E402
+from minisys.poller import DirectLoopPolicy  # noqa: E402
+from minisys.server import ServerConfig  # noqa: E402
 from minisys.testing import RealServer, free_port  # noqa: E402
 
 CONNECTIONS = 4
 BATCH = 100
 BODY = b"x" * 100
 # The two ceilings' names in RESULT lines (see BareProtocol and BareBufferedProtocol).
-BARE_LABELS = {"bare": "bare_asyncio", "bare-buffered": "bare_asyncio_recv_into"}
+BARE_LABELS = {
+    "bare": "bare_asyncio",
+    "bare-buffered": "bare_asyncio_recv_into",
+    "bare-direct": "bare_direct_selector",
+}
 # Jobs run before the timed part of a latency run (connection set up, caches warm).
 WARMUP_JOBS = 300
 
@@ -75,7 +82,7 @@ class Server(RealServer):
             cmd = ["beanstalkd", "-l", "127.0.0.1", "-p", str(port)]
             if data_dir:
                 cmd += ["-b", data_dir] + (["-f", "0"] if fsync else ["-F"])
-        else:  # "bare" or "bare-buffered": the asyncio ceiling
+        else:  # "bare", "bare-buffered", "bare-direct": the ceilings
             cmd = [sys.executable, str(Path(__file__).resolve()), f"--serve-{kind}", str(port)]
         super().__init__(
             cmd, port, timeout=START_TIMEOUT, interval=0.002, stop_timeout=30, cwd=ROOT
@@ -167,13 +174,29 @@ class BareBufferedProtocol(asyncio.BufferedProtocol, BareProtocol):
         self.data_received(bytes(self.view[:nbytes]))
 
 
-def serve_bare(port: int, buffered: bool) -> None:
+class BareDirect(DirectConnection):
+    """The same exchange on a raw socket served by minisys/direct.py on the loop of
+    minisys/poller.py (what mq runs on): the ceiling of that loop and connection layer."""
+
+    def on_connect(self) -> None:
+        BareProtocol.connection_made(self, self)  # type: ignore[arg-type]  # writes to self
+
+    on_data = BareProtocol.data_received
+
+
+def serve_bare(port: int, kind: str) -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        protocol = BareBufferedProtocol if buffered else BareProtocol
-        await loop.create_server(protocol, "127.0.0.1", port)
+        if kind == "bare-direct":
+            config = ServerConfig(port=port, idle_timeout=0)
+            await DirectServer("bare", config, BareDirect).start()
+        else:
+            loop = asyncio.get_running_loop()
+            protocol = BareBufferedProtocol if kind == "bare-buffered" else BareProtocol
+            await loop.create_server(protocol, "127.0.0.1", port)
         await asyncio.Event().wait()
 
+    if kind == "bare-direct":
+        asyncio.set_event_loop_policy(DirectLoopPolicy())
     asyncio.run(main())
 
 
@@ -284,10 +307,13 @@ def main() -> int:
     parser.add_argument("--journal-only", action="store_true", help="only figure 3")
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare-buffered", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-bare-direct", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_bare is not None or args.serve_bare_buffered is not None:
-        serve_bare(args.serve_bare or args.serve_bare_buffered, args.serve_bare is None)
-        return 0
+    for kind in BARE_LABELS:
+        port = getattr(args, f"serve_{kind.replace('-', '_')}")
+        if port is not None:
+            serve_bare(port, kind)
+            return 0
     if shutil.which("beanstalkd") is None:
         print("beanstalkd is not installed: nothing to compare with", file=sys.stderr)
         return 1
@@ -296,13 +322,13 @@ def main() -> int:
     figures: dict[str, dict[str, list[float]]] = {}
 
     def record(name: str, kind: str, value: float) -> None:
-        kinds = ("mq", "beanstalkd", "bare", "bare-buffered")
+        kinds = ("mq", "beanstalkd", *BARE_LABELS)
         figures.setdefault(name, {kind: [] for kind in kinds})[kind].append(value)
         print(f"  {name} {kind}: {value:.4g}", flush=True)
 
     for round_no in range(0 if args.journal_only else args.rounds):
         print(f"round {round_no + 1}/{args.rounds}", flush=True)
-        kinds = ("mq", "bare", "bare-buffered", "beanstalkd")
+        kinds = ("mq", *BARE_LABELS, "beanstalkd")
         for kind in kinds if round_no % 2 == 0 else kinds[::-1]:
             server = Server(kind)
             try:

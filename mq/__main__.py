@@ -54,7 +54,7 @@ async def main(opts: MqOptions, sock: socket.socket | None) -> None:
     import time
 
     from minisys.logs import get_logger
-    from minisys.server import Server, serve
+    from minisys.server import serve
     from mq.server import MqApp
 
     log = get_logger("mq")
@@ -76,8 +76,7 @@ async def main(opts: MqOptions, sock: socket.socket | None) -> None:
             time.monotonic() - started,
         )
         app = MqApp(max_job_size=opts.max_job_size, journal=journal, queue=app.queue)
-    server = Server("mq", opts.server, app.connection, sock=sock)
-    app.server = server
+    server = app.make_server(opts.server, sock=sock)
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, app.enter_drain_mode)
 
     async def on_stop() -> None:
@@ -92,8 +91,14 @@ def entry() -> int:
     if opts is None:
         return 0
     sock = listen_now(opts)
-    from minisys.server import run  # the asyncio half, once the socket listens
+    # The asyncio half, once the socket listens. Our loop's selector calls each client
+    # socket's read callback straight from epoll (minisys/poller.py, minisys/direct.py).
+    import asyncio
 
+    from minisys.poller import DirectLoopPolicy
+    from minisys.server import run
+
+    asyncio.set_event_loop_policy(DirectLoopPolicy())
     return run(lambda: main(opts, sock), component="mq", config=opts.server)
 
 

@@ -17,9 +17,13 @@ Three things make this more than a loop over commands:
   jobs per fsync instead of more fsyncs.
 * All replies produced while handling one packet are joined into one write.
 
+Connections are `minisys.direct.DirectConnection`s: raw non-blocking sockets whose reads
+are called straight from epoll and whose replies are sent at once, without asyncio's
+transport and protocol layers (minisys/direct.py has the measurements).
+
 Simpler than the real thing: beanstalkd multiplexes sockets with epoll in C and keeps a
-per-connection state machine for partial reads and writes; asyncio's transports do that
-part for us.
+per-connection state machine for partial reads and writes; we keep a parser and the
+unsent rest of a reply, and leave timers and signals to asyncio.
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ from typing import TYPE_CHECKING
 
 from minisys.beanstalk import codec
 from minisys.beanstalk.commands import CommandParser
+from minisys.direct import DirectConnection, DirectServer
 from minisys.logs import get_logger
-from minisys.server import Connection, Server, ServerConfig
+from minisys.server import ServerConfig
 from mq import stats
 from mq.job import Job
 from mq.queue import DEADLINE_SOON, Client, Queue
@@ -74,7 +79,7 @@ class MqApp:
         # Connections with replies held for the journal, in the order they began to wait:
         # a sync visits these, not every connection.
         self.holding: dict[BeanstalkConnection, None] = {}
-        self.server: Server | None = None
+        self.server: DirectServer | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.timer_at = math.inf  # when the tick timer fires (inf: not armed)
         self._pumping = False
@@ -87,8 +92,8 @@ class MqApp:
         """Protocol factory: one BeanstalkConnection per accepted socket."""
         return BeanstalkConnection(self)
 
-    def make_server(self, config: ServerConfig, name: str = "mq") -> Server:
-        self.server = Server(name, config, self.connection)
+    def make_server(self, config: ServerConfig, name: str = "mq", sock=None) -> DirectServer:
+        self.server = DirectServer(name, config, self.connection, sock=sock)
         return self.server
 
     # --- after every batch: hand out deliveries, reschedule the timer -----------------
@@ -167,7 +172,7 @@ class MqApp:
         )
 
 
-class BeanstalkConnection(Connection):
+class BeanstalkConnection(DirectConnection):
     """One client connection speaking beanstalkd's protocol."""
 
     # Set by on_connect, before any byte is read (a refused connection never gets one).
@@ -224,8 +229,8 @@ class BeanstalkConnection(Connection):
         self._activity += 1
         self.parser.feed(data)
         if self.waiting:
-            if self.parser.buffered > MAX_INPUT_BUFFER and self.transport is not None:
-                self.transport.pause_reading()
+            if self.parser.buffered > MAX_INPUT_BUFFER:
+                self.pause_reading()
                 self._paused_input = True
             return
         try:
@@ -273,9 +278,9 @@ class BeanstalkConnection(Connection):
             self._out.append(b"RESERVED %d %d\r\n%b\r\n" % (what.id, len(what.body), what.body))
         else:
             self._out.append(_DEADLINE_SOON if what == DEADLINE_SOON else _TIMED_OUT)
-        if self._paused_input and self.transport is not None:
+        if self._paused_input:
             self._paused_input = False
-            self.transport.resume_reading()
+            self.resume_reading()
         self._process()
 
     # --- output: group commit ---------------------------------------------------------
@@ -296,8 +301,8 @@ class BeanstalkConnection(Connection):
                     self.set_busy(True)
                 self.held.append((journal.need_seq, data))
                 journal.kick()
-            elif not self._closing:
-                self.transport.write(data)  # type: ignore[union-attr]  # self.write, inline
+            else:
+                self.write(data)
         if self._quit and not self.held:
             self.close()
 

@@ -192,12 +192,13 @@ def _examples() -> list[tuple[bytes, bytes, list[bytes]]]:
 def test_protocol_md_examples_run_as_documented():
     from mq.server import BeanstalkConnection, MqApp
 
-    class Transport:
+    class FakeSocket:
         def __init__(self) -> None:
             self.data = b""
 
-        def write(self, data: bytes) -> None:
+        def send(self, data: bytes) -> int:
             self.data += data
+            return len(data)
 
     class FakeServer:
         draining = False
@@ -209,14 +210,14 @@ def test_protocol_md_examples_run_as_documented():
         app = MqApp()
         conn = BeanstalkConnection(app)
         conn.server = FakeServer()
-        conn.transport = Transport()
+        conn.sock = FakeSocket()
         conn.on_connect()
         for request, reply, dumps in examples:
             for dump in dumps:
                 assert dump in request + reply
-            conn.transport.data = b""
+            conn.sock.data = b""
             conn.on_data(request)
-            assert conn.transport.data == reply, request
+            assert conn.sock.data == reply, request
 
     asyncio.run(run())
 

@@ -301,13 +301,14 @@ def test_inserted_is_sent_only_after_the_fsync(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fdatasync", fdatasync)
 
-    class Transport:
+    class FakeSocket:
         def __init__(self) -> None:
             self.data = b""
 
-        def write(self, data: bytes) -> None:
+        def send(self, data: bytes) -> int:
             assert synced, "a reply left before its record was on disk"
             self.data += data
+            return len(data)
 
     class FakeServer:
         draining = False
@@ -320,12 +321,12 @@ def test_inserted_is_sent_only_after_the_fsync(tmp_path, monkeypatch):
         app = MqApp(journal=journal, queue=queue)
         conn = BeanstalkConnection(app)
         conn.server = FakeServer()
-        conn.transport = Transport()
+        conn.sock = FakeSocket()
         conn.on_connect()
         conn.on_data(b"put 1 0 60 5\r\nhello\r\n")
-        assert conn.transport.data == b"" and conn.busy  # held
+        assert conn.sock.data == b"" and conn.busy  # held
         await settle(journal)
-        assert conn.transport.data == b"INSERTED 1\r\n" and not conn.busy
+        assert conn.sock.data == b"INSERTED 1\r\n" and not conn.busy
         await journal.close()
 
     asyncio.run(run())
