@@ -97,7 +97,8 @@ async def main(args: argparse.Namespace, server_config: ServerConfig) -> None:
     server = http_server(
         "gateway", server_config, gateway.handle, settings=settings,
         connection_factory=lambda handle, settings: GatewayConnection(
-            handle, settings, gateway.config.trusted_proxies, gateway.handle_now
+            handle, settings, gateway.config.trusted_proxies, gateway.handle_now,
+            gateway.hot.take_request,
         ),
     )  # fmt: skip
     admin_config = ServerConfig(**{**server_config.__dict__, "port": args.admin_port})

@@ -47,6 +47,7 @@ from . import access_log
 from .access_log import AccessRecord
 from .auth import Authenticator, AuthError, Consumer, challenge
 from .config import GatewayConfig, Upstream
+from .hot import HotPath
 from .metrics import GatewayMetrics
 from .proxy import client_headers, pick_request_id, upstream_headers
 from .ratelimit import Check, Limit, Outcome, RateLimiter
@@ -93,6 +94,7 @@ class Gateway:
         self._closing: set[asyncio.Future] = set()
         self.in_flight: dict[str, int] = {}
         self.config = config
+        self.hot = HotPath(self)  # the hot path's tables (hot.py), reset by apply
         self.apply(config)
 
     def apply(self, config: GatewayConfig) -> None:
@@ -122,6 +124,7 @@ class Gateway:
         self.config = config
         self.limiter.fail_open = config.fail_open
         self.limiter.store_timeout = config.store_timeout
+        self.hot.reset()
 
     # --- the pipeline --------------------------------------------------------------------
 

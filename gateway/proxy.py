@@ -263,9 +263,12 @@ class GatewayConnection(HttpConnection):
         settings: HttpSettings,
         trusted: list,
         now: Callable[[Request, GatewayConnection], bool] | None = None,
+        hot: Callable[[GatewayConnection, bytes], bool] | None = None,
     ) -> None:
         super().__init__(lambda request: handle(request, self), settings)
         self._now_handler = now
+        if hot is not None:  # the raw hot path (hot.py), offered idle reads first
+            self.take_request = lambda data: hot(self, data)
         self.trusted = trusted
         self.trusted_hop = False
         self._proxy_buffer: bytes | None = None

@@ -130,6 +130,10 @@ class HttpTransport:
         timeout: float,
     ) -> Any:
         try:
+            if type(headers) is bytes:  # the whole request, serialized by hot.py
+                return await self.client.request_data(
+                    method, (host, port), headers, timeout=timeout
+                )
             return await self.client.request(
                 method, (host, port, target), headers, body, timeout=timeout
             )

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from minisys.http.client_now import Exchange, take_slot, timed_out
+from minisys.http.client_now import Exchange, RawExchange, RawTaker, take_slot, timed_out
 from minisys.http.client_result import (
     CLIENT_LIMITS,
     IDEMPOTENT,
@@ -105,6 +105,8 @@ class _Connection(BufferedReads):
         self.waiter: asyncio.Future | None = None
         # Instead of a waiter, the fast path's callback: then(response, None) or (None, exc).
         self.then: Callable[[ClientResponse | None, Exception | None], None] | None = None
+        # The raw fast path's exchange: offered the response's first bytes (client_now.py).
+        self.raw: RawExchange | None = None
         self.closed = False
         self.got_bytes = False
         self.deadline = 0.0
@@ -125,13 +127,19 @@ class _Connection(BufferedReads):
         self.transport.write(data)
         return waiter
 
-    def send_now(self, method: str, data: bytes, deadline: float, then: Callable) -> None:
-        """Like `send`, but the response (or error) goes to the callback `then`."""
+    def send_now(
+        self, method: str, data: bytes, deadline: float, then: Callable, raw: Any = None
+    ) -> None:
+        """Like `send`, but the response (or error) goes to the callback `then` (and its
+        first bytes to `raw.offer` first, when given)."""
         assert self.transport is not None
         self.then = then
         self._deadlines.add(self, deadline, self._loop)
         self.got_bytes = False
-        self.parser.expect_response(method)
+        if raw is None:
+            self.parser.expect_response(method)
+        else:
+            self.raw = raw
         self.transport.write(data)
 
     def expire(self) -> None:
@@ -140,6 +148,12 @@ class _Connection(BufferedReads):
 
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
+        raw = self.raw
+        if raw is not None:
+            self.raw = None
+            if raw.offer(data):
+                return
+            self.parser.expect_response(raw.method)  # not taken: parse it as usual
         self.parser.feed(data)
         self._pump()
 
@@ -154,6 +168,7 @@ class _Connection(BufferedReads):
 
     def _fail(self, exc: Exception) -> None:
         self._settle()
+        self.raw = None
         waiter = self.waiter
         self.waiter = None
         if waiter is not None and not waiter.done():
@@ -201,6 +216,7 @@ class _Connection(BufferedReads):
             not self.closed
             and self.waiter is None
             and self.then is None
+            and self.raw is None
             and self.transport is not None
             and not self.transport.is_closing()
             and self.parser.buffered == 0
@@ -317,6 +333,46 @@ class HttpClient:
         exchange = Exchange(self, pool, conn, method, url, data, deadline, then)
         conn.send_now(method, data, exchange.read_deadline, exchange.done)
         return exchange.cancel
+
+    def request_raw_now(
+        self,
+        method: str,
+        origin: tuple[str, int],
+        data: bytes,
+        taker: RawTaker,
+        *,
+        timeout: float | None = None,
+    ) -> Callable[[], None] | None:
+        """`request_now` for a caller that serialized the request itself (`data`, Host
+        included) and can read a plain response from raw bytes: the response's first read
+        goes to `taker.take(data)`; if it returns True the response was whole and plain,
+        the connection is pooled again and `taker.taken()` is called; otherwise the bytes
+        are parsed as usual and `taker.then(response, error)` gets `request`'s outcome."""
+        pool = self._pools.get(origin)
+        if pool is None or pool.slots.locked() or not pool.idle:
+            return None
+        conn = _warm(pool.idle)
+        if conn is None:
+            return None
+        take_slot(pool.slots)
+        deadline = conn._loop.time() + (timeout or self.total_timeout)
+        url = (origin[0], origin[1], "")
+        exchange = RawExchange(self, pool, conn, method, url, data, deadline, taker.then)
+        exchange.taker = taker
+        conn.send_now(method, data, exchange.read_deadline, exchange.done, exchange)
+        return exchange.cancel
+
+    async def request_data(
+        self, method: str, origin: tuple[str, int], data: bytes, *, timeout: float | None = None
+    ) -> ClientResponse:
+        """`request` for a request serialized by the caller (`data`, Host included)."""
+        deadline = asyncio.get_running_loop().time() + (timeout or self.total_timeout)
+        try:
+            return await self._send(origin, method, data, deadline)
+        except TimeoutError as exc:
+            if isinstance(exc, ClientError):
+                raise
+            raise timed_out(method, origin[0], origin[1], "") from None
 
     def _serialize(
         self,

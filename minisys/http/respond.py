@@ -54,6 +54,18 @@ def common_fields(server_header: str) -> tuple[str, int]:
     return cached[1], cached[2]
 
 
+# The same as bytes, for heads built from bytes (answer_now.answer_raw).
+_common_bytes: dict[str, tuple[int, bytes]] = {}
+
+
+def common_bytes(server_header: str) -> bytes:
+    now = int(time.time())
+    cached = _common_bytes.get(server_header)
+    if cached is None or cached[0] != now:
+        cached = _common_bytes[server_header] = (now, common_fields(server_header)[0].encode())
+    return cached[1]
+
+
 _status_lines: dict[tuple[int, str | None], str] = {}
 
 

@@ -116,6 +116,16 @@ class HttpConnection(AnswerNow, Connection):
     def on_data(self, data: bytes) -> None:
         if self._stop_reading:
             return
+        if (
+            self.take_request is not None  # the raw fast path (answer_now.py), when idle
+            and self._now is None
+            and self._task is None
+            and not self._queue
+            and self.parser.current is None
+            and not self.parser.buffered
+            and self.take_request(data)
+        ):
+            return
         self.parser.feed(data)
         self._parse()
         if self._queue and self._task is None and self._now is None:
