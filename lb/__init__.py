@@ -13,7 +13,8 @@ HTTP, RESP or anything else. A map of the package, in the order a connection mee
     connect.py     the non-blocking connect with a timeout (the costly half of accept+connect)
     splice.py      copying bytes both ways on the raw sockets: backpressure, half-close,
                    reset propagation
-    poller.py      the loop's selector calls spliced sockets' callbacks itself (hot path)
+    loop.py        the loop's selector calls spliced sockets' callbacks itself and waits
+                   again while asyncio has nothing to do (hot path; minisys/poller.py)
     backend.py     Backend (address, weight, maxconn, counters) and the Pool that filters
                    the eligible ones: enabled, healthy, not ejected, under maxconn
     algorithms.py  round robin, smooth weighted round robin, least connections, power of
