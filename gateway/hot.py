@@ -44,6 +44,7 @@ from .hot_parse import scan_request, scan_response
 from .proxy import REQUEST_ID_RE, new_request_id
 from .ratelimit import Check
 from .ratelimit import headers as ratelimit_headers
+from .token_bucket import NS_PER_S
 from .trip import Refusal, Trip
 from .upstream import (
     BREAKER_STATUSES,
@@ -131,16 +132,26 @@ class HotPath:
             shared = shared or route.client_limit.policy == "shared"
         if shared:
             return False
-        extra: list[tuple[str, str]] = []
+        limit_lines = b""
         if checks:
             limiter = gateway.limiter
             now = limiter.clock_ns()
-            for check in checks:
-                table = check.table or limiter.table(check.name, check.limit)
-                if table.level(check.key, now) < 1:
+            check = checks[0]
+            if len(checks) == 1 and check.table is not None:  # a planned local check
+                decision = check.table.take_if_allowed(check.key, now)
+                if decision is None:
                     return False  # the general path refuses it (429) and says why
-            # Every bucket has a token: from here on the request is admitted.
-            extra = ratelimit_headers(limiter.check_local(checks, now))
+                reset = -(-decision.full_in_ns // NS_PER_S)
+                remaining = decision.remaining
+                limit_lines = check.lines_template() % (remaining, reset, remaining, reset)
+            else:
+                for check in checks:
+                    table = check.table or limiter.table(check.name, check.limit)
+                    if table.level(check.key, now) < 1:
+                        return False
+                # Every bucket has a token: check_local takes one from each.
+                extra = ratelimit_headers(limiter.check_local(checks, now))
+                limit_lines = "".join(f"{n}: {v}\r\n" for n, v in extra).encode("latin-1")
 
         # The request upstream, as pipeline._outbound + the client would write it.
         parts = scan.parts
@@ -180,7 +191,7 @@ class HotPath:
         hot.consumer = consumer
         hot.client_ip = client_ip
         hot.rid = rid
-        hot.extra = extra
+        hot.limit_lines = limit_lines
         hot.data = b"".join(out)
         hot.pool = pool
         conn.start_raw(hot, hot.cancel)
@@ -192,7 +203,7 @@ class HotRequest:
     """One request on the hot path; to the HTTP server it stands in for the Request."""
 
     __slots__ = ("cancel_send", "client_ip", "conn", "consumer", "data", "deadline",
-                 "extra", "forwarding", "index", "method", "path", "pool", "raw_path",
+                 "forwarding", "index", "limit_lines", "method", "path", "pool", "raw_path",
                  "response", "rid", "route", "start", "task", "upstream_start")  # fmt: skip
 
     # What the server reads of a request it answers (HTTP/1.1 keep-alive, checked by
@@ -208,7 +219,7 @@ class HotRequest:
     consumer: Any
     client_ip: str
     rid: bytes
-    extra: list[tuple[str, str]]
+    limit_lines: bytes
     data: bytes
     pool: Any
     start: float
@@ -265,9 +276,7 @@ class HotRequest:
         else:
             breaker.record(ok, pool.clock())
         out = [line, fields, b"Via: ", self.path.via, b"\r\nX-Request-ID: ", self.rid, b"\r\n"]
-        for name, value in self.extra:
-            out.append(f"{name}: {value}\r\n".encode())
-        out.append(b"Content-Length: %d\r\n" % len(body))
+        out += (self.limit_lines, b"Content-Length: %d\r\n" % len(body))
         self.conn.answer_raw(self, out, body)
         gateway = self.path.gateway
         elapsed = time.perf_counter() - self.start
@@ -357,6 +366,8 @@ class HotRequest:
         trip.client_ip = self.client_ip
         trip.record = self._record()
         trip.trusted_hop = False  # an X-Forwarded-For from the client declines the hot path
-        trip.extra = self.extra
+        # The rate-limit fields as the general path keeps them: (name, value) pairs.
+        lines = self.limit_lines.decode("latin-1").split("\r\n")
+        trip.extra = [tuple(line.split(": ", 1)) for line in lines if line]  # type: ignore[misc]
         trip.upstream_start = self.upstream_start
         return trip

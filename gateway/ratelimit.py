@@ -93,6 +93,21 @@ class Check:
     # The local bucket table, when the check was planned ahead (see Gateway._plan):
     # looking it up by (scope, Limit) per request means hashing the Limit each time.
     table: BucketTable | None = None
+    # The hot path's rate-limit fields for an allowed request, with %d for remaining and
+    # reset (`lines_template`), made on first use.
+    template: bytes = b""
+
+    def lines_template(self) -> bytes:
+        """What `headers` writes for this check alone when it allows, as a bytes template
+        of (remaining, reset, remaining, reset)."""
+        if not self.template:
+            policy = self.limit.policy_field(self.name)
+            self.template = (
+                f'RateLimit-Policy: {policy}\r\nRateLimit: "{self.name}";r=%d;t=%d\r\n'
+                f"X-RateLimit-Limit: {self.limit.quota}\r\n"
+                "X-RateLimit-Remaining: %d\r\nX-RateLimit-Reset: %d\r\n"
+            ).encode("latin-1")
+        return self.template
 
 
 @dataclass(slots=True)

@@ -130,6 +130,17 @@ class BucketTable:
         entry[0] = level
         return decision
 
+    def take_if_allowed(self, key: str, now_ns: int) -> Decision | None:
+        """`take` one token if `key` has a whole one; else None, and nothing changes
+        (the gateway's hot path then leaves the refusal to the general path)."""
+        entry = self._buckets.get(key)
+        if entry is not None:
+            rate = self.rate
+            level = entry[0] + max(0, now_ns - entry[1]) * rate.quota
+            if min(rate.capacity_units, level) < rate.window_ns:
+                return None
+        return self.take(key, now_ns)
+
     def level(self, key: str, now_ns: int) -> int:
         """Whole tokens `key` could spend at `now_ns` (a full bucket if never seen)."""
         entry = self._buckets.get(key)

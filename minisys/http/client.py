@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from minisys.http.client_now import Exchange, RawExchange, RawTaker, take_slot, timed_out
+from minisys.http.client_now import Exchange, RawExchange, RawTaker, Slots, timed_out
 from minisys.http.client_result import (
     CLIENT_LIMITS,
     IDEMPOTENT,
@@ -231,7 +231,7 @@ class _Connection(BufferedReads):
 class _Pool:
     def __init__(self, size: int) -> None:
         self.idle: deque[_Connection] = deque()
-        self.slots = asyncio.Semaphore(size)
+        self.slots = Slots(size)
 
 
 def _warm(idle: deque[_Connection]) -> _Connection | None:
@@ -327,7 +327,7 @@ class HttpClient:
         conn = _warm(pool.idle)
         if conn is None:
             return None
-        take_slot(pool.slots)
+        pool.slots.take()
         loop = conn._loop
         deadline = loop.time() + (timeout or self.total_timeout)
         exchange = Exchange(self, pool, conn, method, url, data, deadline, then)
@@ -354,7 +354,7 @@ class HttpClient:
         conn = _warm(pool.idle)
         if conn is None:
             return None
-        take_slot(pool.slots)
+        pool.slots.take()
         deadline = conn._loop.time() + (timeout or self.total_timeout)
         url = (origin[0], origin[1], "")
         exchange = RawExchange(self, pool, conn, method, url, data, deadline, taker.then)
