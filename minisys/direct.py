@@ -20,11 +20,13 @@ its `new_event_loop` (`python -m mq` installs `DirectLoopPolicy`); on any other 
 What it costs, measured with callgrind on the mq server (greenstalk put → reserve →
 delete, one client, instructions per job, i.e. per three request/reply round trips):
 
-                                                           per job
-    mq on asyncio Protocols (`minisys.server.Connection`)    176 k
-    mq on this module, on poller.py's DirectSelector         147 k
-    bare asyncio Protocol server, canned replies, no queue   103 k
-    bare server on this module, canned replies, no queue      74 k
+                                                              per job
+    mq on asyncio Protocols (`minisys.server.Connection`)        176 k
+    mq on this module, on poller.py's DirectSelector             147 k
+      + its timers as poller alarms, not asyncio timers          135 k
+      + on poller.py's ServingSelector                           127 k
+    bare asyncio Protocol server, canned replies, no queue       103 k
+    bare server on this module, canned replies, no queue          74 k
 
 A transport's read is selector → Handle → `_run_once` → `_read_ready` → `get_buffer` →
 `recv_into` → `buffer_updated` → `data_received`; its write goes through `write` and the
@@ -293,6 +295,30 @@ class DirectServer(Server):
         self.address = sock.getsockname()[:2]
         return f"{self.address[0]}:{self.address[1]}"
 
+    async def _sweep_idle(self) -> None:
+        """The kernel's idle sweep (`Server._sweep_idle`), on an alarm of the poller.
+
+        Same rule: every quarter of idle_timeout, a connection whose activity counter did
+        not move for four rounds in a row (and is not busy) is idle. Run on an alarm
+        rather than `asyncio.sleep`, because an armed asyncio timer costs every loop turn
+        (minisys/poller.py).
+        """
+        self._sweep_interval = self.config.idle_timeout / 4
+        self.poller.set_alarm(self._sweep, self.loop.time() + self._sweep_interval)
+
+    def _sweep(self) -> None:
+        if self.draining:
+            return
+        self.poller.set_alarm(self._sweep, self.loop.time() + self._sweep_interval)
+        for conn in list(self.connections):
+            if conn.busy or conn._activity != conn._seen_activity:
+                conn._seen_activity = conn._activity
+                conn._idle_rounds = 0
+                continue
+            conn._idle_rounds += 1
+            if conn._idle_rounds >= 4:
+                conn.on_idle()
+
     def _accept(self) -> None:
         listening = self.listening
         if listening is None:
@@ -342,7 +368,8 @@ class DirectServer(Server):
             self.loop.add_reader(self.listening.fileno(), self._accept)
 
     async def stop_listening(self) -> None:
-        """Stop accepting: the first step of a drain."""
+        """Stop accepting: the first step of a drain (the idle sweep stops too)."""
+        self.poller.clear_alarm(self._sweep)
         if self.listening is not None:
             self.loop.remove_reader(self.listening.fileno())
             self.listening.close()

@@ -92,13 +92,14 @@ def entry() -> int:
         return 0
     sock = listen_now(opts)
     # The asyncio half, once the socket listens. Our loop's selector calls each client
-    # socket's read callback straight from epoll (minisys/poller.py, minisys/direct.py).
+    # socket's read callback straight from epoll and returns to asyncio only when it has
+    # work (minisys/poller.py, minisys/direct.py).
     import asyncio
 
-    from minisys.poller import DirectLoopPolicy
+    from minisys.poller import ServingLoopPolicy
     from minisys.server import run
 
-    asyncio.set_event_loop_policy(DirectLoopPolicy())
+    asyncio.set_event_loop_policy(ServingLoopPolicy())
     return run(lambda: main(opts, sock), component="mq", config=opts.server)
 
 

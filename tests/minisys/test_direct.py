@@ -1,7 +1,8 @@
 """minisys.direct: connections on raw sockets keep every promise of the kernel's Connection.
 
-Each test runs twice: on the loop of minisys/poller.py (epoll callbacks called straight
-from the selector) and on a plain asyncio loop (the LoopPoller fallback).
+Each test runs on the loops of minisys/poller.py (epoll callbacks called straight from
+the selector; DirectSelector and ServingSelector) and on a plain asyncio loop (the
+LoopPoller fallback).
 """
 
 from __future__ import annotations
@@ -28,9 +29,16 @@ async def until(predicate) -> None:
     await async_wait_until(check)
 
 
-@pytest.fixture(params=["direct-selector", "plain-loop"])
+LOOPS = {
+    "direct-selector": poller.new_event_loop,
+    "serving-selector": lambda: poller.new_event_loop(serving=True),
+    "plain-loop": None,
+}
+
+
+@pytest.fixture(params=list(LOOPS))
 def run(request):
-    factory = poller.new_event_loop if request.param == "direct-selector" else None
+    factory = LOOPS[request.param]
 
     def run(coro_fn):
         with asyncio.Runner(loop_factory=factory) as runner:
