@@ -150,6 +150,13 @@ class MemoryDb(_Switch):
         if name == "SET":
             self._write(key, args[0].encode() if isinstance(args[0], str) else args[0])
             return b"OK"
+        if name == "MSET":
+            if len(args) % 2 != 1:
+                raise StoreError("ERR wrong number of arguments for 'mset' command")
+            pairs = (key, *args)
+            for k, value in zip(pairs[::2], pairs[1::2], strict=True):
+                self._write(k, value.encode() if isinstance(value, str) else value)
+            return b"OK"
         if name == "DEL":
             present = [k for k in (key, *args) if k in self.data]
             for k in present:

@@ -12,9 +12,9 @@
                            WATCH stock:<sku>… idem:<key> and
                            MGET them (the cache may be stale; this read is the one that
                            counts; on a refusal it fills a stock the cache lacked);
-                           MULTI; DECRBY stock:<sku> qty (each item); SET order:<id>;
-                           SET user-orders:<user>:<id>; SET outbox:<id> (the e-mail
-                           job); SET idem:<key>;
+                           MULTI; DECRBY stock:<sku> qty (each item); MSET order:<id>
+                           … user-orders:<user>:<id> … outbox:<id> (the e-mail job)
+                           … idem:<key> …;
                            DEL outbox:<earlier orders' ids, already on mq>;
                            EXEC — all of it or nothing; nil → retry.
     6. invalidate          DEL stock:<sku>… in kvcache
@@ -57,7 +57,7 @@ from appserver.keyed_locks import KeyedLocks
 from appserver.outbox import Outbox
 from appserver.problems import ProblemError
 from appserver.products import PRODUCT_TTL, STOCK_TTL, product_key, stock_key
-from appserver.stores import Db, Transaction
+from appserver.stores import Db, Op, Transaction
 from appserver.transactions import CONFLICT, run_optimistic
 from appserver.users import USER_TTL, Users, user_key
 from appserver.validation import Item, OrderRequest, path_id
@@ -234,15 +234,22 @@ class Orders:
                 ]
                 await asyncio.gather(self.cache.invalidate(*stale), *fills)
                 raise _out_of_stock(short)
-            ops = [("DECRBY", stock_key(i.sku), str(i.qty)) for i in request.items]
-            ops += [
-                ("SET", order_key(order_id), json.dumps(order)),
-                ("SET", f"user-orders:{request.user_id}:{order_id}", "1"),
-                self.outbox.entry(order_id, job),
+            ops: list[Op] = [("DECRBY", stock_key(i.sku), str(i.qty)) for i in request.items]
+            # The documents go in one MSET rather than a SET each: inside EXEC it is just
+            # as atomic, and each command less is one less to encode, parse, queue and
+            # answer QUEUED to (callgrind per order at 8 connections: minidb 492-502k ->
+            # 441-453k instructions, the appserver 1.35M -> 1.29M).
+            writes = [
+                order_key(order_id),
+                json.dumps(order),
+                f"user-orders:{request.user_id}:{order_id}",
+                "1",
+                *self.outbox.entry(order_id, job),
             ]
             if idem is not None:
                 record = {"fingerprint": fingerprint, "order_id": order_id}
-                ops.append(("SET", idem, json.dumps(record)))
+                writes += [idem, json.dumps(record)]
+            ops.append(("MSET", *writes))
             cleanup, cleaned = self.outbox.cleanup_ops()  # earlier orders' outbox DELs
             # No cache fill here: the commit changes this stock and step 6 deletes it
             # from the cache, so a fill would be one more command (and two Tasks for the

@@ -95,9 +95,9 @@ class Outbox:
             "appserver_outbox_stranded_total", "Jobs left in the outbox because mq failed."
         )
 
-    def entry(self, order_id: int, job: dict[str, Any]) -> Op:
-        """The write that goes into the order's transaction."""
-        return ("SET", outbox_key(order_id), json.dumps({**job, "queued_at": self.clock()}))
+    def entry(self, order_id: int, job: dict[str, Any]) -> tuple[str, str]:
+        """The key and value the order's transaction writes (in its MSET)."""
+        return outbox_key(order_id), json.dumps({**job, "queued_at": self.clock()})
 
     async def publish(self, order_id: int, body: bytes, *, path: str = "direct") -> bool:
         """Put the job on mq; its outbox entry is deleted later. False if mq is down."""

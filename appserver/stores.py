@@ -35,12 +35,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 # One write inside MULTI … EXEC, spelled as the Redis command it becomes:
-# ("DECRBY", "stock:sku-1", "2"), ("SET", "order:7", "{…}"), ("DEL", "outbox:7").
+# ("DECRBY", "stock:sku-1", "2"), ("MSET", "order:7", "{…}", "outbox:7", "{…}"),
+# ("DEL", "outbox:6").
 Op = tuple[str, ...]
 
 # Commands a transaction may queue. The in-memory fake implements exactly these, so the
 # list doubles as documentation of what the shop asks of its database.
-TRANSACTION_COMMANDS = frozenset({"SET", "DEL", "INCRBY", "DECRBY"})
+TRANSACTION_COMMANDS = frozenset({"SET", "MSET", "DEL", "INCRBY", "DECRBY"})
 
 
 class StoreUnavailable(Exception):

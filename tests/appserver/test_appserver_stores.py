@@ -113,6 +113,19 @@ def test_exec_commits_every_write_or_none(ports):
     run_with(ports, scenario)
 
 
+def test_mset_in_a_transaction_writes_every_pair(ports):
+    """The order's documents go in one MSET inside EXEC (`orders.py`)."""
+
+    async def scenario(cache, db, queue, p):
+        async with db.transaction() as tx:
+            await tx.watch([p + "stock"])
+            replies = await tx.execute([("MSET", p + "order", "{}", p + "index", "1")])
+        assert replies is not None and len(replies) == 1
+        assert await db.mget([p + "order", p + "index"]) == [b"{}", b"1"]
+
+    run_with(ports, scenario)
+
+
 def test_a_transaction_abandoned_midway_leaves_no_watch_behind(ports):
     async def scenario(cache, db, queue, p):
         await db.set(p + "k", b"1")
