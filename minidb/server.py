@@ -33,7 +33,7 @@ from pathlib import Path
 
 from minisys.logs import get_logger
 from minisys.resp.engine import CommandTable, Engine, Session
-from minisys.resp.server import RespServer, resp_server
+from minisys.resp.server import Held, ReplyGate, RespServer, resp_server
 from minisys.resp.values import CommandError, RespError, SimpleString
 from minisys.server import ServerConfig
 
@@ -120,7 +120,10 @@ class Durability:
         self.db = db
         self._always = db.fsync == "always"
         self._commit = db.commit
-        self._waiters: collections.deque = collections.deque()  # (lsn, future, reply)
+        # Replies wait in the connections' queues as `Held(gate, lsn, reply)`; a finished
+        # fsync releases them all with one `gate.release(synced)`.
+        self.gate = ReplyGate()
+        self._waiters: collections.deque[int] = collections.deque()  # their lsns, in order
         self._running = False
         self._scheduled = False  # a call_soon(_start) is pending
         self._timer: asyncio.TimerHandle | None = None  # a gathering's deadline
@@ -139,15 +142,13 @@ class Durability:
     def after(self, lsn: int, reply: object) -> object:
         if not self._always or self._commit.synced >= lsn:
             return reply
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._waiters.append((lsn, future, reply))
+        self._waiters.append(lsn)
         self._arrivals += 1
         if self._arrivals == self._released:  # everyone the last fsync released is back
-            self._note_return(loop.time() - self._finished_at)
+            self._note_return(asyncio.get_running_loop().time() - self._finished_at)
         if not (self._running or self._scheduled):  # (checked here too: a call less per write)
-            self._schedule(loop)
-        return future
+            self._schedule(asyncio.get_running_loop())
+        return Held(self.gate, lsn, reply)
 
     def _note_return(self, seconds: float) -> None:
         self._return_seconds += (seconds - self._return_seconds) * RETURN_TIME_WEIGHT
@@ -182,7 +183,7 @@ class Durability:
             return
         self._running = True
         self._started_at = loop.time()
-        target = self._waiters[-1][0]  # lsns only grow, so the newest waiter's is the max
+        target = self._waiters[-1]  # lsns only grow, so the newest waiter's is the max
         disk = self._disk_seconds
         in_flight = self._arrivals < self._released  # writers on their way back: work to do
         if disk > INLINE_FSYNC_SECONDS or (in_flight and disk > OVERLAP_MIN_SECONDS):
@@ -217,15 +218,16 @@ class Durability:
         synced = self.db.commit.synced
         waiters = self._waiters
         released = 0
-        while waiters and (error is not None or waiters[0][0] <= synced):
-            _lsn, future, reply = waiters.popleft()
+        while waiters and (error is not None or waiters[0] <= synced):
+            waiters.popleft()
             released += 1
-            if not future.done():
-                future.set_result(reply if error is None else RespError(f"ERR {error}"))
-        if error is not None:
-            log.error("fsync failed, refusing further writes: %s", error)
         self._released, self._arrivals = released, 0
         self._expected = released + len(waiters)
+        if error is not None:
+            log.error("fsync failed, refusing further writes: %s", error)
+        # Writes every released client's replies now, in this call (a failure answers
+        # every reply still held with the error).
+        self.gate.release(synced, None if error is None else RespError(f"ERR {error}"))
         if waiters:
             self._schedule(loop)
 
