@@ -275,13 +275,10 @@ class HotRequest:
             breaker.failures = 0  # CircuitBreaker.record's usual case, without the call
         else:
             breaker.record(ok, pool.clock())
-        out = [line, fields, b"Via: ", self.path.via, b"\r\nX-Request-ID: ", self.rid, b"\r\n"]
-        out += (self.limit_lines, b"Content-Length: %d\r\n" % len(body))
-        self.conn.answer_raw(self, out, body)
         gateway = self.path.gateway
         elapsed = time.perf_counter() - self.start
-        gateway.metrics.count(self.route.name, status, elapsed)
-        if gateway.config.access_log:
+        gateway.metrics.count(self.route.name, status, elapsed)  # step 10 (before the
+        if gateway.config.access_log:  # answer leaves, as pipeline._account is)
             record = self._record()
             record.status = status
             record.bytes = len(body)
@@ -290,6 +287,9 @@ class HotRequest:
             record.upstream_ms = round((time.perf_counter() - self.upstream_start) * 1000, 3)
             record.total_ms = round(elapsed * 1000, 3)
             access_log.write(record)
+        out = [line, fields, b"Via: ", self.path.via, b"\r\nX-Request-ID: ", self.rid, b"\r\n"]
+        out += (self.limit_lines, b"Content-Length: %d\r\n" % len(body))
+        self.conn.answer_raw(self, out, body)
 
     def then(self, response: Any, exc: Exception | None) -> None:
         """Anything but a plain response: the pool's and the pipeline's general steps."""
