@@ -40,7 +40,6 @@ import itertools
 import json
 import time
 from collections.abc import Callable
-from typing import Any
 
 from appserver.stores import Db, Op, Queue, StoreError, StoreUnavailable
 from minisys.logs import get_logger
@@ -95,9 +94,13 @@ class Outbox:
             "appserver_outbox_stranded_total", "Jobs left in the outbox because mq failed."
         )
 
-    def entry(self, order_id: int, job: dict[str, Any]) -> tuple[str, str]:
-        """The key and value the order's transaction writes (in its MSET)."""
-        return outbox_key(order_id), json.dumps({**job, "queued_at": self.clock()})
+    def entry(self, order_id: int, job_json: str) -> tuple[str, str]:
+        """The key and value the order's transaction writes (in its MSET): the job's JSON
+        object with `queued_at` added as its last member."""
+        # Spliced into the text the order encodes anyway for mq: the same string as
+        # json.dumps({**job, "queued_at": now}) (json writes a float as its repr), for
+        # one json.dumps less per order. A job always has members, so `, ` is right.
+        return outbox_key(order_id), f'{job_json[:-1]}, "queued_at": {self.clock()!r}}}'
 
     async def publish(self, order_id: int, body: bytes, *, path: str = "direct") -> bool:
         """Put the job on mq; its outbox entry is deleted later. False if mq is down."""
