@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import select
 import selectors
+import time
 import weakref
 
 from minisys.poller import READ_EVENTS, WRITE_EVENTS, DirectSelector, LoopPoller
@@ -73,7 +74,10 @@ if hasattr(select, "epoll"):
             work = loop._ready  # type: ignore[attr-defined]
             timers = loop._scheduled  # type: ignore[attr-defined]
             first = timers[0] if timers else None  # the timer asyncio's timeout is for
-            deadline = None if timeout is None else loop.time() + timeout
+            # asyncio's loop.time() is time.monotonic(); calling it directly skips a
+            # Python-level call on every wait.
+            clock = time.monotonic
+            deadline = None if timeout is None else clock() + timeout
             left = timeout  # epoll.poll rounds up to whole ms itself: poll(0.0001) waits 1 ms
             poll = self.epoll.poll
             masks = self.masks
@@ -109,7 +113,7 @@ if hasattr(select, "epoll"):
                 if timers and timers[0] is not first:  # a callback set an earlier timer
                     return []
                 if deadline is not None:
-                    left = deadline - loop.time()
+                    left = deadline - clock()
                     if left <= 0:
                         return []
 
