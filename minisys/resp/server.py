@@ -255,7 +255,7 @@ class RespConnection(Connection):
                             break
             else:
                 if not queue:
-                    self.set_busy(True)
+                    self.busy = True  # set_busy(True) inlined: a call less per held reply
                 if out:
                     # The replies before it wait with it and leave in the same write.
                     queue.append(b"".join(out))
@@ -360,7 +360,10 @@ class RespConnection(Connection):
                     self.data_received()  # commands that were buffered while we were full
                     if self._gone:
                         return
-        self._write_all(ready)
+        if ready and not self._closing:
+            # Connection.write inlined, as in data_received: _drain runs once per reply
+            # of an unpipelined client (minidb SET under fsync=always), two calls less.
+            self.transport.write(ready[0] if len(ready) == 1 else b"".join(ready))
         if queue:
             return
         self.set_busy(False)

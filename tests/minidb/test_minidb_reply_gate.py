@@ -51,9 +51,16 @@ def gated_engine(gate: ReplyGate, counter: Counter) -> Engine:
 class CountingConnection(RespConnection):
     writes: list[bytes] = []
 
-    def write(self, data: bytes) -> None:
-        CountingConnection.writes.append(data)
-        super().write(data)
+    # Counted at the transport: the server writes there directly on its hot path.
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        write = transport.write
+
+        def counted(data: bytes) -> None:
+            CountingConnection.writes.append(data)
+            write(data)
+
+        transport.write = counted
+        super().connection_made(transport)
 
 
 @contextlib.asynccontextmanager
