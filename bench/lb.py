@@ -24,7 +24,11 @@ so a second proxy process/thread only helps when a core is idle; the one-process
 Each round runs keep-alive (one connection carries many requests: the splice path) and
 `Connection: close` (a new TCP connection per request: the accept + connect path). Next
 to req/s it prints the CPU each proxy used per request (all its processes/threads, from
-/proc), the figure least disturbed by other programs sharing the machine.
+/proc), the figure least disturbed by other programs sharing the machine, and where the
+cores went during the run (`cores:` proxy, backend, wrk, idle, other programs; /proc and
+wait4). On two cores shared by the whole chain, req/s ≈ the CPU the chain gets / the CPU
+it spends per request (proxy + wrk + nginx): those lines show whether a figure was set
+by the proxy's CPU, by idle time, or by other programs taking the cores.
 
 The latency a hop adds cannot be read from saturated wrk runs (closed-loop load measures
 queueing). So a paced, open-loop probe follows (bench/lb_probe.py): direct, lb and
@@ -197,21 +201,24 @@ PACE_RATE = 1000.0
 PACER_SLACK_MS = 1.0
 
 
-def wrk(port: int, duration: float, connections: int, close: bool) -> tuple[float, float]:
-    """Run wrk; return (requests per second, p99 latency in ms)."""
+def wrk(port: int, duration: float, connections: int, close: bool) -> tuple[float, float, float]:
+    """Run wrk; return (requests per second, p99 latency in ms, wrk's own CPU seconds)."""
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration:g}s", "--latency"]
     if close:
         cmd += ["-H", "Connection: close"]
-    out = subprocess.run(
-        [*cmd, f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True
-    ).stdout
+    child = subprocess.Popen([*cmd, f"http://127.0.0.1:{port}/"], stdout=subprocess.PIPE, text=True)
+    out = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)  # wait4: the child's CPU time comes with it
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise subprocess.CalledProcessError(child.returncode, cmd, out)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     m = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
     p99 = float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
     errors = re.search(r"Socket errors: (.*)", out)
     if errors:
         print(f"    (wrk socket errors: {errors.group(1).strip()})")
-    return rps, p99
+    return rps, p99, usage.ru_utime + usage.ru_stime
 
 
 # --- CPU accounting ----------------------------------------------------------------------
@@ -244,6 +251,23 @@ def cpu_seconds(proc: RealServer | None) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """(idle, total) CPU time of the whole machine so far, all cores, in clock ticks."""
+    ticks = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return ticks[3] + ticks[4], sum(ticks)  # idle + iowait; user … steal
+
+
+def shares(proxy: float, backend: float, client: float, idle: int, total: int) -> dict:
+    """Where the machine's cores went during one wrk run, in % of one core."""
+    cores = os.cpu_count() or 1
+    wall = total / os.sysconf("SC_CLK_TCK") / cores  # seconds the run took
+    used = {"proxy": proxy, "backend": backend, "wrk": client}
+    out = {k: v / wall * 100 for k, v in used.items()}
+    out["idle"] = idle / total * cores * 100
+    out["other"] = max(0.0, cores * 100 - sum(out.values()))  # other programs
+    return out
+
+
 def result(name: str, ours: float, peer: float, target: float | str, digits: int = 0) -> None:
     ratio = ours / peer if peer else float("nan")
     fmt = f"{{:.{digits}f}}"
@@ -259,7 +283,7 @@ def profile(backend: int, tmp: str, duration: float, connections: int) -> None:
     out = os.path.join(tmp, "lb.prof")
     proc, port = start_lb(backend, profile_to=out)
     try:
-        rps, _ = wrk(port, duration, connections, close=True)
+        rps, _, _ = wrk(port, duration, connections, close=True)
         print(f"\nprofiled lb, Connection: close: {rps:.0f} req/s (slowed by cProfile)")
     finally:
         stop(proc)
@@ -325,14 +349,23 @@ def main() -> int:
                 # load trend on the shared machine does not always favour the same ones.
                 order = list(targets.items())
                 for name, (port, proc) in order[::-1] if r % 2 else order:
-                    before = cpu_seconds(proc)
-                    rps, p99 = wrk(port, args.duration, args.connections, close)
-                    cpu_us = (cpu_seconds(proc) - before) * 1e6 / max(1.0, rps * args.duration)
-                    runs.setdefault((name, close), []).append((rps, p99, cpu_us))
+                    cpu0, back0 = cpu_seconds(proc), cpu_seconds(backend_proc)
+                    idle0, total0 = machine_jiffies()
+                    rps, p99, client = wrk(port, args.duration, args.connections, close)
+                    idle1, total1 = machine_jiffies()
+                    used = cpu_seconds(proc) - cpu0 if name != "direct" else 0.0
+                    back = cpu_seconds(backend_proc) - back0
+                    cpu_us = used * 1e6 / max(1.0, rps * args.duration)
+                    share = shares(used, back, client, idle1 - idle0, total1 - total0)
+                    rest_us = (back + client) * 1e6 / max(1.0, rps * args.duration)
+                    runs.setdefault((name, close), []).append(
+                        (rps, p99, cpu_us, rest_us, share["idle"], share["other"])
+                    )
                     mode = "close     " if close else "keep-alive"
-                    cpu = f"{cpu_us:6.1f} us CPU/req" if name != "direct" else ""
+                    cpu = f"{cpu_us:6.1f} us CPU/req" if name != "direct" else " " * 16
                     line = f"{mode} {name:9} {rps:9.0f} req/s  p99 {p99:7.2f} ms  {cpu}"
-                    print(f"  round {r + 1} {line}", flush=True)
+                    cores = "  ".join(f"{k} {v:3.0f}%" for k, v in share.items())
+                    print(f"  round {r + 1} {line}  cores: {cores}", flush=True)
 
         def med(name: str, close: bool, i: int) -> float:
             values = [run[i] for run in runs.get((name, close), [])]
@@ -348,6 +381,15 @@ def main() -> int:
                 f"{med(name, True, 2):6.1f} us/conn"
             )
 
+        # On two cores shared with wrk and nginx, req/s = the CPU the chain gets / the CPU
+        # the whole chain spends per request. These lines show both for each target.
+        print("keep-alive, medians: CPU per request of the proxy and of wrk + nginx, idle, other:")
+        for name in targets:
+            print(
+                f"  {name:9} proxy {med(name, False, 2):5.1f} us + wrk/nginx "
+                f"{med(name, False, 3):5.1f} us; idle {med(name, False, 4):3.0f}%, "
+                f"other programs {med(name, False, 5):3.0f}% (of {100 * (os.cpu_count() or 1)}%)"
+            )
         for ours, theirs in (("lb", "haproxy"), ("lb-1", "haproxy-1"), ("lb-1", "bare")):
             if ours in targets and theirs in targets:
                 print(
