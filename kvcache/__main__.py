@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 
 from kvcache.commands_server import parse_memory
 from kvcache.eviction import POLICIES
-from kvcache.server import kvcache_server, run_active_expiry
+from kvcache.server import kvcache_server, start_active_expiry
 from minisys.server import add_server_arguments, run, serve, server_config_from_args
 
 # Where kvcache listens unless told otherwise (Redis's 6379 stays free for the real one).
@@ -45,13 +44,12 @@ def main(argv: list[str] | None = None) -> int:
         server = kvcache_server(
             config, max_memory=args.max_memory, policy=args.policy, requirepass=args.requirepass
         )
-        sweeper = asyncio.ensure_future(run_active_expiry(server.engine.state.cache))
+        loop = asyncio.get_running_loop()
+        sweeper = start_active_expiry(loop, server.engine.state.cache)
         try:
             await serve(server)
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            sweeper.stop()
 
     return run(amain, component="kvcache", config=config)
 

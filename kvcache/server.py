@@ -6,11 +6,14 @@ auth, answers the connection commands (PING, HELLO, CLIENT, INFO, CONFIG …) an
 replies; this module only assembles the pieces:
 
     LRUCache ─▶ Keyspace (ms, OOM, SCAN) ─▶ Engine(state=keyspace, table=all commands)
-             ─▶ resp_server("kvcache", …)  +  a timer running the active-expiry sweep
+             ─▶ resp_server("kvcache", …)  +  a ticker running the active-expiry sweep
 
-Why a timer: lazy expiry alone would keep a key that is never read again forever. Like
-Redis's `hz 10`, every EXPIRE_PERIOD the sweep samples keys with a TTL for at most
-EXPIRE_BUDGET of CPU (expiry.py), so memory comes back without a pause a client would see.
+Why a periodic sweep: lazy expiry alone would keep a key that is never read again
+forever. Like Redis's `hz 10`, every EXPIRE_PERIOD the sweep samples keys with a TTL for
+at most EXPIRE_BUDGET of CPU (expiry.py), so memory comes back without a pause a client
+would see. It runs on a `minisys.ticker.Ticker` rather than an `asyncio.sleep` loop: an
+armed asyncio timer makes every loop turn dearer (~10k instructions), and a client that
+waits for each reply pays one turn per request.
 
 Simpler than the real thing: one database, no persistence, no replication, no pub/sub.
 """
@@ -27,6 +30,7 @@ from kvcache.keyspace import Keyspace
 from minisys.resp.engine import CommandTable, Engine
 from minisys.resp.server import RespServer, resp_server
 from minisys.server import ServerConfig
+from minisys.ticker import Ticker
 
 # Seconds between active-expiry sweeps (Redis's default hz 10).
 EXPIRE_PERIOD = 0.1
@@ -76,8 +80,6 @@ def kvcache_server(
     )
 
 
-async def run_active_expiry(cache: LRUCache, stop: asyncio.Event | None = None) -> None:
-    """Sweep expired keys every EXPIRE_PERIOD until cancelled (or `stop` is set)."""
-    while stop is None or not stop.is_set():
-        cache.active_expire(EXPIRE_BUDGET)
-        await asyncio.sleep(EXPIRE_PERIOD)
+def start_active_expiry(loop: asyncio.AbstractEventLoop, cache: LRUCache) -> Ticker:
+    """Sweep expired keys every EXPIRE_PERIOD on `loop`'s thread until the ticker stops."""
+    return Ticker(loop, EXPIRE_PERIOD, lambda: cache.active_expire(EXPIRE_BUDGET)).start()

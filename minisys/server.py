@@ -46,6 +46,7 @@ from minisys.serverconfig import (  # noqa: F401
     add_server_arguments,
     server_config_from_args,
 )
+from minisys.ticker import Ticker
 
 # systemd passes inherited sockets starting at this file descriptor (sd_listen_fds(3)).
 SD_LISTEN_FDS_START = 3
@@ -196,7 +197,7 @@ class Server:
         self.accepted = 0
         self.refused = 0
         self._server: asyncio.base_events.Server | None = None
-        self._sweeper: asyncio.Task | None = None
+        self._sweeper: Ticker | None = None
         self._drained: asyncio.Event | None = None
         self.address: tuple[str, int] = (config.host, config.port)
 
@@ -210,7 +211,9 @@ class Server:
         sock = self.sock if self.sock is not None else inherited_socket(self.name)
         where = await self.listen(sock)
         if self.config.idle_timeout > 0:
-            self._sweeper = asyncio.create_task(self._sweep_idle())
+            # A thread's tick, not an asyncio.sleep loop: see minisys/ticker.py for why.
+            loop = asyncio.get_running_loop()
+            self._sweeper = Ticker(loop, self.config.idle_timeout / 4, self._sweep_idle).start()
         announce_ready(self.name, where)
         log.info("%s listening on %s", self.name, where)
 
@@ -258,21 +261,18 @@ class Server:
         self._maybe_drained()
         return True
 
-    async def _sweep_idle(self) -> None:
-        # One timer for all connections instead of one per connection: every quarter of the
-        # idle timeout we look at each connection's activity counter. A connection whose
+    def _sweep_idle(self) -> None:
+        # One tick for all connections instead of a timer per connection: every quarter of
+        # the idle timeout we look at each connection's activity counter. A connection whose
         # counter did not move for four rounds in a row (and is not busy) is idle.
-        interval = self.config.idle_timeout / 4
-        while True:
-            await asyncio.sleep(interval)
-            for conn in list(self.connections):
-                if conn.busy or conn._activity != conn._seen_activity:
-                    conn._seen_activity = conn._activity
-                    conn._idle_rounds = 0
-                    continue
-                conn._idle_rounds += 1
-                if conn._idle_rounds >= 4:
-                    conn.on_idle()
+        for conn in list(self.connections):
+            if conn.busy or conn._activity != conn._seen_activity:
+                conn._seen_activity = conn._activity
+                conn._idle_rounds = 0
+                continue
+            conn._idle_rounds += 1
+            if conn._idle_rounds >= 4:
+                conn.on_idle()
 
     def _maybe_drained(self) -> None:
         if self.draining and not self.connections and self._drained is not None:
@@ -286,7 +286,7 @@ class Server:
         self._drained = asyncio.Event()
         await self.stop_listening()
         if self._sweeper is not None:
-            self._sweeper.cancel()
+            self._sweeper.stop()
         for conn in list(self.connections):
             conn.on_drain()
         self._maybe_drained()
