@@ -62,8 +62,11 @@ class Backend:
     admin: Admin = Admin.ENABLED
     active: int = 0
     total: int = 0
-    bytes_in: int = 0  # client -> backend
-    bytes_out: int = 0  # backend -> client
+    # Bytes of finished connections; an open one counts its own (`lb/splice.py` keeps
+    # one number per read on the hot path) and is added in when asked: see bytes_in.
+    done_in: int = 0  # client -> backend
+    done_out: int = 0  # backend -> client
+    live: set = field(default_factory=set, repr=False)  # the open splices to this backend
     connect_failures: int = 0
     max_active: int = 0
     # Set by the pool on every pick: the weight after slow start scaling.
@@ -73,6 +76,16 @@ class Backend:
     def __post_init__(self) -> None:
         self.effective_weight = float(self.weight)
         self.name = f"{self.host}:{self.port}"
+
+    @property
+    def bytes_in(self) -> int:
+        """Bytes sent from clients to this backend so far (open connections included)."""
+        return self.done_in + sum(splice.up.moved for splice in self.live)
+
+    @property
+    def bytes_out(self) -> int:
+        """Bytes sent from this backend to clients so far (open connections included)."""
+        return self.done_out + sum(splice.down.moved for splice in self.live)
 
     def eligible(self, now: float) -> bool:
         return (

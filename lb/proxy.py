@@ -225,7 +225,7 @@ class ClientSide:
             first = self._proxy_line()
         if self.early:
             first += bytes(self.early)
-            backend.bytes_in += len(self.early)
+            backend.done_in += len(self.early)  # not read by the splice: count here
             self.early.clear()
         self.splice = Splice(balancer.poller, self.sock, sock, backend, self._spliced_closed)
         self.splice.start(first, self.client_eof)

@@ -87,7 +87,6 @@ class Direction:
     """Bytes from `src` to `dst`: one half of a splice."""
 
     __slots__ = (
-        "counter",
         "done",
         "dst",
         "dst_fd",
@@ -99,14 +98,11 @@ class Direction:
         "splice",
         "src",
         "src_fd",
-        "upstream",
         "view",
         "waiting",
     )
 
-    def __init__(
-        self, splice: Splice, src: socket.socket, dst: socket.socket, counter: Backend, up: bool
-    ) -> None:
+    def __init__(self, splice: Splice, src: socket.socket, dst: socket.socket) -> None:
         self.splice = splice
         self.poller = splice.poller
         self.src = src
@@ -117,9 +113,9 @@ class Direction:
         self.pending = bytearray()  # sent to dst once it is writable; ≤ SPLICE_BUFFER
         self.reading = False  # registered to read src
         self.waiting = False  # registered to write the pending bytes to dst
-        self.moved = 0  # bytes read from src; the idle sweep watches it
-        self.counter = counter  # the backend whose bytes_in/bytes_out /stats shows
-        self.upstream = up  # client → backend (counts as the backend's bytes_in)
+        # Bytes read from src: the idle sweep watches it, and it is the backend's bytes_in
+        # (client → backend) or bytes_out for this connection (see Backend.bytes_in).
+        self.moved = 0
         self.eof = False  # src sent EOF
         self.done = False  # EOF passed on to dst
 
@@ -136,10 +132,6 @@ class Direction:
             self.end()
             return
         self.moved += n
-        if self.upstream:
-            self.counter.bytes_in += n
-        else:
-            self.counter.bytes_out += n
         try:
             sent = self.dst.send(self.view[:n])
         except RETRY:
@@ -242,8 +234,10 @@ class Splice:
         self.backend = backend
         self.on_close = on_close
         self.closed = False
-        self.up = Direction(self, client, backend, counter, True)
-        self.down = Direction(self, backend, client, counter, False)
+        self.counter = counter  # the backend whose byte counts /stats shows
+        self.up = Direction(self, client, backend)
+        self.down = Direction(self, backend, client)
+        counter.live.add(self)
 
     def start(self, first: bytes = b"", client_eof: bool = False) -> None:
         """Send `first` to the backend, then copy both ways (`client_eof`: it already ended)."""
@@ -285,6 +279,10 @@ class Splice:
         self.closed = True
         self.up.unregister()
         self.down.unregister()
+        counter = self.counter
+        counter.live.discard(self)
+        counter.done_in += self.up.moved
+        counter.done_out += self.down.moved
         for sock in (self.client, self.backend):
             if reset:
                 try:

@@ -158,3 +158,21 @@ def test_byte_counters_count_both_directions(kit):
         await echo.stop()
 
     asyncio.run(main())
+
+
+def test_byte_counters_include_open_connections(kit):
+    async def main():
+        echo = await kit.EchoBackend(b"tag:").start()
+        backend = kit.make_backend(echo.port)
+        async with kit.running_lb([backend]) as (server, _):
+            reader, writer = await asyncio.open_connection(*server.address)
+            writer.write(b"y" * 1000)
+            assert await reader.readexactly(1004) == b"tag:" + b"y" * 1000
+            assert backend.active == 1  # still open: its splice holds the counts
+            assert (backend.bytes_in, backend.bytes_out) == (1000, 1004)
+            writer.close()
+            await async_wait_until(_true(lambda: backend.active == 0), timeout=5)
+            assert (backend.bytes_in, backend.bytes_out) == (1000, 1004)  # counted once
+        await echo.stop()
+
+    asyncio.run(main())
