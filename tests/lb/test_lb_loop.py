@@ -6,6 +6,7 @@ keep the selector waiting (or busy) for seconds, and checks asyncio got it at on
 
 import asyncio
 import socket
+import threading
 import time
 
 from lb.loop import ServingSelector, make_poller, new_event_loop
@@ -123,3 +124,23 @@ def test_a_stop_from_a_spliced_callback_stops_the_loop():
         loop.close()
         a.close()
         b.close()
+
+
+def test_a_handle_from_another_thread_runs_at_once():
+    """What minisys/ticker.py does: call_soon_threadsafe wakes the loop through its self-pipe."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        poller = make_poller(loop)
+        a, b = _pair()
+        poller.add_reader(a.fileno(), lambda: a.recv(100))  # a spliced socket, quiet
+        done = loop.create_future()
+        start = time.monotonic()
+        threading.Timer(0.02, loop.call_soon_threadsafe, (done.set_result, "ran")).start()
+        assert await asyncio.wait_for(done, LONG) == "ran"
+        assert time.monotonic() - start < PROMPT
+        poller.remove_reader(a.fileno())
+        a.close()
+        b.close()
+
+    asyncio.run(main())
