@@ -15,7 +15,9 @@ asyncio Protocols passing one byte back and forth over a socket pair:
 
 so one far-away timer made every small exchange ~20% dearer. A server answering one
 request per wake-up (a latency-bound client, such as an app waiting for each reply)
-pays it on every request.
+pays it on every request: kvcache under `redis-benchmark -c 1 -t set,get` went from
+56.7 k to 51.3 k instructions per request when its two timers (idle sweep, expiry)
+became tickers.
 
 A `Ticker` moves the waiting out of the loop: a thread sleeps `interval` seconds, then
 asks the loop to run the callback (`call_soon_threadsafe`, which wakes the loop through
