@@ -15,10 +15,14 @@ the server one read instead of thirty (and us one send). Measured with bench/app
 (CPU µs per request): kvcache per cached GET 38 → 16; mq per put at 4 concurrent 133 → 61.
 The cost: a request waits for the current turn to finish (microseconds).
 
-Why one timer per connection: `asyncio.timeout` around every call costs ≈7 µs of CPU. Here
-one watchdog fires when the oldest reply is due (replies come in order, so it is the first
-to expire) and re-arms for the next. A request may be exempt (a beanstalkd `reserve`, whose
-job is to wait); requests queued behind it get their full timeout counted from its reply.
+Why one watchdog per connection: `asyncio.timeout` around every call costs ≈7 µs of CPU.
+Here one watchdog looks at the oldest reply's deadline (replies come in order, so it is
+the first to expire). A request may be exempt (a beanstalkd `reserve`, whose job is to
+wait); requests queued behind it get their full timeout counted from its reply. The
+watchdog is a `minisys.ticker.Ticker` checking WATCHDOG_TICKS times per read timeout,
+not an asyncio timer: a busy client almost always has a request in flight, and an armed
+asyncio timer makes each of its loop turns ~10k instructions dearer (see ticker.py). The
+price: a timeout is noticed up to 1/WATCHDOG_TICKS of the timeout late.
 
 Subclasses parse replies in `data_received`, pop `waiters` (and `deadlines`, through
 `reply_arrived`), and say how to fail every waiter (`fail`).
@@ -34,6 +38,12 @@ import collections
 import math
 
 from minisys.reads import BufferedReads
+from minisys.ticker import Ticker
+
+# Deadline checks per read timeout: a late reply is noticed at most 1/8 of it late.
+WATCHDOG_TICKS = 8
+# Shortest pause between checks (s): a tiny timeout must not make the thread spin.
+WATCHDOG_MIN_TICK = 0.005
 
 
 class PipelinedProtocol(BufferedReads):
@@ -47,7 +57,8 @@ class PipelinedProtocol(BufferedReads):
         self.deadlines: collections.deque[float] = collections.deque()
         self.outgoing: list[bytes] = []  # requests not yet handed to the socket
         self.flush_scheduled = False
-        self.watchdog: asyncio.TimerHandle | None = None
+        self.watchdog: Ticker | None = None  # runs while read_timeout is set
+        self.watchdog_timeout: float | None = None  # the read timeout it ticks for
         self.replied_at = -math.inf  # loop time the last exempt request was answered
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
@@ -78,11 +89,12 @@ class PipelinedProtocol(BufferedReads):
         loop = self.loop
         futures = [loop.create_future() for _ in range(count)]
         self.waiters.extend(futures)
-        if self.read_timeout is not None:
-            due = math.inf if exempt else loop.time() + self.read_timeout
+        timeout = self.read_timeout
+        if timeout is not None:
+            due = math.inf if exempt else loop.time() + timeout
             self.deadlines.extend([due] * count)
-            if self.watchdog is None and due != math.inf:
-                self.watchdog = loop.call_at(due, self.check_deadline)
+            if timeout != self.watchdog_timeout:
+                self.start_watchdog(timeout)
         self.outgoing.append(payload)
         if not self.flush_scheduled:
             self.flush_scheduled = True
@@ -94,11 +106,11 @@ class PipelinedProtocol(BufferedReads):
         loop = self.loop
         future = loop.create_future()
         self.waiters.append(future)
-        if self.read_timeout is not None:
-            due = loop.time() + self.read_timeout
-            self.deadlines.append(due)
-            if self.watchdog is None:
-                self.watchdog = loop.call_at(due, self.check_deadline)
+        timeout = self.read_timeout
+        if timeout is not None:
+            self.deadlines.append(loop.time() + timeout)
+            if timeout != self.watchdog_timeout:
+                self.start_watchdog(timeout)
         self.outgoing.append(payload)
         if not self.flush_scheduled:
             self.flush_scheduled = True
@@ -127,28 +139,35 @@ class PipelinedProtocol(BufferedReads):
     def exempt_replied(self) -> None:
         """An exempt request was answered: the clocks of those behind it start now."""
         self.replied_at = self.loop.time()
-        if self.deadlines and self.watchdog is None:
-            self.check_deadline()
+
+    def start_watchdog(self, timeout: float) -> None:
+        """(Re)start the ticker that checks deadlines, for this read timeout."""
+        self.stop_watchdog()
+        tick = max(timeout / WATCHDOG_TICKS, WATCHDOG_MIN_TICK)
+        self.watchdog = Ticker(self.loop, tick, self.check_deadline).start()
+        self.watchdog_timeout = timeout
 
     def check_deadline(self) -> None:
-        self.watchdog = None
-        if not self.deadlines or self.down or self.read_timeout is None:
+        """One tick of the watchdog: fail the connection if the oldest reply is overdue."""
+        if self.down or self.read_timeout is None:
+            self.stop_watchdog()
+            return
+        if not self.deadlines:
             return
         due = max(self.deadlines[0], self.replied_at + self.read_timeout)
-        if due == math.inf:
-            return  # an exempt request heads the line; its reply re-arms us
-        if due <= self.loop.time():
+        if due <= self.loop.time():  # never true for inf: an exempt request heads the line
             self.fail(self.timeout_error())
-        else:
-            self.watchdog = self.loop.call_at(due, self.check_deadline)
+
+    def stop_watchdog(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = self.watchdog_timeout = None
 
     def clear(self, exc: Exception) -> None:
         """Forget queued bytes and deadlines; fail every waiter with `exc`."""
         self.outgoing.clear()
         self.deadlines.clear()
-        if self.watchdog is not None:
-            self.watchdog.cancel()
-            self.watchdog = None
+        self.stop_watchdog()
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
