@@ -20,8 +20,9 @@ After a framing error nothing more is read: the error is answered after any resp
 still due, with `Connection: close`, and the socket is closed.
 
 Why one sweep instead of a timer per request: `loop.call_later` costs an allocation and a
-heap push per call; at tens of thousands of requests per second that shows. One task per
-server wakes a few times per timeout and compares timestamps, like the kernel's idle sweep.
+heap push per call; at tens of thousands of requests per second that shows. One ticker per
+server (`minisys/ticker.py`, a thread, so no asyncio timer stays armed) wakes the loop a
+few times per timeout to compare timestamps, like the kernel's idle sweep.
 
 Why asyncio.Protocol, not streams: bytes are parsed the moment they arrive, reading can
 be paused for backpressure and pipelining caps without a reader task in between, and the
@@ -50,6 +51,7 @@ from minisys.http.respond import check_response, common_fields, error_response, 
 from minisys.http.serialize import add_fields, encode_head
 from minisys.logs import get_logger
 from minisys.server import Connection, Server, ServerConfig
+from minisys.ticker import Ticker
 
 log = get_logger("minisys.http")
 
@@ -451,30 +453,31 @@ class HttpServer(Server):
     ) -> None:
         super().__init__(name, config, lambda: connection_factory(handler, settings))
         self.settings = settings
-        self._timer_task: asyncio.Task | None = None
+        self._sweeper_ticker: Ticker | None = None
 
     async def start(self) -> None:
         await super().start()
-        self._timer_task = asyncio.create_task(self._sweep_timers())
-
-    async def _sweep_timers(self) -> None:
         s = self.settings
         # Four looks per shortest timeout: a timeout fires between 1x and 1.25x its value.
         interval = min(
             max(min(s.header_timeout, s.body_timeout, s.handler_timeout) / 4, 0.005), 1.0
         )
-        while True:
-            await asyncio.sleep(interval)
-            now = time.monotonic()
-            for conn in list(self.connections):
-                conn.check_timers(now)  # type: ignore[attr-defined]
+        # A thread's tick rather than an asyncio.sleep loop: an armed asyncio timer makes
+        # every loop turn dearer (minisys/ticker.py).
+        loop = asyncio.get_running_loop()
+        self._sweeper_ticker = Ticker(loop, interval, self._sweep_timers).start()
+
+    def _sweep_timers(self) -> None:
+        now = time.monotonic()
+        for conn in list(self.connections):
+            conn.check_timers(now)  # type: ignore[attr-defined]
 
     async def drain_and_close(self) -> None:
         try:
             await super().drain_and_close()
         finally:
-            if self._timer_task is not None:
-                self._timer_task.cancel()
+            if self._sweeper_ticker is not None:
+                self._sweeper_ticker.stop()
 
 
 def http_server(
