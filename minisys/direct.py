@@ -23,8 +23,9 @@ delete, one client, instructions per job, i.e. per three request/reply round tri
                                                               per job
     mq on asyncio Protocols (`minisys.server.Connection`)        176 k
     mq on this module, on poller.py's DirectSelector             147 k
-      + its timers as poller alarms, not asyncio timers          135 k
+      + its tick a poller alarm, not an asyncio timer            135 k
       + on poller.py's ServingSelector                           127 k
+      + parser memo, inline queue paths, inline send (mq's own)  115 k
     bare asyncio Protocol server, canned replies, no queue       103 k
     bare server on this module, canned replies, no queue          74 k
 
@@ -147,10 +148,18 @@ class DirectConnection:
             self._lost(exc)
             return
         if sent < len(data):
-            self._pending = bytearray(memoryview(data)[sent:])
-            self.poller.add_writer(self.fd, self._writable)
-            if len(self._pending) > WRITE_HIGH_WATER:
-                self._update_reading()
+            self.keep_unsent(data, sent)
+
+    def keep_unsent(self, data: bytes, sent: int) -> None:
+        """The kernel took only `sent` bytes of `data`: keep the rest until writable.
+
+        For a protocol that calls `sock.send` itself on its hottest path (a method call
+        saved per reply); it must call `write` instead while `_pending` is not None.
+        """
+        self._pending = bytearray(memoryview(data)[sent:])
+        self.poller.add_writer(self.fd, self._writable)
+        if len(self._pending) > WRITE_HIGH_WATER:
+            self._update_reading()
 
     def close(self) -> None:
         """Close once what is held is sent (at once if nothing is)."""
@@ -295,30 +304,6 @@ class DirectServer(Server):
         self.address = sock.getsockname()[:2]
         return f"{self.address[0]}:{self.address[1]}"
 
-    async def _sweep_idle(self) -> None:
-        """The kernel's idle sweep (`Server._sweep_idle`), on an alarm of the poller.
-
-        Same rule: every quarter of idle_timeout, a connection whose activity counter did
-        not move for four rounds in a row (and is not busy) is idle. Run on an alarm
-        rather than `asyncio.sleep`, because an armed asyncio timer costs every loop turn
-        (minisys/poller.py).
-        """
-        self._sweep_interval = self.config.idle_timeout / 4
-        self.poller.set_alarm(self._sweep, self.loop.time() + self._sweep_interval)
-
-    def _sweep(self) -> None:
-        if self.draining:
-            return
-        self.poller.set_alarm(self._sweep, self.loop.time() + self._sweep_interval)
-        for conn in list(self.connections):
-            if conn.busy or conn._activity != conn._seen_activity:
-                conn._seen_activity = conn._activity
-                conn._idle_rounds = 0
-                continue
-            conn._idle_rounds += 1
-            if conn._idle_rounds >= 4:
-                conn.on_idle()
-
     def _accept(self) -> None:
         listening = self.listening
         if listening is None:
@@ -368,8 +353,7 @@ class DirectServer(Server):
             self.loop.add_reader(self.listening.fileno(), self._accept)
 
     async def stop_listening(self) -> None:
-        """Stop accepting: the first step of a drain (the idle sweep stops too)."""
-        self.poller.clear_alarm(self._sweep)
+        """Stop accepting: the first step of a drain."""
         if self.listening is not None:
             self.loop.remove_reader(self.listening.fileno())
             self.listening.close()

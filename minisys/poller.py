@@ -40,8 +40,9 @@ clock twice and computes a timeout on every turn, which measured ~5k instruction
 turn for mq (146.6k vs 131.2k per put/reserve/delete job with its idle sweep and tick
 timer armed vs none). An alarm costs one `time.monotonic()` per wake-up while one is set
 (the wake-up's epoll timeout is shortened to the soonest alarm); a due alarm runs at the
-end of the next wake-up, right after the ready sockets' callbacks. Meant for the few
-long-lived timers a server keeps (an idle sweep, a queue's tick), not one per request.
+next wake-up, before its sockets' callbacks. Meant for the few timers a server keeps
+that come due at a given time (mq's tick: the next delay, TTR or reserve timeout), not
+one per request; periodic work has `minisys/ticker.py` (a thread, no timer either).
 
 Timers, accepts, health checks and the admin port stay on asyncio as before. A
 callback's exception is reported through the loop's exception handler, as a Handle's

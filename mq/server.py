@@ -305,6 +305,15 @@ class BeanstalkConnection(DirectConnection):
                     self.set_busy(True)
                 self.held.append((journal.need_seq, data))
                 journal.kick()
+            elif self._pending is None and not self._closing:
+                # self.write(data), inline (one call less per reply, ~400 instructions)
+                try:
+                    sent = self.sock.send(data)  # type: ignore[union-attr]
+                except OSError:
+                    self.write(data)  # would block, or an error: write() deals with both
+                else:
+                    if sent < len(data):
+                        self.keep_unsent(data, sent)
             else:
                 self.write(data)
         if self._quit and not self.held:

@@ -124,6 +124,16 @@ _new = tuple.__new__
 # than MAX_LINE; anything else takes the general path (_put_header).
 _PUT_LINE = re.compile(rb"put ([0-9]{1,20}) ([0-9]{1,20}) ([0-9]{1,20}) ([0-9]{1,20})\r\n")
 
+# Put header lines seen before (without CRLF) -> ((pri, delay, ttr), size). A client puts
+# with the same priority, delay, TTR and often the same size again and again, so one
+# bytes slice and a dict lookup replace the regex match and four int() calls
+# (~1.2 -> ~0.4 us per put, timeit). Only lines _PUT_LINE matched and whose numbers are
+# within bounds go in, so a hit gives what the regex path would.
+_PUT_HEADERS: dict[bytes, tuple[tuple[int, int, int], int]] = {}
+# Distinct put header lines remembered; past this the memo starts over (a client putting
+# with ever-changing numbers costs a clear per this many puts, not unbounded memory).
+PUT_HEADER_MEMO = 1024
+
 # Commands that take arguments, keyed by their word; the parser gets what follows "word ".
 _WITH_ARGS = {
     b"peek": ("peek", _id_arg),
@@ -310,7 +320,19 @@ class CommandParser:
                     self.pos = end_data
                     return command
             first = data[pos]
-            if first != 112:  # not "p"
+            if first == 112:  # "p": a put header seen before?
+                end = data.find(b"\r\n", pos, pos + MAX_LINE)
+                known = _PUT_HEADERS.get(data[pos:end]) if end > 0 else None
+                if known is not None and known[1] <= self.max_job_size:
+                    args, size = known
+                    pos = end + 2
+                    stop = pos + size
+                    if stop + 2 <= end_data and data[stop : stop + 2] == b"\r\n":
+                        self.pos = stop + 2
+                        return _new(Command, ("put", args, data[pos:stop]))
+                    self._put = (*args, size)
+                    continue
+            else:
                 m = _ID_LINE.match(data, pos)
                 if m is not None:
                     name = _ID_COMMANDS.get(m[1])
@@ -330,6 +352,9 @@ class CommandParser:
                 if pri > U32_MAX or delay > U32_MAX or ttr > U32_MAX or size > U32_MAX:
                     self.pos = pos
                     return Reject(BAD_FORMAT)
+                if len(_PUT_HEADERS) >= PUT_HEADER_MEMO:
+                    _PUT_HEADERS.clear()
+                _PUT_HEADERS[m[0][:-2]] = ((pri, delay, ttr), size)
                 if size > self.max_job_size:
                     self._skip = size + 2
                     continue

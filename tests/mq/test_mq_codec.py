@@ -24,7 +24,7 @@ from minisys.beanstalk.codec import (
     encode_put,
     parse_yaml,
 )
-from minisys.beanstalk.commands import _PREFIX_ORDER, CommandParser, parse_line
+from minisys.beanstalk.commands import _PREFIX_ORDER, _PUT_HEADERS, CommandParser, parse_line
 from mq.records import encode_delete
 
 PROTOCOL_MD = Path(__file__).resolve().parents[2] / "mq" / "PROTOCOL.md"
@@ -112,6 +112,39 @@ def test_fast_paths_answer_as_parse_line_does(word, args, sep):
     assert parse_all(line + b"\r\n") == [expected], line
     assert parse_all(b"stats\r\n" + line + b"\r\n") == [Command("stats"), expected], line
     assert parse_all(line + b"\r\n", chunk=1) == [expected], line
+
+
+@given(
+    numbers=st.lists(st.sampled_from([0, 1, 5, 1024, 2**32 - 1, 2**32]), min_size=4, max_size=4),
+    max_job_size=st.sampled_from([0, 3, 5, 65535]),
+    chunk=st.sampled_from([None, 1, 7]),
+)
+def test_a_put_header_seen_before_parses_as_the_first_time(numbers, max_job_size, chunk):
+    # The second put with the same header line comes from the parser's memo
+    # (_PUT_HEADERS), the first one from the regex path: they must agree, whatever the
+    # connection's max job size and however the bytes arrive.
+    pri, delay, ttr, size = numbers
+    size = min(size, 5)
+    data = b"put %d %d %d %d\r\n" % (pri, delay, ttr, size) + b"x" * size + b"\r\n"
+
+    def parse(stream: bytes) -> list:
+        parser = CommandParser(max_job_size)
+        pieces = (
+            [stream]
+            if chunk is None
+            else [stream[i : i + chunk] for i in range(0, len(stream), chunk)]
+        )
+        out = []
+        for piece in pieces:
+            parser.feed(piece)
+            while (cmd := parser.next_command()) is not None:
+                out.append(cmd)
+        return out
+
+    stream = data + data + b"stats\r\n"
+    _PUT_HEADERS.clear()
+    cold = parse(stream)  # the first put through the regex path, which fills the memo
+    assert parse(stream) == cold  # now both from the memo
 
 
 def test_incomplete_input_waits():
