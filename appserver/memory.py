@@ -188,7 +188,9 @@ class MemoryTransaction:
             self.watched.setdefault(key, self.db.versions.get(key, 0))
         return await self.db.mget(keys)
 
-    async def execute(self, ops: Sequence[Op]) -> list[object] | None:
+    async def execute(
+        self, ops: Sequence[Op], *, on_sent: Callable[[], None] | None = None
+    ) -> list[object] | None:
         await asyncio.sleep(0)
         self.db._check()
         for op in ops:
@@ -201,6 +203,8 @@ class MemoryTransaction:
                 await result  # type: ignore[misc]
         changed = any(self.db.versions.get(k, 0) != v for k, v in self.watched.items())
         self.watched.clear()
+        if on_sent is not None:
+            on_sent()  # a server has the EXEC now: it runs before anything sent later
         if changed:
             return None
         # No await from here on: the writes land together, as EXEC makes them.

@@ -257,15 +257,15 @@ class Orders:
             # No cache fill here: the commit changes this stock and step 6 deletes it
             # from the cache, so a fill would be one more command (and two Tasks for the
             # gather) per order for a value gone a round trip later.
-            committed = await tx.execute(commit + cleanup)
+            committed = await tx.execute(commit + cleanup, on_sent=next_turn)
             if committed is None:
                 return CONFLICT
             self.outbox.cleaned(cleaned)
             return order
 
-        # Orders of this process for the same products take turns (`keyed_locks.py`);
-        # WATCH still guards against every other appserver.
-        async with self.queue.hold(stock_keys):
+        # Orders of this process for the same products take turns (`keyed_locks.py`),
+        # each until its EXEC is on its way; WATCH still guards against everyone else.
+        async with self.queue.hold(stock_keys) as next_turn:
             result = await run_optimistic(self.db, attempt, on_conflict=self._conflicts.inc)
         if isinstance(result, _Replay):
             return await self._replay(result.record, fingerprint)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from appserver.stores import Op, StoreError, StoreUnavailable
@@ -185,8 +185,10 @@ class RespTransaction:
                 raise StoreError(f"db WATCH/MGET: {reply}")
         return values  # type: ignore[return-value]
 
-    async def execute(self, ops: Sequence[Op]) -> list[object] | None:
-        replies = await self.conn.pipeline([("MULTI",), *ops, ("EXEC",)])
+    async def execute(
+        self, ops: Sequence[Op], *, on_sent: Callable[[], None] | None = None
+    ) -> list[object] | None:
+        replies = await self.conn.pipeline([("MULTI",), *ops, ("EXEC",)], on_sent=on_sent)
         self.watching = False  # EXEC (or its error) always ends the WATCH
         errors = [r for r in replies if isinstance(r, RespError)]
         if errors:

@@ -29,7 +29,7 @@ Read next: `memory.py` (the fakes, the simplest implementation of these interfac
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -74,8 +74,11 @@ class Transaction(Protocol):
         """WATCH the keys and read them (MGET): the values the decision is based on."""
         ...
 
-    async def execute(self, ops: Sequence[Op]) -> list[object] | None:
-        """MULTI, the ops, EXEC: their replies, or None if a watched key changed."""
+    async def execute(
+        self, ops: Sequence[Op], *, on_sent: Callable[[], None] | None = None
+    ) -> list[object] | None:
+        """MULTI, the ops, EXEC: their replies, or None if a watched key changed.
+        `on_sent` is called once they are on their way, before the reply."""
         ...
 
 

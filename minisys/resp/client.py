@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
 from minisys.pipelining import PipelinedProtocol
 from minisys.resp.codec import RespParser
@@ -224,8 +224,17 @@ class RespClient:
             raise reply
         return reply
 
-    async def pipeline(self, commands: Iterable[Sequence[bytes | str | int | float]]) -> list:
-        """Send many commands in one write; return all replies (errors as RespError values)."""
+    async def pipeline(
+        self,
+        commands: Iterable[Sequence[bytes | str | int | float]],
+        *,
+        on_sent: Callable[[], None] | None = None,
+    ) -> list:
+        """Send many commands in one write; return all replies (errors as RespError values).
+
+        `on_sent` is called once the commands are queued for this connection's write (made
+        at the next loop turn), before any reply (the order flow hands the next order of
+        the same products its turn there: `appserver/keyed_locks.py`)."""
         cmds = list(commands)
         if not cmds:
             return []
@@ -237,6 +246,8 @@ class RespClient:
         ):
             await self._wait_for_room()
         futures = proto.send(b"".join([encode_command(*cmd) for cmd in cmds]), len(cmds))
+        if on_sent is not None:
+            on_sent()
         try:
             # Replies complete in request order, and a failure fails every waiter in
             # order too: once the last is done, all are. One await instead of one each.
