@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from appserver.keyed_locks import KeyedLocks
 from appserver.orders import Placed
 from appserver.problems import ProblemError
 from appserver.shop import Shop, build_shop
@@ -272,3 +273,32 @@ def test_get_order(shop, run):
     assert run(shop.orders.get(placed.order["id"])) == placed.order
     with pytest.raises(ProblemError):
         run(shop.orders.get(12345))
+
+
+def test_a_turn_passes_on_when_released_before_the_block_ends(run):
+    """`KeyedLocks.hold` yields `release`: the order flow hands the next order of the same
+    products its turn once its EXEC is sent; the block's end releases nothing twice."""
+
+    async def main():
+        locks = KeyedLocks()
+        events = []
+
+        async def first():
+            async with locks.hold(["stock:a", "stock:b"]) as release:
+                events.append("first holds")
+                await asyncio.sleep(0)
+                release()
+                release()  # idempotent
+                await asyncio.sleep(0.01)  # still in the block: the EXEC's reply pending
+                events.append("first done")
+
+        async def second():
+            await asyncio.sleep(0)
+            async with locks.hold(["stock:b"]):
+                events.append("second holds")
+
+        await asyncio.gather(first(), second())
+        assert events == ["first holds", "second holds", "first done"]
+        assert len(locks) == 0
+
+    run(main())
