@@ -55,8 +55,7 @@ _pread = os.pread
 _HEADER_SIZE = record.HEADER_SIZE
 _COPY_LIMIT = 4096
 
-# An operation: (key, value) puts, (key, None) deletes, (None, None) forgets every key.
-Op = tuple[bytes | None, bytes | None]
+Op = record.Op  # (key, value) puts, (key, None) deletes, (None, None) forgets every key
 FLUSH: Op = (None, None)
 
 
@@ -214,32 +213,11 @@ class DB:
             return self._put_locked(*ops[0])
         self._check_writable()
         ts = int(self.clock() * 1000)
-        last = len(ops) - 1
-        encoded = []
-        for i, (key, value) in enumerate(ops):
-            flags = 0 if not last else record.FLAG_BATCH | (record.FLAG_COMMIT if i == last else 0)
-            if key is None:
-                encoded.append(record.encode(b"", b"", flags | record.FLAG_FLUSH, ts))
-            elif value is None:
-                encoded.append(record.encode(key, b"", flags | record.FLAG_TOMBSTONE, ts))
-            else:
-                encoded.append(record.encode(key, value, flags, ts))
-        offset = self._append(b"".join(encoded) if last else encoded[0])
-        file_id = self.active.id
-        keydir = self.keydir
-        for (key, value), rec in zip(ops, encoded, strict=True):
-            size = len(rec)
-            if key is None:
-                keydir.clear()
-                self.live_bytes = 0
-            elif value is None:
-                old = keydir.remove(key)
-                if old is not None:
-                    self.live_bytes -= old[2]
-            else:
-                old = keydir.put(key, (file_id, offset, size, ts))
-                self.live_bytes += size - (old[2] if old is not None else 0)
-            offset += size
+        payload, sizes = record.encode_run(ops, ts)
+        offset = self._append(payload)
+        self.live_bytes = self.keydir.apply_run(
+            ops, self.active.id, offset, sizes, ts, self.live_bytes
+        )
         return self._after_append()
 
     def _append(self, payload: bytes) -> int:

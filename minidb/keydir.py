@@ -29,7 +29,7 @@ incremental rehash; our table only grows (rehashing in one go) and never shrinks
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 Entry = tuple[int, int, int, int]  # (file_id, offset, size, timestamp_ms)
 
@@ -131,6 +131,41 @@ class KeyDir:
         if old is None and self._scan is not None:
             self._scan.add(key)
         return old
+
+    def apply_run(
+        self,
+        ops: Sequence[tuple[bytes | None, bytes | None]],
+        file_id: int,
+        offset: int,
+        sizes: list[int],
+        ts: int,
+        live_bytes: int,
+    ) -> int:
+        """Point every key of a run just written at `offset` at its record (a tombstone
+        removes the key, a FLUSH every key); return `live_bytes` updated. One loop with
+        the dict in hand, rather than a `put` call per record: callgrind, `DB.apply` of
+        an appserver order's 5-record EXEC batch 73k -> 69k instructions."""
+        entries = self.entries
+        indexed = self._scan is not None
+        for (key, value), size in zip(ops, sizes, strict=True):
+            if key is None:
+                self.clear()
+                live_bytes = 0
+            elif value is None:
+                old = self.remove(key)
+                if old is not None:
+                    live_bytes -= old[2]
+            else:
+                old = entries.get(key)
+                entries[key] = (file_id, offset, size, ts)
+                if old is not None:
+                    live_bytes += size - old[2]
+                else:
+                    live_bytes += size
+                    if indexed:
+                        self._scan.add(key)
+            offset += size
+        return live_bytes
 
     def remove(self, key: bytes) -> Entry | None:
         old = self.entries.pop(key, None)

@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from minidb import record
 from minidb.hint import decode_hint, encode_hint
@@ -56,3 +58,32 @@ def test_every_truncation_of_a_record_is_detected():
         assert scanner.valid_end == 0
         expected = {None} if cut == 0 else {"short header", "runs past end"}
         assert scanner.error in expected
+
+
+_op = st.one_of(
+    st.tuples(st.binary(max_size=20), st.binary(max_size=40)),  # put
+    st.tuples(st.binary(max_size=20), st.none()),  # delete
+    st.just((None, None)),  # FLUSH
+)
+
+
+@given(ops=st.lists(_op, min_size=1, max_size=6), ts=st.integers(0, 2**63 - 1))
+def test_a_run_is_the_records_encode_makes_with_batch_flags(ops, ts):
+    payload, sizes = record.encode_run(ops, ts)
+    last = len(ops) - 1
+    expected = []
+    for i, (key, value) in enumerate(ops):
+        flags = (record.FLAG_BATCH | (record.FLAG_COMMIT if i == last else 0)) if last else 0
+        if key is None:
+            expected.append(record.encode(b"", b"", flags | record.FLAG_FLUSH, ts))
+        elif value is None:
+            expected.append(record.encode(key, b"", flags | record.FLAG_TOMBSTONE, ts))
+        else:
+            expected.append(record.encode(key, value, flags, ts))
+    assert payload == b"".join(expected)
+    assert sizes == [len(rec) for rec in expected]
+
+
+def test_a_run_refuses_a_key_over_the_limit_like_encode():
+    with pytest.raises(record.RecordTooLarge):
+        record.encode_run([(b"k" * (record.MAX_KEY_SIZE + 1), b"v")], 0)
