@@ -21,7 +21,10 @@ an EXEC when it reads it and answers only after its fsync (Redis and minidb alik
 `appendfsync always`), so B's WATCH, written after A's EXEC, reads the stock A left. On a
 durable database the wait for the fsync was most of a turn; B now spends it reading.
 (Should the database still read B's WATCH first, A's EXEC changes a key B watches, B's
-EXEC refuses and B reads again: correctness never rests on the lock.) Measured with
+EXEC refuses and B reads again: correctness never rests on the lock.) B may read what A
+wrote while A's fsync still runs, as any other client of the database always could (a
+`GET /orders/{id}` too): a crash in that window loses A's write and anything B wrote
+after it (later in the log), never B's alone. Measured with
 `bench/appserver.py --hot` (every order for one product, 32 connections, two runs each):
 our stores 233 / 270 → 574 / 703 orders/s, appserver CPU per order 950 → 469–526 µs;
 redis + beanstalkd 263 / 274 → 432 / 524.
