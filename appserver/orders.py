@@ -7,8 +7,9 @@
     4. stock pre-check     stock:<sku>…               ┘ user and product misses from
                            minidb, then fill); cached stock too low → 409 at once,
                            without touching the write path
-    5. commit              an order id (hi/lo, `ids.py`); wait for this process's other
-                           orders of the same products (`keyed_locks.py`);
+    5. commit              an order id (hi/lo, `ids.py`); wait until this process's
+                           earlier orders of the same products have sent their EXEC
+                           (`keyed_locks.py`);
                            WATCH stock:<sku>… idem:<key> and
                            MGET them (the cache may be stale; this read is the one that
                            counts; on a refusal it fills a stock the cache lacked);
