@@ -40,7 +40,7 @@ from . import access_log
 from .access_log import AccessRecord
 from .auth import AuthError
 from .breaker import CLOSED
-from .hot_parse import scan_request, scan_response
+from .hot_parse import joined, scan_request, scan_response
 from .proxy import REQUEST_ID_RE, new_request_id
 from .ratelimit import Check
 from .ratelimit import headers as ratelimit_headers
@@ -154,10 +154,10 @@ class HotPath:
                 limit_lines = "".join(f"{n}: {v}\r\n" for n, v in extra).encode("latin-1")
 
         # The request upstream, as pipeline._outbound + the client would write it.
-        parts = scan.parts
+        lines = scan.lines
         if route.auth:
             for i in scan.credentials:
-                parts[i] = parts[i + 1] = b""
+                lines[i] = b""
         rid = scan.request_id
         if rid is None or REQUEST_ID_RE.fullmatch(rid.decode("latin-1")) is None:
             rid = new_request_id().encode()
@@ -165,7 +165,7 @@ class HotPath:
             target += b"?" + scan.query
         body = scan.body
         out = [
-            scan.method, b" ", target, b" HTTP/1.1\r\n", *parts,
+            scan.method, b" ", target, b" HTTP/1.1\r\n", joined(lines),
             b"X-Forwarded-For: ", client_ip.encode(), b"\r\nX-Forwarded-Proto: http\r\n"
             b"X-Forwarded-Host: ", scan.host, b"\r\nVia: ", self.via, b"\r\nX-Request-ID: ",
             rid, b"\r\n",

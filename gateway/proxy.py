@@ -39,10 +39,11 @@ answers as plain HTTP).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
-import os
 import re
 from collections.abc import Awaitable, Callable
+from random import randbytes
 
 from minisys.http.head import Headers
 from minisys.http.message import Request, Response, problem_body
@@ -82,8 +83,13 @@ REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 def new_request_id() -> str:
-    """16 random bytes as hex: as unique as a uuid4, cheaper to make and to log."""
-    return os.urandom(16).hex()
+    """16 random bytes as hex: as unique as a uuid4, cheaper to make and to log.
+
+    From the `random` module's generator (seeded from os.urandom, and reseeded in a
+    forked child): an id needs to be unique, not secret, and `os.urandom` is a system
+    call per request (~1.5 against ~0.7 µs here).
+    """
+    return randbytes(16).hex()
 
 
 def pick_request_id(incoming: str | None) -> str:
@@ -268,7 +274,7 @@ class GatewayConnection(HttpConnection):
         super().__init__(lambda request: handle(request, self), settings)
         self._now_handler = now
         if hot is not None:  # the raw hot path (hot.py), offered idle reads first
-            self.take_request = lambda data: hot(self, data)
+            self.take_request = functools.partial(hot, self)
         self.trusted = trusted
         self.trusted_hop = False
         self._proxy_buffer: bytes | None = None

@@ -14,7 +14,7 @@ import asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.hot_parse import REQUEST_KINDS, RESPONSE_KINDS, scan_request, scan_response
+from gateway.hot_parse import REQUEST_KINDS, RESPONSE_KINDS, joined, scan_request, scan_response
 from gateway.token_bucket import BucketTable, Rate
 from minisys.http.client_now import Slots
 from minisys.http.client_result import CLIENT_LIMITS
@@ -78,7 +78,7 @@ def test_a_request_taken_hot_is_read_alike_by_the_general_parser(data):
                         ("authorization", scan.authorization)):  # fmt: skip
         assert h.get(name) == (None if value is None else value.decode("latin-1"))
     kept = passthrough(h, REQUEST_KINDS, ("host", "x-api-key", "authorization"))
-    assert b"".join(scan.parts).decode("latin-1") == kept
+    assert joined(scan.lines).decode("latin-1") == kept
     assert body == scan.body
 
 
