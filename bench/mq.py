@@ -11,9 +11,11 @@ over the rounds):
        with -b). Beside them, the ceiling: a bare asyncio Protocol server (`--serve-bare`,
        below) answering the same three commands with canned replies and no queue, so the
        in-memory figure can be judged against what asyncio itself allows here; once with
-       asyncio's default reads and once reading into a reused buffer (recv_into). For
-       each, the server process's CPU time per job (/proc/<pid>/schedstat; steadier than
-       wall clock on a shared machine);
+       asyncio's default reads, once reading into a reused buffer (recv_into), and once
+       on the raw-socket layer and loop mq itself runs on (`--serve-bare-direct`:
+       minisys/direct.py on minisys/poller.py's ServingSelector). For each, the server
+       process's CPU time per job (/proc/<pid>/schedstat; steadier than wall clock on a
+       shared machine);
     2. server-bound: 4 raw connections each pipelining batches of 100 puts, then batches
        of 100 reserves followed by their 100 deletes;
     3. journal bytes per job (puts of 100-byte bodies, after a clean shutdown) and the
@@ -46,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from minisys.beanstalk.codec import ReplyParser  # noqa: E402
 from minisys.direct import DirectConnection, DirectServer  # noqa: E402
-from minisys.poller import DirectLoopPolicy  # noqa: E402
+from minisys.poller import ServingLoopPolicy  # noqa: E402
 from minisys.server import ServerConfig  # noqa: E402
 from minisys.testing import RealServer, free_port  # noqa: E402
 
@@ -176,7 +178,9 @@ class BareBufferedProtocol(asyncio.BufferedProtocol, BareProtocol):
 
 class BareDirect(DirectConnection):
     """The same exchange on a raw socket served by minisys/direct.py on the loop of
-    minisys/poller.py (what mq runs on): the ceiling of that loop and connection layer."""
+    minisys/poller.py mq runs on (ServingSelector): the ceiling of that loop and
+    connection layer, i.e. what mq could reach with a queue and parser that cost nothing
+    beyond this canned-reply parsing."""
 
     def on_connect(self) -> None:
         BareProtocol.connection_made(self, self)  # type: ignore[arg-type]  # writes to self
@@ -196,7 +200,7 @@ def serve_bare(port: int, kind: str) -> None:
         await asyncio.Event().wait()
 
     if kind == "bare-direct":
-        asyncio.set_event_loop_policy(DirectLoopPolicy())
+        asyncio.set_event_loop_policy(ServingLoopPolicy())
     asyncio.run(main())
 
 

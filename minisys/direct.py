@@ -26,6 +26,7 @@ delete, one client, instructions per job, i.e. per three request/reply round tri
       + its tick a poller alarm, not an asyncio timer            135 k
       + on poller.py's ServingSelector                           127 k
       + parser memo, inline queue paths, inline send (mq's own)  115 k
+      + ServingSelector's waiting again inside its select        110 k
     bare asyncio Protocol server, canned replies, no queue       103 k
     bare server on this module, canned replies, no queue          74 k
 
