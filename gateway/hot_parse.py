@@ -9,7 +9,7 @@ cut with a handful of C calls on the whole head, and one short loop over its lin
 
     find(CRLF CRLF)            where the head ends
     REQUEST_LINE_RE.match      method, target, and HTTP/1.1 (anything else: not here)
-    " \r\n" / ":  " in head    no value starts or ends with a space (the general path
+    find(" \r\n"), find(":  ")  no value starts or ends with a space (the general path
                                would strip it: the bytes would differ)
     split(CRLF), translate     the field lines; every byte SP, visible ASCII or obs-text
     per line: partition(": ")  the name, looked up as sent in a dict of names already
@@ -104,7 +104,9 @@ def _learn(name: bytes, kinds: dict[bytes, int], known: dict[bytes, int]) -> int
 def _field_lines(block: bytes, max_count: int) -> list[bytes] | None:
     """The field lines of a head's field block (each ended by CRLF), if every byte is
     one the hot path takes and no value starts or ends with a space (or is empty)."""
-    if b" \r\n" in block or b":  " in block:
+    # find, not `in`: `bytes in bytes` first tries the needle as an int and builds a
+    # TypeError to discard (~1.7k instructions a test here).
+    if block.find(b" \r\n") >= 0 or block.find(b":  ") >= 0:
         return None
     lines = block.split(b"\r\n")
     lines.pop()  # the empty piece after the last CRLF
