@@ -254,13 +254,13 @@ class MinidbEngine(Engine):
 
     def execute(self, session: Session, argv: list[bytes]) -> object:
         txn = session.state.get("txn")
-        if (
-            txn is not None
-            and txn.queue is not None
-            and argv[0].lower() not in transactions.CONTROL
-        ):
-            return transactions.queue_command(self, session, argv)
+        if txn is not None and txn.queue is not None:
+            return transactions.in_multi(self, txn, session, argv)
         return _execute(self, session, argv)  # super().execute without building a super()
+
+    def execute_now(self, session: Session, argv: list[bytes]) -> object:
+        """Run a command as outside MULTI (EXEC and the other transaction commands)."""
+        return _execute(self, session, argv)
 
     def close_session(self, session: Session) -> None:
         txn = session.state.get("txn")
@@ -333,16 +333,16 @@ class MinidbEngine(Engine):
         self.watches.touch(ws.touched)
         return self.durability.after(lsn, reply)
 
-    def run_transaction(self, session: Session, queue: list[list[bytes]]) -> object:
+    def run_transaction(
+        self, session: Session, queue: list[tuple[Callable | None, list[bytes]]]
+    ) -> object:
         """EXEC's body: every queued command against one WriteSet, then one batch."""
         ws = WriteSet(self.db)
         replies: list[object] = []
         waiting = False
-        for argv in queue:
-            cmd = self.table.lookup(argv[0])
-            handler = self.data_handlers.get(cmd.name) if cmd is not None else None
+        for handler, argv in queue:
             if handler is None:
-                reply = super().execute(session, argv)  # PING, INFO, SAVE… inside MULTI
+                reply = _execute(self, session, argv)  # PING, INFO, SAVE… inside MULTI
                 waiting = waiting or hasattr(reply, "__await__")
             else:
                 try:

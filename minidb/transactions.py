@@ -2,7 +2,7 @@
 
 Journey: the appserver commits an order with `WATCH stock:1`, `MULTI`, `DECRBY stock:1 2`,
 `SET order:9 …`, `EXEC`, retrying when EXEC answers a null array. `server.py`'s engine
-hands every command of a client that is inside MULTI to `queue_command` here; EXEC then
+hands every command of a client that is inside MULTI to `in_multi` here; EXEC then
 runs the queue against one `WriteSet` (`writeset.py`) and commits it as ONE atomic batch.
 
 Per-connection state (`TxnState`, kept in `session.state["txn"]`):
@@ -47,12 +47,13 @@ QUEUED = SimpleString("QUEUED")
 # A client cannot make the server hold an unbounded queue of commands.
 MAX_QUEUED_COMMANDS = 100_000
 # Commands that act on the transaction itself instead of being queued.
-CONTROL = frozenset({b"exec", b"discard", b"multi", b"watch", b"quit", b"reset"})
+CONTROL = frozenset({"exec", "discard", "multi", "watch", "quit", "reset"})
 
 
 @dataclass(eq=False)
 class TxnState:
-    queue: list[list[bytes]] | None = None  # None: not inside MULTI
+    # (data handler or None, argv) per queued command; None: not inside MULTI.
+    queue: list[tuple[Callable | None, list[bytes]]] | None = None
     bad: bool = False  # a queued command was rejected: EXEC must abort
     watched: set[bytes] = field(default_factory=set)
     dirty: bool = False  # a watched key changed since WATCH
@@ -97,10 +98,13 @@ class WatchRegistry:
         return len(self._by_key)
 
 
-def queue_command(engine: MinidbEngine, session: Session, argv: list[bytes]) -> object:
-    """Inside MULTI: check the command like Redis does, then queue it."""
-    txn = txn_of(session)
+def in_multi(engine: MinidbEngine, txn: TxnState, session: Session, argv: list[bytes]) -> object:
+    """Inside MULTI: run EXEC, DISCARD… now; check any other command like Redis does and
+    queue it with its data handler (EXEC then calls that without looking it up again)."""
     cmd = engine.table.lookup(argv[0])
+    name = cmd.name if cmd is not None else argv[0].lower().decode("utf-8", "replace")
+    if name in CONTROL:
+        return engine.execute_now(session, argv)
     error = None
     if cmd is None:
         error = unknown_command_error(argv)
@@ -111,7 +115,7 @@ def queue_command(engine: MinidbEngine, session: Session, argv: list[bytes]) -> 
     if error is not None:
         txn.bad = True
         return RespError(error)
-    txn.queue.append(argv)
+    txn.queue.append((engine.data_handlers.get(name), argv))
     return QUEUED
 
 
