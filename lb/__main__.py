@@ -20,7 +20,7 @@ from lb.backend import Pool, parse_backend
 from lb.checks import HealthChecker, parse_health_spec
 from lb.health import HealthSettings
 from lb.listener import Listener
-from lb.loop import ServingLoopPolicy
+from lb.loop import SpliceLoopPolicy
 from lb.proxy import DEFAULT_QUEUE_SIZE, Balancer, ProxySettings
 from lb.workers import MAX_WORKERS, WORKER_ENV, run_master
 from minisys.server import (
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         await serve(*servers, on_stop=checker.stop)
 
     # Spliced sockets are served by the loop's own selector (lb/loop.py says why).
-    asyncio.set_event_loop_policy(ServingLoopPolicy())
+    asyncio.set_event_loop_policy(SpliceLoopPolicy())
     # A worker of `--workers N` says which one it is in every log line (lb/workers.py).
     worker = os.environ.get(WORKER_ENV)
     return run(amain, component=f"lb-worker-{worker}" if worker else "lb", config=config)

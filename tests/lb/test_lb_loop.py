@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 
-from lb.loop import ServingSelector, make_poller, new_event_loop
+from lb.loop import SpliceSelector, make_poller, new_event_loop
 
 # Far longer than any of these tests may take: a selector that missed its cue waits this.
 LONG = 5.0
@@ -26,7 +26,7 @@ def _pair() -> tuple[socket.socket, socket.socket]:
 def test_the_lb_loop_uses_the_serving_selector():
     loop = new_event_loop()
     try:
-        assert isinstance(make_poller(loop), ServingSelector)
+        assert isinstance(make_poller(loop), SpliceSelector)
     finally:
         loop.close()
 
