@@ -343,11 +343,10 @@ class HttpClient:
         *,
         timeout: float | None = None,
     ) -> Callable[[], None] | None:
-        """`request_now` for a caller that serialized the request itself (`data`, Host
-        included) and can read a plain response from raw bytes: the response's first read
-        goes to `taker.take(data)`; if it returns True the response was whole and plain,
-        the connection is pooled again and `taker.taken()` is called; otherwise the bytes
-        are parsed as usual and `taker.then(response, error)` gets `request`'s outcome."""
+        """`request_now` with bytes the caller serialized (`data`, Host included): the
+        response's first read goes to `taker.take(data)`; True = it was one whole plain
+        response: the connection is pooled again and `taker.taken()` called; else it is
+        parsed as usual and `taker.then(response, error)` gets `request`'s outcome."""
         pool = self._pools.get(origin)
         if pool is None or pool.slots.locked() or not pool.idle:
             return None
