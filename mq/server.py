@@ -46,6 +46,8 @@ from mq.job import Job
 from mq.queue import DEADLINE_SOON, Client, Queue
 
 if TYPE_CHECKING:
+    import socket
+
     from minisys.poller import DirectSelector
     from mq.journal import Journal
 
@@ -97,7 +99,10 @@ class MqApp:
         """Protocol factory: one BeanstalkConnection per accepted socket."""
         return BeanstalkConnection(self)
 
-    def make_server(self, config: ServerConfig, name: str = "mq", sock=None) -> DirectServer:
+    def make_server(
+        self, config: ServerConfig, name: str = "mq", sock: socket.socket | None = None
+    ) -> DirectServer:
+        """The listening server; `sock`: a socket already listening (see __main__)."""
         self.server = DirectServer(name, config, self.connection, sock=sock)
         return self.server
 
