@@ -106,11 +106,17 @@ class HotPath:
         consumer = None
         if route.auth:
             try:
-                consumer = gateway.auth.authenticate(
-                    None if scan.authorization is None else scan.authorization.decode("latin-1"),
-                    None if scan.api_key is None else scan.api_key.decode("latin-1"),
-                    gateway.wall(),
-                )
+                if scan.authorization is None and scan.api_key is not None:
+                    # What authenticate(None, key, now) comes down to, minus two calls.
+                    consumer = gateway.auth.check_key(scan.api_key.decode("latin-1"))
+                else:
+                    consumer = gateway.auth.authenticate(
+                        None
+                        if scan.authorization is None
+                        else scan.authorization.decode("latin-1"),
+                        None if scan.api_key is None else scan.api_key.decode("latin-1"),
+                        gateway.wall(),
+                    )
             except AuthError:
                 return False
             if route.consumers is not None and consumer.id not in route.consumers:

@@ -202,8 +202,8 @@ def scan_request(data: bytes, limits: Limits) -> RequestScan | None:
     if len(body) > limits.max_body:
         return None
     scan = RequestScan()
-    scan.method = m.group(1)
-    scan.path, _, scan.query = m.group(2).partition(b"?")
+    scan.method, target = m.groups()
+    scan.path, _, scan.query = target.partition(b"?")
     scan.host = host
     scan.request_id = request_id
     scan.api_key = api_key

@@ -80,5 +80,5 @@ class GatewayMetrics:
             )
             if len(self._handles) < MAX_METRIC_HANDLES:
                 self._handles[(route, status)] = handles
-        handles[0].inc()
+        handles[0].value += 1  # Counter child's inc(), without the call (per request)
         handles[1].observe(seconds)
