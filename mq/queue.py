@@ -6,22 +6,19 @@ The module is sans-I/O: no sockets, no asyncio, no clock. Every method that depe
 takes `now` (float seconds, wall clock), and `tick(now)` does what time alone does: delayed
 jobs become ready, reservations whose TTR ran out come back, paused tubes resume, waiting
 reserves time out or get DEADLINE_SOON. `next_wakeup()` tells the server when to call
-`tick` next. Replies to *waiting* reserves are not returned (the caller is elsewhere);
-they are queued as deliveries that the server collects with `take_deliveries()`.
+`tick` next. Replies to *waiting* reserves are queued as deliveries (`take_deliveries()`).
 
-The job lifecycle table lives in `job.py`; the per-tube heaps in `tube.py`. A connection
-is a `Client` (session.py): the tube it uses, the tubes it watches, the jobs it holds reserved,
-and whether it is waiting in a reserve.
+The job lifecycle table lives in `job.py`; the per-tube heaps in `tube.py`; timers
+(delays, TTRs, waits, pauses) in `timers.py`. A connection is a `Client` (session.py): the
+tube it uses, the tubes it watches, the jobs it holds reserved, whether it waits.
 
 Waiters are served as beanstalkd serves them, but strictly in arrival order: when jobs
 become ready, the best one (priority, then id) among the tubes that have waiters goes to
-the longest-waiting client of its tube. Timers (delays, TTRs, waits, pauses) live in
-`timers.py`.
+the longest-waiting client of its tube.
 
 Persistence is a listener: `on_change(job, kind, must_sync)` is called after each change
-worth journaling (see journal.py); the queue itself never touches a disk. Without a
-journal it is a function that does nothing; put, reserve and delete test for that
-function instead of calling it (an `is` test costs ~50 instructions, a call ~400).
+worth journaling (journal.py); the queue never touches a disk. Without a journal it does
+nothing, and put, reserve and delete test for that instead of calling it (~50 vs ~400).
 
 Simpler than the real thing: no out-of-memory paths (beanstalkd buries a job when its
 heap cannot grow). And one thing better: each client's reservations are kept in a heap,
@@ -45,9 +42,8 @@ SAFETY_MARGIN = 1.0
 # A pause-tube of 0 seconds still pauses, for the shortest time (beanstalkd: 1 ns).
 MIN_PAUSE = 1e-9
 
-# The lifecycle table (job.py). put, reserve and delete look their row up inline instead
-# of calling Job.move (a missing row still fails, as KeyError): ~1.8k of ~33k instructions
-# per put/reserve/delete job in the queue.
+# The lifecycle table (job.py). put, reserve and delete look their row up inline instead of
+# calling Job.move (a missing row still fails, as KeyError): ~1.8k of ~33k per job.
 _TO = TRANSITIONS
 
 # Delivery words for waiting reserves that end without a job.
@@ -236,11 +232,9 @@ class Queue:
     def _schedule_ttr(self, client: Client, when: float) -> None:
         """The client's next TTR check: one timer entry per client, not per reservation.
 
-        A reservation that ends later than the client's pending check needs no entry of
-        its own (the check finds it in the client's deadline heap), so a worker that
-        reserves and deletes one job after another pushes nothing here. Measured: 5.4k of
-        38k instructions per put/reserve/delete in the queue (callgrind).
-        """
+        A reservation ending after the pending check needs no entry (the check finds it in
+        the client's deadline heap): a worker reserving and deleting one job after another
+        pushes nothing here (5.4k of 38k instructions per put/reserve/delete, callgrind)."""
         client.ttr_at = when
         client.ttr_gen += 1
         self.timers.push(when, "r", client, client.ttr_gen)
