@@ -4,8 +4,9 @@ Journey: the appserver's RESP client connects to `:6381`; `minisys.resp` parses 
 request, checks arity and answers connection commands; `MinidbEngine` below queues
 commands of clients inside MULTI (`transactions.py`), runs data commands (`commands.py`)
 against a `WriteSet`, commits the write set as one batch (`engine.py`) and returns the
-reply — or, under `fsync=always`, a future that resolves only once an fsync covers the
-write. The RESP server keeps pipelined replies in order behind such futures.
+reply — or, under `fsync=always`, the reply held on a `ReplyGate` that the fsync covering
+the write releases (for every waiting client at once). The RESP server keeps pipelined
+replies in order behind held ones.
 
     SET k v ─▶ WriteSet ─▶ DB.apply (write(2), lsn 41) ─▶ Durability.after(41, +OK)
                                                           │ fsync thread: one fdatasync
@@ -60,13 +61,10 @@ GATHER_MARGIN = 2.0
 # An fsync measured at most this long runs on the event loop itself, not in the thread:
 # every other client waits that long, about a third of a GET's p50 at 50 clients here.
 INLINE_FSYNC_SECONDS = 0.001
-# ...unless writers are in flight (work for the loop while the disk syncs) and the fsync
-# takes longer than this, about what the hop to the thread and back costs.
-OVERLAP_MIN_SECONDS = 0.00005
 
 
 class Durability:
-    """Turns an lsn into "reply now" or "a future resolved after the covering fsync".
+    """Turns an lsn into "reply now" or a reply held on `gate` until an fsync covers it.
 
     At most one fsync runs at a time (in `_executor`, or on the loop when the disk is
     fast: see the last paragraph); when it finishes, every waiter it covered gets its
@@ -101,18 +99,17 @@ class Durability:
     in the thread, where the fsync alone is timed (`_disk_seconds`), so a disk that
     slows down is taken off the loop again and one that recovers comes back.
 
-    That holds while the loop has nothing else to do. With many clients it has: the
-    writers the last fsync released are sending their next commands. An fsync on the
-    loop then stalls all of that work, while in the thread (which releases the GIL) the
-    fsync of group N overlaps with the loop's work for group N+1. So when any writer
-    the last fsync released has not come back yet and the fsync takes longer than
-    OVERLAP_MIN_SECONDS, it goes to the thread anyway. Measured with redis-benchmark -c
-    50 SET, fsync=always, data on tmpfs plus an injected fsync delay (3 alternating
-    pairs each, a loaded 2-core VM): 0.1 ms: 12.7-26.9k -> 13.3-30.1k SET/s (median
-    18.6k -> 22.6k); 0.3 ms: 9.6-20.5k -> 17.2-24.3k (median 11.7k -> 19.8k); writes per
-    fsync 17-25 -> 26-28; with 8 clients (0.1 ms, 2 pairs): 6.4-7.1k -> 8.7-10.1k SET/s,
-    3.1-3.3 -> 5.1-6.3 writes per fsync. One client never has a writer in flight, so it
-    stays on the loop as before. The thread's outcome comes back by one `call_soon_threadsafe`
+    Until replies were released by a `ReplyGate`, a fast fsync went to the thread
+    whenever writers the last fsync released were still on their way back, so that
+    fsync k overlapped the loop's work on group k+1 (0.1 ms injected: median 18.6k ->
+    22.6k SET/s). That paid while each reply cost a future, a `call_soon` and a loop
+    turn; with the gate it no longer does: redis-benchmark -c 50 SET, alternating
+    pairs, server CPU per SET on this VM's disk 18.4-25.2 us with the overlap vs
+    16.8-19.6 us without (SET/s higher without in 3 of 4 pairs); with an fsync made
+    0.1 ms slower on tmpfs 23.6-23.8 vs 17.2-19.0 us, 0.3 ms slower 20-21 vs 17-19.3 us
+    (SET/s 22.2k/24.5k -> 25.5k/28.7k). So now only the disk's speed decides.
+
+    A slow fsync's outcome comes back from the thread by one `call_soon_threadsafe`
     (callgrind, SET c50 with the fsync forced into the thread: 100.5k -> 97.7k
     instructions of server CPU per SET against `run_in_executor`).
     """
@@ -186,8 +183,7 @@ class Durability:
         self._started_at = loop.time()
         target = self._waiters[-1]  # lsns only grow, so the newest waiter's is the max
         disk = self._disk_seconds
-        in_flight = self._arrivals < self._released  # writers on their way back: work to do
-        if disk > INLINE_FSYNC_SECONDS or (in_flight and disk > OVERLAP_MIN_SECONDS):
+        if disk > INLINE_FSYNC_SECONDS:
             self._executor.submit(self._timed_sync, target).add_done_callback(
                 lambda done: self._hand_back(loop, done.exception())
             )
@@ -355,8 +351,8 @@ class MinidbEngine(Engine):
             result = self.commit(ws, replies)
         if waiting:
             return _gather(result, replies)
-        # Usually `result` is the replies or Durability's future of them: handing that
-        # future on as it is spares a coroutine and a Task per EXEC (an order's commands
+        # Usually `result` is the replies or Durability's held reply of them: handing that
+        # on as it is spares a coroutine and a Task per EXEC (an order's commands
         # under callgrind, fsync=always: 733k -> 682k instructions of server CPU).
         return result
 

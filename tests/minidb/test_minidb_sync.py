@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from minidb import DatabaseClosed, Faults, SyncFailed
-from minidb.server import INLINE_FSYNC_SECONDS, OVERLAP_MIN_SECONDS, Durability
+from minidb.server import INLINE_FSYNC_SECONDS, Durability
 from minidb.sync import GroupCommit
 from minisys.testing import wait_until
 
@@ -161,33 +161,21 @@ def test_fast_fsyncs_run_on_the_event_loop_and_still_ack_only_after_them(db_dir,
     durability.close()
 
 
-def test_a_fast_fsync_goes_to_the_thread_while_released_writers_are_on_their_way(db_dir, opener):
+def test_a_fast_fsync_stays_on_the_loop_even_with_released_writers_on_their_way(db_dir, opener):
+    # With replies released by the gate, overlapping a fast fsync with the writers'
+    # return measured worse than running it on the loop (Durability's docstring).
     faults = RecordingFsync()
     db = opener(fsync="always", faults=faults)
     durability = Durability(db)
-    fast = (OVERLAP_MIN_SECONDS + INLINE_FSYNC_SECONDS) / 2
 
     async def scenario() -> None:
         first = [durability.after(db.apply([(b"a%d" % i, b"v")]), i) for i in range(3)]
         assert await asyncio.gather(*first) == [0, 1, 2]  # one fsync released three
-        # One of the three is back, two are still on their way: the loop will have their
-        # commands to run, so even a fast fsync runs in the thread meanwhile.
-        durability._disk_seconds = fast
-        lsn = db.apply([(b"b", b"v")])
+        durability._disk_seconds = INLINE_FSYNC_SECONDS / 2
+        lsn = db.apply([(b"b", b"v")])  # one of three is back, two are on their way
         back = durability.after(lsn, "b")
         assert not back.done() and db.commit.synced < lsn
         assert await back == "b"
-        assert faults.threads[-1].startswith("minidb-fsync")
-        # That fsync released one writer, and it is back: nothing to overlap, so the
-        # fsync runs on the loop.
-        durability._disk_seconds = fast
-        assert await durability.after(db.apply([(b"c", b"v")]), "c") == "c"
-        assert faults.threads[-1] == threading.main_thread().name
-        # A fsync shorter than the hop stays on the loop even with writers in flight.
-        more = [durability.after(db.apply([(b"d%d" % i, b"v")]), i) for i in range(3)]
-        assert await asyncio.gather(*more) == [0, 1, 2]
-        durability._disk_seconds = OVERLAP_MIN_SECONDS / 2
-        assert await durability.after(db.apply([(b"e", b"v")]), "e") == "e"
         assert faults.threads[-1] == threading.main_thread().name
 
     asyncio.run(scenario())
