@@ -183,7 +183,9 @@ def accounts(gw: Gateway) -> tuple:
 TCHAR = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-"
 names = st.text(TCHAR, min_size=1, max_size=10).map(lambda s: "X-" + s)
 values = st.from_regex(r"[!-~]([ -~]{0,20}[!-~])?", fullmatch=True)
-segments = st.lists(st.text("abcxyz019-._~", min_size=1, max_size=6), max_size=3)
+# Dot segments ("." or "..") may leave the route: test_unusual_requests covers them.
+segment = st.text("abcxyz019-._~", min_size=1, max_size=6).filter(lambda s: s.strip("."))
+segments = st.lists(segment, max_size=3)
 queries = st.one_of(st.just(""), st.from_regex(r"\?[a-z0-9=&]{0,12}", fullmatch=True))
 
 
