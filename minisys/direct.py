@@ -57,7 +57,7 @@ import socket
 from minisys.logs import get_logger
 from minisys.poller import make_poller
 from minisys.reads import read_buffer
-from minisys.server import LISTEN_BACKLOG, Server
+from minisys.server import LISTEN_BACKLOG, ConnectionHooks, Server
 
 log = get_logger("minisys.direct")
 
@@ -81,54 +81,17 @@ RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 RETRY = (BlockingIOError, InterruptedError)
 
 
-class DirectConnection:
+class DirectConnection(ConnectionHooks):
     """One accepted connection on a raw socket. Subclasses implement `on_data`.
 
-    Same hooks and helpers as `minisys.server.Connection`, and the same attributes the
-    kernel's idle sweep and drain read (`busy`, `_activity`, `_seen_activity`,
-    `_idle_rounds`).
+    The same hooks (`ConnectionHooks`) and helpers as `minisys.server.Connection`.
     """
 
-    server: Server
     sock: socket.socket | None = None
-    peer: tuple | str = ("", 0)
-    busy: bool = False
-    _activity: int = 0
-    _seen_activity: int = -1
-    _idle_rounds: int = 0
-    _closing: bool = False
     _pending: bytearray | None = None  # unsent bytes, waiting for writability
     _reading: bool = False  # registered with the poller for reads
     _paused: bool = False  # the protocol asked to stop reading
     _eof: bool = False  # the peer finished sending
-
-    # --- hooks for subclasses (as in Connection) -------------------------------------
-
-    def on_connect(self) -> None:
-        """Called once the connection is accepted and registered."""
-
-    def on_data(self, data: bytes) -> None:
-        raise NotImplementedError
-
-    def on_eof(self) -> bool | None:
-        """The peer closed its sending side. Return True to keep our side open."""
-        return None
-
-    def on_close(self, exc: Exception | None) -> None:
-        """The connection is gone (either side closed it)."""
-
-    def refusal(self) -> bytes:
-        """Bytes to send before closing a connection that is over the limit."""
-        return b""
-
-    def on_idle(self) -> None:
-        """No bytes for idle_timeout while not busy: by default, hang up."""
-        self.close()
-
-    def on_drain(self) -> None:
-        """Shutdown began. Idle connections close now; busy ones when they finish."""
-        if not self.busy:
-            self.close()
 
     # --- helpers ----------------------------------------------------------------------
 

@@ -65,24 +65,22 @@ def announce_ready(name: str, where: str) -> None:
     sys.stdout.flush()
 
 
-class Connection(BufferedReads):
-    """One accepted connection. Subclasses implement `on_data` and the hooks they need.
+class ConnectionHooks:
+    """What every server-side connection offers its protocol, whatever carries its bytes.
 
-    The base class does the bookkeeping every protocol shares: registering with the server,
-    refusing past the connection limit, idle detection, write backpressure, and draining.
-    Reads go through one reused buffer (`minisys/reads.py` says why and what it saves).
+    The hooks a protocol overrides, with their defaults, and the attributes the server's
+    idle sweep and drain read. `Connection` (below, on an asyncio transport) and
+    `minisys.direct.DirectConnection` (on a raw socket) both build on it, so a protocol
+    moves between the two by changing its base class.
     """
 
     server: Server
-    transport: asyncio.Transport | None = None
-    peer: tuple = ("", 0)
+    peer: tuple | str = ("", 0)
     busy: bool = False
     _activity: int = 0
     _seen_activity: int = -1
     _idle_rounds: int = 0
     _closing: bool = False
-
-    # --- hooks for subclasses -------------------------------------------------------
 
     def on_connect(self) -> None:
         """Called once the connection is accepted and registered."""
@@ -109,6 +107,21 @@ class Connection(BufferedReads):
         """Shutdown began. Idle connections close now; busy ones when they finish."""
         if not self.busy:
             self.close()
+
+    def close(self) -> None:
+        """Hang up (each carrier of the bytes does it its own way)."""
+        raise NotImplementedError
+
+
+class Connection(ConnectionHooks, BufferedReads):
+    """One accepted connection. Subclasses implement `on_data` and the hooks they need.
+
+    The base class does the bookkeeping every protocol shares: registering with the server,
+    refusing past the connection limit, idle detection, write backpressure, and draining.
+    Reads go through one reused buffer (`minisys/reads.py` says why and what it saves).
+    """
+
+    transport: asyncio.Transport | None = None
 
     # --- helpers --------------------------------------------------------------------
 
