@@ -21,11 +21,12 @@ Measured with callgrind before this module existed (lb/README.md): a minimal
 accept-answer-close server costs 280 k instructions per connection with `create_server`
 and 227 k with an accept loop like this one that still built a transport.
 
-A connection object handed to the listener must offer what the idle sweep and the drain
-use (see `minisys.server.Connection`): `busy`, `_activity`, `_seen_activity`,
+The accept loop itself is the kernel's `minisys.direct.RawServer` (mq's `DirectServer`
+is the other one); the lb says only what an accepted socket becomes. A connection object
+handed to the listener must offer what the idle sweep and the drain use (see
+`minisys.server.ConnectionHooks`): `busy`, `_activity`, `_seen_activity`,
 `_idle_rounds`, `on_idle()`, `on_drain()`, `abort()`, plus `start()`; it calls
-`server.forget(self)` when it is closed. The listener overrides only `listen` and
-`stop_listening` of `Server`; the READY line, idle sweep and drain are the kernel's.
+`server.forget(self)` when it is closed.
 
 Simpler than the real thing: HAProxy and nginx accept in a loop bounded like ours
 (`tune.maxaccept`, `multi_accept`), and also pause accepting while at `maxconn` instead
@@ -35,37 +36,19 @@ every minisys server does.
 
 from __future__ import annotations
 
-import asyncio
-import errno
 import socket
 from collections.abc import Callable
 from typing import Any
 
-from minisys.logs import get_logger
-from minisys.server import (
-    LISTEN_BACKLOG,
-    Server,
-    ServerConfig,
-)
-
-log = get_logger("lb.listener")
-
-# Connections accepted per wake-up of the listening socket, so that a burst of new
-# clients cannot starve the established ones (asyncio's own loop uses the backlog).
-ACCEPT_BURST = 128
-
-# Out of descriptors or memory: stop accepting this long, as asyncio does (the clients
-# wait in the kernel's backlog meanwhile).
-ACCEPT_RETRY_DELAY = 1.0
-
-# accept() errors that mean "the process is out of a resource", not "this client failed".
-RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+# Re-exported: the bounds of the accept loop are the kernel's.
+from minisys.direct import ACCEPT_BURST, ACCEPT_RETRY_DELAY, RawServer  # noqa: F401
+from minisys.server import ServerConfig
 
 Accept = Callable[["Listener", socket.socket, tuple], Any]
 
 
-class Listener(Server):
-    """A `Server` whose accepted connections are plain sockets given to `on_accept`."""
+class Listener(RawServer):
+    """A `RawServer` whose accepted connections are plain sockets given to `on_accept`."""
 
     def __init__(
         self,
@@ -77,59 +60,8 @@ class Listener(Server):
     ) -> None:
         super().__init__(name, config, lambda: None, sock=sock)  # type: ignore[arg-type,return-value]
         self.on_accept = on_accept
-        self.listening: socket.socket | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
 
-    async def listen(self, sock: socket.socket | None) -> str:
-        """Bind (or adopt `sock`) and accept with our own loop; `Server.start` does the rest."""
-        self.loop = asyncio.get_running_loop()
-        if sock is None:
-            family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
-            sock = socket.create_server(
-                (self.config.host, self.config.port), family=family, backlog=LISTEN_BACKLOG
-            )
-        sock.setblocking(False)
-        self.listening = sock
-        self.address = sock.getsockname()[:2]
-        self.loop.add_reader(sock.fileno(), self._accept)
-        return f"{self.address[0]}:{self.address[1]}"
-
-    def _accept(self) -> None:
-        listening = self.listening
-        for _ in range(ACCEPT_BURST):
-            try:
-                sock, peer = listening.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except ConnectionAbortedError:
-                continue  # the client gave up while queued
-            except OSError as exc:
-                if exc.errno not in RESOURCE_ERRORS:
-                    raise
-                log.warning(
-                    "%s: cannot accept (%s); pausing %.0fs", self.name, exc, ACCEPT_RETRY_DELAY
-                )
-                self.loop.remove_reader(listening.fileno())
-                self.loop.call_later(ACCEPT_RETRY_DELAY, self._resume_accepting)
-                return
-            if len(self.connections) >= self.config.max_connections or self.draining:
-                self.refused += 1
-                sock.close()
-                continue
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.accepted += 1
-            conn = self.on_accept(self, sock, peer)
-            self.connections.add(conn)
-            conn.start()  # may close it at once (no backend): it is registered by then
-
-    def _resume_accepting(self) -> None:
-        if self.listening is not None and not self.draining:
-            self.loop.add_reader(self.listening.fileno(), self._accept)
-
-    async def stop_listening(self) -> None:
-        """Stop accepting: the first step of a drain."""
-        if self.listening is not None:
-            self.loop.remove_reader(self.listening.fileno())
-            self.listening.close()
-            self.listening = None
+    def admit(self, sock: socket.socket, peer: object) -> None:
+        conn = self.on_accept(self, sock, peer)  # type: ignore[arg-type]
+        self.connections.add(conn)
+        conn.start()  # may close it at once (no backend): it is registered by then

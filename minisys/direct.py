@@ -249,20 +249,41 @@ class DirectConnection(ConnectionHooks):
             self.on_close(exc)
 
 
-class DirectServer(Server):
-    """A `Server` whose connections are `DirectConnection`s on raw sockets."""
+class RawServer(Server):
+    """A `Server` that accepts plain non-blocking sockets itself (no Task, no transport).
+
+    It keeps everything else the kernel does (READY line, inherited sockets, the
+    connection limit, idle sweep, drain) and overrides only `listen`/`stop_listening`:
+
+        listening socket readable ─▶ accept() up to ACCEPT_BURST connections
+            each: over max_connections or draining → `refuse(sock)` (counted as refused)
+                  else → non-blocking, TCP_NODELAY, `admit(sock, peer)`
+
+    Out of descriptors or memory, it stops accepting for ACCEPT_RETRY_DELAY (the clients
+    wait in the backlog). Subclasses say what a socket becomes: `DirectServer` below, and
+    the lb's `Listener`, which splices it to a backend.
+    """
+
+    listening: socket.socket | None = None
+
+    def admit(self, sock: socket.socket, peer: object) -> None:
+        """Make the accepted socket a registered, started connection."""
+        raise NotImplementedError
+
+    def refuse(self, sock: socket.socket) -> None:
+        """Over the limit (or draining): by default, close at once."""
+        sock.close()
 
     async def listen(self, sock: socket.socket | None) -> str:
         """Bind (or adopt `sock`) and accept ourselves; `Server.start` does the rest."""
         self.loop = asyncio.get_running_loop()
-        self.poller = make_poller(self.loop)
         if sock is None:
             family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
             sock = socket.create_server(
                 (self.config.host, self.config.port), family=family, backlog=LISTEN_BACKLOG
             )
         sock.setblocking(False)
-        self.listening: socket.socket | None = sock
+        self.listening = sock
         self.loop.add_reader(sock.fileno(), self._accept)
         if sock.family == socket.AF_UNIX:
             return f"unix:{sock.getsockname()}"
@@ -291,27 +312,14 @@ class DirectServer(Server):
                 self.loop.call_later(ACCEPT_RETRY_DELAY, self._resume_accepting)
                 return
             sock.setblocking(False)
-            conn = self.protocol_factory()
             if len(self.connections) >= self.config.max_connections or self.draining:
-                self._refuse(conn, sock)
+                self.refused += 1
+                self.refuse(sock)
                 continue
             if tcp:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.accepted += 1
-            self.connections.add(conn)  # type: ignore[arg-type]
-            conn.start(self, sock, peer, self.poller)  # type: ignore[attr-defined]
-
-    def _refuse(self, conn: DirectConnection, sock: socket.socket) -> None:
-        """Over the limit (or draining): the protocol's refusal, if any, then close."""
-        self.refused += 1
-        conn.server = self
-        refusal = conn.refusal()
-        if refusal:
-            try:
-                sock.send(refusal)
-            except OSError:
-                pass  # best effort, as a refused client may be gone already
-        sock.close()
+            self.admit(sock, peer)
 
     def _resume_accepting(self) -> None:
         if self.listening is not None and not self.draining:
@@ -323,3 +331,28 @@ class DirectServer(Server):
             self.loop.remove_reader(self.listening.fileno())
             self.listening.close()
             self.listening = None
+
+
+class DirectServer(RawServer):
+    """A `RawServer` whose connections are `DirectConnection`s (the protocol factory's)."""
+
+    async def listen(self, sock: socket.socket | None) -> str:
+        self.poller = make_poller(asyncio.get_running_loop())
+        return await super().listen(sock)
+
+    def admit(self, sock: socket.socket, peer: object) -> None:
+        conn = self.protocol_factory()
+        self.connections.add(conn)  # type: ignore[arg-type]
+        conn.start(self, sock, peer, self.poller)  # type: ignore[attr-defined]
+
+    def refuse(self, sock: socket.socket) -> None:
+        """The protocol's refusal, if any, then close."""
+        conn = self.protocol_factory()
+        conn.server = self
+        refusal = conn.refusal()
+        if refusal:
+            try:
+                sock.send(refusal)
+            except OSError:
+                pass  # best effort, as a refused client may be gone already
+        sock.close()

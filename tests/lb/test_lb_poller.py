@@ -99,6 +99,7 @@ class OutOfDescriptors:
 
     def __init__(self, real: socket.socket) -> None:
         self.real = real
+        self.family = real.family
         self.calls = 0
 
     def fileno(self) -> int:
