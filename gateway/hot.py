@@ -42,7 +42,6 @@ from .auth import AuthError
 from .breaker import CLOSED
 from .hot_parse import joined, scan_request, scan_response
 from .proxy import REQUEST_ID_RE, new_request_id
-from .ratelimit import Check
 from .ratelimit import headers as ratelimit_headers
 from .token_bucket import NS_PER_S
 from .trip import Refusal, Trip
@@ -128,14 +127,7 @@ class HotPath:
             return False  # a stand-in transport (tests) only speaks the general way
         peer = conn.peer
         client_ip = str(peer[0]) if peer else ""
-        plan = gateway._plans.get((route.name, consumer.id if consumer is not None else None))
-        if plan is None:
-            plan = gateway._plan(route, consumer)
-        checks, shared = plan
-        if consumer is None and route.client_limit is not None:
-            client = Check("client", route.client_limit, f"{route.name}|{client_ip}")
-            checks = [*checks, client]
-            shared = shared or route.client_limit.policy == "shared"
+        checks, shared = gateway._checks(route, consumer, client_ip)
         if shared:
             return False
         limit_lines = b""

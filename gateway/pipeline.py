@@ -270,14 +270,7 @@ class Gateway:
                 self.metrics.auth_failures.inc(route=route.name, status="403")
                 raise Refusal(403, f"consumer {consumer.id!r} may not use this route", "forbidden")
 
-        plan = self._plans.get((route.name, consumer.id if consumer is not None else None))
-        if plan is None:
-            plan = self._plan(route, consumer)
-        checks, shared = plan
-        if consumer is None and route.client_limit is not None:
-            client = Check("client", route.client_limit, f"{route.name}|{trip.client_ip}")
-            checks = [*checks, client]
-            shared = shared or route.client_limit.policy == "shared"
+        checks, shared = self._checks(route, consumer, trip.client_ip)
         if not checks:
             return route, target, consumer, None
         if shared:
@@ -285,6 +278,20 @@ class Gateway:
         # Local buckets only: no store to wait for, so no coroutine either.
         self._limit_outcomes(route, self.limiter.check_local(checks), trip.extra)
         return route, target, consumer, None
+
+    def _checks(
+        self, route: Route, consumer: Consumer | None, client_ip: str
+    ) -> tuple[list[Check], bool]:
+        """The bucket checks of one request, and whether any is shared (kept in kvcache)."""
+        plan = self._plans.get((route.name, consumer.id if consumer is not None else None))
+        if plan is None:
+            plan = self._plan(route, consumer)
+        checks, shared = plan
+        if consumer is None and route.client_limit is not None:
+            client = Check("client", route.client_limit, f"{route.name}|{client_ip}")
+            checks = [*checks, client]
+            shared = shared or route.client_limit.policy == "shared"
+        return checks, shared
 
     def _plan(self, route: Route, consumer: Consumer | None) -> tuple[list[Check], bool]:
         """The consumer and route limits of one (route, consumer), remembered until `apply`."""
