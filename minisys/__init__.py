@@ -8,6 +8,9 @@ A map of the kernel, in the order a request meets it:
 - `serverconfig.py` the flags every server takes (no asyncio, so a server can bind first)
 - `server.py`     bind, accept, connection limits, idle timeouts, graceful drain, READY lines
 - `reads.py`      every socket reads into one reused buffer (and why that matters)
+- `ticker.py`     periodic work from a sleeping thread (an armed asyncio timer taxes every turn)
+- `poller.py`     an epoll selector that calls raw sockets' owners directly (lb, mq)
+- `direct.py`     a server connection on a raw socket instead of a transport (mq; lb's accept)
 - `pipelining.py` a client connection with many requests in flight (RESP and beanstalkd)
 - `proxyproto.py` PROXY protocol v1, which the lb prepends so the gateway learns the client
 - `http/`         HTTP/1.1: sans-I/O codec, server, pooled client, a small web framework
