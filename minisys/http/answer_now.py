@@ -78,12 +78,7 @@ class AnswerNow:
 
     def answer_now(self, request: Request, response: Response) -> None:
         """The response to the request `handle_now` took (bytes bodies only)."""
-        if self._now is not request:
-            return  # abandoned meanwhile (handler timeout, client gone)
-        self._now = None
-        self.cancel_now = None
-        self._in_handler = False
-        if self._closing:
+        if not self._answering(request):
             return
         if type(response) is not Response or type(response.body) is not bytes:
             try:
@@ -96,6 +91,16 @@ class AnswerNow:
         self._write_response(request, response)
         if not self._closing:
             self._dispatch()
+
+    def _answering(self, request: Any) -> bool:
+        """Is `request` still the one in flight (not abandoned by a handler timeout or a
+        gone client)? If so it is no longer out; True when its answer can be written."""
+        if self._now is not request:
+            return False
+        self._now = None
+        self.cancel_now = None
+        self._in_handler = False
+        return not self._closing
 
     def start_raw(self, request: Any, cancel: Callable[[], None]) -> None:
         """`take_request` took `request` (any object with `method`, `target`, `version`
@@ -111,12 +116,7 @@ class AnswerNow:
         """The response to a request `start_raw` took: `parts` are its status line and
         fields (each ending in CRLF, with Content-Length), `body` its bytes. The server
         adds Date/Server and, when it will not keep the connection, `Connection: close`."""
-        if self._now is not request:
-            return  # abandoned meanwhile (handler timeout, client gone)
-        self._now = None
-        self.cancel_now = None
-        self._in_handler = False
-        if self._closing:
+        if not self._answering(request):
             return
         settings = self.settings
         parts.append(common_bytes(settings.server_header))
