@@ -95,13 +95,15 @@ class Transport(Protocol):
         port: int,
         method: str,
         target: str,
-        headers: list,
+        headers: list | bytes,
         body: bytes,
         timeout: float,
     ) -> Any:
         """The response, or raise ConnectFailed / UpstreamReset / UpstreamTimeout.
 
-        `timeout` bounds the whole attempt (connect + write + read).
+        `timeout` bounds the whole attempt (connect + write + read). `headers` may instead
+        be the whole request already serialized (bytes, from hot.py; `target` and `body`
+        are then unused).
         """
 
 
@@ -125,7 +127,7 @@ class HttpTransport:
         port: int,
         method: str,
         target: str,
-        headers: list,
+        headers: list | bytes,
         body: bytes,
         timeout: float,
     ) -> Any:
@@ -265,7 +267,7 @@ class UpstreamPool:
         self,
         method: str,
         target: str,
-        headers: list,
+        headers: list | bytes,
         body: bytes,
         resume: tuple[float, set[int], list[Attempt], Exception] | None = None,
     ) -> Forwarded:
@@ -273,7 +275,8 @@ class UpstreamPool:
 
         Raises NoMember (breaker open), ConnectFailed, UpstreamReset or UpstreamTimeout
         when every allowed attempt failed. `resume` (deadline, members tried, attempts,
-        last error) continues after a first attempt made by `forward_now`.
+        last error) continues after a first attempt made by `forward_now`. `headers` may
+        be the whole serialized request (see `Transport.send`).
         """
         s = self.settings
         if resume is None:
