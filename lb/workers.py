@@ -158,9 +158,12 @@ class Supervisor:
         worker.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "minisys.child", "lb", *self.argv,
             env=env, pass_fds=(worker.sock.fileno(),),
-            # Its own session: a Ctrl-C in the terminal reaches only the master, which then
-            # stops the workers once, in order (a second signal would skip their drain).
-            start_new_session=True,
+            # Its own process group: a Ctrl-C in the terminal reaches only the master, which
+            # then stops the workers once, in order (a second signal would skip their drain).
+            # Not its own session: with the kernel's autogroup scheduling, each session is
+            # scheduled as one group, and a worker in a group of its own preempted whatever
+            # ran (wrk, nginx, …) on every wake-up (see "Several processes" in README.md).
+            process_group=0,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, limit=MAX_LINE,
         )  # fmt: skip

@@ -49,6 +49,12 @@ def test_every_worker_serves_and_admin_changes_reach_all(kit):
             # The kernel spread the 40 connections over both workers' sockets.
             assert all(w["accepted"] > 0 for w in workers), workers
             assert stats["lb"]["accepted"] == sum(w["accepted"] for w in workers) == 40
+            # Each worker leads its own process group (a terminal's Ctrl-C reaches only the
+            # master) but stays in the master's session: the kernel's autogroup scheduling
+            # then treats them as one program instead of one group per worker.
+            for pid in (w["pid"] for w in workers):
+                assert os.getpgid(pid) == pid != os.getpgid(proc.pid)
+                assert os.getsid(pid) == os.getsid(proc.pid)
             backends = {x["name"]: x for x in stats["backends"]}
             assert backends[name_a]["total"] + backends[name_b]["total"] == 40
             assert len(backends[name_a]["workers"]) == WORKERS
