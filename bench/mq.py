@@ -13,7 +13,9 @@ over the rounds):
        in-memory figure can be judged against what asyncio itself allows here; once with
        asyncio's default reads, once reading into a reused buffer (recv_into), and once
        on the raw-socket layer and loop mq itself runs on (`--serve-bare-direct`:
-       minisys/direct.py on minisys/poller.py's ServingSelector). For each, the server
+       minisys/direct.py on minisys/poller.py's ServingSelector), and once on the least a
+       Python server can do (`--serve-bare-epoll`: one epoll loop, no asyncio, no
+       connection layer; the floor for any pure-Python mq). For each, the server
        process's CPU time per job (/proc/<pid>/schedstat; steadier than wall clock on a
        shared machine);
     2. server-bound: 4 raw connections each pipelining batches of 100 puts, then batches
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import select
 import shutil
 import socket
 import statistics
@@ -60,6 +63,7 @@ BARE_LABELS = {
     "bare": "bare_asyncio",
     "bare-buffered": "bare_asyncio_recv_into",
     "bare-direct": "bare_direct_selector",
+    "bare-epoll": "bare_epoll_floor",
 }
 # Jobs run before the timed part of a latency run (connection set up, caches warm).
 WARMUP_JOBS = 300
@@ -84,7 +88,7 @@ class Server(RealServer):
             cmd = ["beanstalkd", "-l", "127.0.0.1", "-p", str(port)]
             if data_dir:
                 cmd += ["-b", data_dir] + (["-f", "0"] if fsync else ["-F"])
-        else:  # "bare", "bare-buffered", "bare-direct": the ceilings
+        else:  # "bare", "bare-buffered", "bare-direct", "bare-epoll": the ceilings
             cmd = [sys.executable, str(Path(__file__).resolve()), f"--serve-{kind}", str(port)]
         super().__init__(
             cmd, port, timeout=START_TIMEOUT, interval=0.002, stop_timeout=30, cwd=ROOT
@@ -188,7 +192,52 @@ class BareDirect(DirectConnection):
     on_data = BareProtocol.data_received
 
 
+def serve_bare_epoll(port: int) -> None:
+    """The floor: the least a Python server can do for the greenstalk exchange.
+
+    One epoll loop, one `recv_into` and one `send` per command, the reply chosen by the
+    packet's first byte (greenstalk sends each command, a put with its body, in one
+    write, so here every read is taken to be exactly one whole command). No asyncio, no
+    connection layer, no parser, no limits, no timers: what is left is the interpreter's
+    cost of the three system calls per command, under every pure-Python server, mq
+    included.
+    """
+    listener = socket.create_server(("127.0.0.1", port))
+    epoll = select.epoll()
+    epoll.register(listener.fileno(), select.EPOLLIN)
+    conns: dict[int, socket.socket] = {}
+    buffer = bytearray(64 * 1024)
+    view = memoryview(buffer)
+    jobs, body = 0, b""
+    while True:
+        for fd, _ in epoll.poll(-1, 42):
+            sock = conns.get(fd)
+            if sock is None:
+                sock, _ = listener.accept()
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conns[sock.fileno()] = sock
+                epoll.register(sock.fileno(), select.EPOLLIN)
+                continue
+            n = sock.recv_into(buffer)
+            if not n:
+                epoll.unregister(fd)
+                del conns[fd]
+                sock.close()
+            elif buffer[0] == 112:  # "put <pri> <delay> <ttr> <bytes>\r\n<body>\r\n"
+                body = view[buffer.find(b"\r\n") + 2 : n - 2].tobytes()
+                jobs += 1
+                sock.send(b"INSERTED %d\r\n" % jobs)
+            elif buffer[0] == 114:  # "reserve"
+                sock.send(b"RESERVED %d %d\r\n%b\r\n" % (jobs, len(body), body))
+            else:  # "delete <id>"
+                sock.send(b"DELETED\r\n")
+
+
 def serve_bare(port: int, kind: str) -> None:
+    if kind == "bare-epoll":
+        serve_bare_epoll(port)
+        return
+
     async def main() -> None:
         if kind == "bare-direct":
             config = ServerConfig(port=port, idle_timeout=0)
@@ -312,6 +361,7 @@ def main() -> int:
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare-buffered", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare-direct", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-bare-epoll", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     for kind in BARE_LABELS:
         port = getattr(args, f"serve_{kind.replace('-', '_')}")
