@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 
 import pytest
 
@@ -292,23 +293,25 @@ def test_inserted_is_sent_only_after_the_fsync(tmp_path, monkeypatch):
     """fsync=always: the reply to a put waits for the write + fdatasync of its record."""
     from mq.server import BeanstalkConnection, MqApp
 
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    peer.setblocking(False)
     synced: list[bool] = []
     real_fdatasync = os.fdatasync
 
+    def unsent() -> bool:
+        try:
+            peer.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return True
+        return False
+
     def fdatasync(fd: int) -> None:
+        assert unsent(), "a reply left before its record was on disk"
         real_fdatasync(fd)
         synced.append(True)
 
     monkeypatch.setattr(os, "fdatasync", fdatasync)
-
-    class FakeSocket:
-        def __init__(self) -> None:
-            self.data = b""
-
-        def send(self, data: bytes) -> int:
-            assert synced, "a reply left before its record was on disk"
-            self.data += data
-            return len(data)
 
     class FakeServer:
         draining = False
@@ -321,12 +324,16 @@ def test_inserted_is_sent_only_after_the_fsync(tmp_path, monkeypatch):
         app = MqApp(journal=journal, queue=queue)
         conn = BeanstalkConnection(app)
         conn.server = FakeServer()
-        conn.sock = FakeSocket()
+        conn.sock, conn.fd = ours, ours.fileno()
         conn.on_connect()
         conn.on_data(b"put 1 0 60 5\r\nhello\r\n")
-        assert conn.sock.data == b"" and conn.busy  # held
+        assert unsent() and conn.busy  # held
         await settle(journal)
-        assert conn.sock.data == b"INSERTED 1\r\n" and not conn.busy
+        assert synced and peer.recv(100) == b"INSERTED 1\r\n" and not conn.busy
         await journal.close()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        ours.close()
+        peer.close()
