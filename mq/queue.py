@@ -55,6 +55,13 @@ Delivery = tuple[Client, "Job | str"]
 ChangeListener = Callable[[Job, str, bool], None]
 
 
+def _live_deadline(reserved: dict[int, Job], entry: tuple[float, int, int]) -> bool:
+    """A client's TTR deadline entry still counts: its job is still reserved by that
+    client, and not touched since (a touch pushes a new entry with the new `gen`)."""
+    job = reserved.get(entry[1])
+    return job is not None and job.gen == entry[2]
+
+
 def _no_journal(job: Job, kind: str, must_sync: bool) -> None:
     """The change listener of a queue kept in memory only."""
 
@@ -220,10 +227,11 @@ class Queue:
         client.reserved[job.id] = job
         tube.reserved_count += 1
         deadlines = client.deadlines
-        if len(deadlines) > 2 * len(client.reserved) + STALE_SLACK:
-            deadlines[:] = [e for e in deadlines if e[3].gen == e[2] and e[3].reserver is client]
+        reserved = client.reserved
+        if len(deadlines) > 2 * len(reserved) + STALE_SLACK:
+            deadlines[:] = [e for e in deadlines if _live_deadline(reserved, e)]
             heapq.heapify(deadlines)
-        heapq.heappush(deadlines, (job.deadline, job.id, job.gen, job))
+        heapq.heappush(deadlines, (job.deadline, job.id, job.gen))
         if job.deadline < client.ttr_at:
             self._schedule_ttr(client, job.deadline)
         if self.on_change is not _no_journal:
@@ -386,7 +394,7 @@ class Queue:
             return False
         job.deadline = now + job.ttr
         job.gen += 1
-        heapq.heappush(client.deadlines, (job.deadline, job.id, job.gen, job))
+        heapq.heappush(client.deadlines, (job.deadline, job.id, job.gen))
         if job.deadline < client.ttr_at:
             self._schedule_ttr(client, job.deadline)
         return True
@@ -467,8 +475,9 @@ class Queue:
                     client.ttr_at = math.inf
                     heap = client.deadlines
                     while heap and heap[0][0] <= now:
-                        _, _, job_gen, job = heapq.heappop(heap)
-                        if job.gen == job_gen and job.state == RESERVED:
+                        _, job_id, job_gen = heapq.heappop(heap)
+                        job = client.reserved.get(job_id)
+                        if job is not None and job.gen == job_gen:
                             self._leave(job)
                             self._make_ready(job, "ttr-expired")
                             job.timeouts += 1
