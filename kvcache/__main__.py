@@ -16,6 +16,7 @@ import sys
 from kvcache.commands_server import parse_memory
 from kvcache.eviction import POLICIES
 from kvcache.server import kvcache_server, start_active_expiry
+from minisys.poller import ServingLoopPolicy
 from minisys.server import add_server_arguments, run, serve, server_config_from_args
 
 # Where kvcache listens unless told otherwise (Redis's 6379 stays free for the real one).
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             sweeper.stop()
 
+    # Our loop's selector calls each client socket's read straight from epoll and returns
+    # to asyncio only when it has work (minisys/poller.py; minisys/resp/server.py).
+    asyncio.set_event_loop_policy(ServingLoopPolicy())
     return run(amain, component="kvcache", config=config)
 
 

@@ -11,8 +11,10 @@ real tools:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
+from minisys.poller import ServingLoopPolicy
 from minisys.server import add_server_arguments, run, serve, server_config_from_args
 
 from .engine import DEFAULT_MAX_FILE_SIZE, DEFAULT_MERGE_DEAD_RATIO, DEFAULT_MERGE_MIN_DEAD_BYTES
@@ -61,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
 
         await serve(server, on_stop=on_stop)
 
+    # Our loop's selector calls each client socket's read straight from epoll and returns
+    # to asyncio only when it has work (minisys/poller.py; minisys/resp/server.py).
+    asyncio.set_event_loop_policy(ServingLoopPolicy())
     return run(amain, component="minidb", config=config)
 
 

@@ -17,7 +17,9 @@ Simpler than the real thing: no options on SET, no expiry, no types.
 from __future__ import annotations
 
 import argparse
+import asyncio
 
+from minisys.poller import ServingLoopPolicy
 from minisys.resp.engine import CommandTable, Engine, Session
 from minisys.resp.server import RespServer, resp_server
 from minisys.resp.values import SimpleString
@@ -71,4 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     async def amain() -> None:
         await serve(demo_server(config, requirepass=args.requirepass))
 
+    # Our loop's selector calls each client socket's read straight from epoll and returns
+    # to asyncio only when it has work (minisys/poller.py; minisys/resp/server.py).
+    asyncio.set_event_loop_policy(ServingLoopPolicy())
     return run(amain, component="resp-demo", config=config)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from minisys.direct import DirectServer
 from minisys.resp.engine import CommandTable, Engine
 from minisys.resp.server import Held, ReplyGate, RespConnection
 from minisys.resp.values import RespError, SimpleString
-from minisys.server import Server, ServerConfig
+from minisys.server import ServerConfig
 from minisys.testing import async_wait_until
 
 CONFIG = ServerConfig(port=0, drain_timeout=2.0, idle_timeout=0)
@@ -48,24 +49,31 @@ def gated_engine(gate: ReplyGate, counter: Counter) -> Engine:
     return Engine(table)
 
 
+class CountingSocket:
+    """An accepted socket whose every send is recorded (the server sends on its hot path)."""
+
+    def __init__(self, sock) -> None:
+        self._sock = sock
+
+    def send(self, data: bytes) -> int:
+        sent = self._sock.send(data)
+        CountingConnection.writes.append(bytes(data[:sent]))
+        return sent
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
+
+
 class CountingConnection(RespConnection):
     writes: list[bytes] = []
 
-    # Counted at the transport: the server writes there directly on its hot path.
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        write = transport.write
-
-        def counted(data: bytes) -> None:
-            CountingConnection.writes.append(data)
-            write(data)
-
-        transport.write = counted
-        super().connection_made(transport)
+    def start(self, server, sock, peer, poller) -> None:
+        super().start(server, CountingSocket(sock), peer, poller)
 
 
 @contextlib.asynccontextmanager
 async def serving(engine: Engine):
-    server = Server("gate-test", CONFIG, lambda: CountingConnection(engine))
+    server = DirectServer("gate-test", CONFIG, lambda: CountingConnection(engine))
     await server.start()
     try:
         yield server

@@ -1,4 +1,9 @@
-"""The asyncio RESP server shell over real loopback sockets (in-process, port 0)."""
+"""The RESP server shell over real loopback sockets (in-process, port 0).
+
+Every socket test runs on the loop `python -m kvcache`/`minidb` install (epoll callbacks
+called straight from minisys.poller's ServingSelector) and on a plain asyncio loop (the
+LoopPoller fallback of minisys.direct).
+"""
 
 from __future__ import annotations
 
@@ -10,13 +15,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from minisys import poller
+from minisys.direct import DirectServer
 from minisys.resp import encode_command
 from minisys.resp import server as resp_server_module
 from minisys.resp.client import RespClient
 from minisys.resp.engine import CommandTable, Engine
 from minisys.resp.server import RespConnection, resp_server
 from minisys.resp.values import RespError, SimpleString
-from minisys.server import Server, ServerConfig
+from minisys.server import ServerConfig
 from minisys.testing import async_wait_until
 
 CONFIG = ServerConfig(port=0, drain_timeout=2.0, idle_timeout=0)
@@ -78,7 +85,7 @@ def make_engine(gate: asyncio.Event | None = None) -> Engine:
 
 @contextlib.asynccontextmanager
 async def serving(engine: Engine, connection_class=RespConnection, config=CONFIG):
-    server = Server("resp-test", config, lambda: connection_class(engine))
+    server = DirectServer("resp-test", config, lambda: connection_class(engine))
     await server.start()
     try:
         yield server
@@ -98,24 +105,45 @@ async def until(predicate) -> None:
     await async_wait_until(check, timeout=READ_TIMEOUT)
 
 
+LOOPS = {"serving-selector": lambda: poller.new_event_loop(serving=True), "plain-loop": None}
+loop_factory = None  # the loop the current test runs on (set by the fixture below)
+
+
+@pytest.fixture(autouse=True, params=list(LOOPS))
+def each_loop(request):
+    global loop_factory
+    loop_factory = LOOPS[request.param]
+    yield
+    loop_factory = None
+
+
 def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 20))
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(asyncio.wait_for(coro, 20))
+
+
+class CountingSocket:
+    """An accepted socket whose every send is recorded (the server sends on its hot path)."""
+
+    def __init__(self, sock, writes: list[bytes]) -> None:
+        self._sock = sock
+        self._writes = writes
+
+    def send(self, data: bytes) -> int:
+        sent = self._sock.send(data)
+        self._writes.append(bytes(data[:sent]))
+        return sent
+
+    def __getattr__(self, name: str):
+        return getattr(self._sock, name)
 
 
 def counting_connection(writes: list[bytes]) -> type[RespConnection]:
-    """A RespConnection whose every write to the socket is recorded in `writes`."""
+    """A RespConnection whose every send to the socket is recorded in `writes`."""
 
     class Counting(RespConnection):
-        # Counted at the transport: the server writes there directly on its hot path.
-        def connection_made(self, transport: asyncio.Transport) -> None:
-            write = transport.write
-
-            def counted(data: bytes) -> None:
-                writes.append(data)
-                write(data)
-
-            transport.write = counted
-            super().connection_made(transport)
+        def start(self, server, sock, peer, poller) -> None:
+            super().start(server, CountingSocket(sock, writes), peer, poller)
 
     return Counting
 
@@ -337,33 +365,46 @@ def test_a_client_that_does_not_read_stops_its_pipeline():
     run(main())
 
 
-class FakeTransport:
-    """Records what the connection writes; no socket involved."""
+class FakeSocket:
+    """Records what the connection sends (the kernel takes every byte); no real socket."""
 
     def __init__(self) -> None:
         self.written = bytearray()
         self.closed = False
 
-    def write(self, data: bytes) -> None:
+    def send(self, data: bytes) -> int:
         self.written += data
+        return len(data)
+
+    def fileno(self) -> int:
+        return 99
 
     def close(self) -> None:
         self.closed = True
 
-    def get_extra_info(self, name: str) -> object:
-        return ("127.0.0.1", 1)
+
+class FakePoller:
+    def add_reader(self, fd, callback) -> None:
+        pass
+
+    def remove_reader(self, fd) -> None:
+        pass
+
+
+class FakeServer:
+    draining = False
+    loop = type("FakeLoop", (), {"call_soon": lambda self, *args: None})()
 
 
 def fed_in_pieces(pieces: list[bytes]) -> tuple[bytes, bool]:
     conn = RespConnection(make_engine())
-    conn.server = type("FakeServer", (), {"draining": False})()
-    conn.transport = FakeTransport()
-    conn.on_connect()
+    sock = FakeSocket()
+    conn.start(FakeServer(), sock, ("127.0.0.1", 1), FakePoller())
     for piece in pieces:
-        if conn.transport.closed:
+        if sock.closed:
             break
         conn.on_data(piece)
-    return bytes(conn.transport.written), conn.transport.closed
+    return bytes(sock.written), sock.closed
 
 
 requests = st.lists(
