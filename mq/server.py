@@ -33,6 +33,7 @@ import collections
 import math
 import os
 import time
+from os import write as _write  # as minisys/direct.py writes (no "y*|i" argument parsing)
 from typing import TYPE_CHECKING
 
 from minisys.beanstalk import codec
@@ -232,13 +233,11 @@ class BeanstalkConnection(DirectConnection):
 
     # --- input ------------------------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
-        # The kernel's data_received counts activity, then calls on_data; doing both here
-        # saves a call on the hottest path (one read per command when nothing is pipelined).
-        self._activity += 1
-        self.parser.feed(data)
+    def on_data(self, data: bytes) -> None:
+        parser = self.parser
+        parser.feed(data)
         if self.waiting:
-            if self.parser.buffered > MAX_INPUT_BUFFER:
+            if parser.buffered > MAX_INPUT_BUFFER:
                 self.pause_reading()
                 self._paused_input = True
             return
@@ -254,8 +253,6 @@ class BeanstalkConnection(DirectConnection):
             log.exception("mq: internal error; closing connection from %s", self.peer)
             self.write(codec.INTERNAL_ERROR)
             self.close()
-
-    on_data = data_received
 
     def _process(self) -> None:
         """Run every complete command buffered (until a reserve has to wait); reply once."""
@@ -278,6 +275,24 @@ class BeanstalkConnection(DirectConnection):
             reply = _HANDLERS[name](self, args, body, now)
             if reply is not None:
                 out.append(reply)
+        if (
+            len(out) == 1
+            and self._pending is None
+            and not (self._closing or self._quit)
+            and self.app.journal is None
+        ):
+            # The usual end of a packet: one reply, no journal, nothing unsent before it.
+            # _flush's last branch inline (a call less per command, ~1.5k instructions
+            # per job with the send).
+            data = out.pop()
+            try:
+                sent = _write(self.fd, data)
+            except OSError:
+                self.write(data)  # would block, or an error: write() deals with both
+            else:
+                if sent < len(data):
+                    self.keep_unsent(data, sent)
+            return
         self._flush()
 
     def delivered(self, what: Job | str) -> None:
@@ -313,7 +328,7 @@ class BeanstalkConnection(DirectConnection):
             elif self._pending is None and not self._closing:
                 # self.write(data), inline (one call less per reply, ~400 instructions)
                 try:
-                    sent = self.sock.send(data)  # type: ignore[union-attr]
+                    sent = _write(self.fd, data)
                 except OSError:
                     self.write(data)  # would block, or an error: write() deals with both
                 else:

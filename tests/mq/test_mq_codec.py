@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from pathlib import Path
 
 from hypothesis import given
@@ -225,34 +226,39 @@ def _examples() -> list[tuple[bytes, bytes, list[bytes]]]:
 def test_protocol_md_examples_run_as_documented():
     from mq.server import BeanstalkConnection, MqApp
 
-    class FakeSocket:
-        def __init__(self) -> None:
-            self.data = b""
-
-        def send(self, data: bytes) -> int:
-            self.data += data
-            return len(data)
-
     class FakeServer:
         draining = False
 
     examples = _examples()
     assert len(examples) >= 5
+    ours, peer = socket.socketpair()
+    peer.setblocking(False)
+
+    def received() -> bytes:
+        data = b""
+        while True:
+            try:
+                data += peer.recv(1 << 16)
+            except BlockingIOError:
+                return data
 
     async def run() -> None:
         app = MqApp()
         conn = BeanstalkConnection(app)
         conn.server = FakeServer()
-        conn.sock = FakeSocket()
+        conn.sock, conn.fd = ours, ours.fileno()
         conn.on_connect()
         for request, reply, dumps in examples:
             for dump in dumps:
                 assert dump in request + reply
-            conn.sock.data = b""
             conn.on_data(request)
-            assert conn.sock.data == reply, request
+            assert received() == reply, request
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        ours.close()
+        peer.close()
 
 
 def test_protocol_md_journal_example():
