@@ -313,13 +313,23 @@ class CommandParser:
                 pos = end + 2
                 self._discarding = False
                 continue
+            first = data[pos]
+            if first == 100 and data.startswith(b"delete ", pos):
+                # A worker's `delete <id>`, the one id command on the hot path: two C
+                # scans instead of _ID_LINE's regex (~1k instructions less per delete).
+                end = data.find(b"\r\n", pos + 7, pos + 29)  # room for 20 digits
+                digits = data[pos + 7 : end]
+                if end > 0 and digits.isdigit():  # (ASCII digits only, for bytes)
+                    value = int(digits)
+                    if value <= U64_MAX:
+                        self.pos = end + 2
+                        return _new(Command, ("delete", (value,), None))
             left = end_data - pos
             if _SHORTEST_NO_ARGS <= left <= _LONGEST_NO_ARGS:
                 command = _NO_ARGS_PACKETS.get(data[pos:] if pos else data)
                 if command is not None:
                     self.pos = end_data
                     return command
-            first = data[pos]
             if first == 112:  # "p": a put header seen before?
                 end = data.find(b"\r\n", pos, pos + MAX_LINE)
                 known = _PUT_HEADERS.get(data[pos:end]) if end > 0 else None

@@ -93,18 +93,20 @@ def test_every_case_whole_bytewise_and_with_trailing_data():
 
 
 WORDS = [w.decode() for w in _PREFIX_ORDER] + ["put", "reserve-with-timeout", "x", ""]
+ARGS = ["0", "7", "007", "-1", "18446744073709551616", "123456789012345678901", "a", "", " "]
+ARGS += ["(b)", "1\r"]
 
 
 @given(
     word=st.sampled_from(WORDS),
     args=st.lists(
-        st.sampled_from(["0", "7", "007", "-1", "18446744073709551616", "a", "", " ", "(b)"]),
+        st.sampled_from(ARGS),
         max_size=3,
     ),
     sep=st.sampled_from([" ", "  "]),
 )
 def test_fast_paths_answer_as_parse_line_does(word, args, sep):
-    # The parser's shortcuts (whole-packet lookup, one-id regex, put regex) must give
+    # The parser's shortcuts (whole-packet lookup, `delete <id>`, one-id regex, put regex) must give
     # exactly what the general path gives, alone, after another command, and bytewise.
     line = (word.strip() + sep + sep.join(args)).rstrip(" ").encode()
     if line.startswith(b"put "):
