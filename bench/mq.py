@@ -17,7 +17,8 @@ over the rounds):
        Python server can do (`--serve-bare-epoll`: one epoll loop, no asyncio, no
        connection layer; the floor for any pure-Python mq). For each, the server
        process's CPU time per job (/proc/<pid>/schedstat; steadier than wall clock on a
-       shared machine);
+       shared machine) and the client's (greenstalk, in this process), printed beside
+       the wall time per job;
     2. server-bound: 4 raw connections each pipelining batches of 100 puts, then batches
        of 100 reserves followed by their 100 deletes;
     3. journal bytes per job (puts of 100-byte bodies, after a clean shutdown) and the
@@ -104,8 +105,11 @@ def cpu_seconds(pid: int) -> float:
         return int(f.read().split()[0]) / 1e9
 
 
-def latency_bound(server: Server, jobs: int) -> tuple[float, float]:
-    """(jobs per second, server CPU microseconds per job) for the greenstalk loop."""
+def latency_bound(server: Server, jobs: int) -> tuple[float, float, float]:
+    """(jobs per second, server CPU microseconds per job, client CPU microseconds per job)
+    for the greenstalk loop. The client's CPU is this process's (greenstalk runs here);
+    what a job's wall time holds beyond the two is time neither process was running:
+    the kernel carrying the bytes across and waking the other side."""
     import greenstalk
 
     with greenstalk.Client(("127.0.0.1", server.port), encoding=None) as client:
@@ -113,13 +117,16 @@ def latency_bound(server: Server, jobs: int) -> tuple[float, float]:
             client.put(BODY)
             client.delete(client.reserve())
         cpu = cpu_seconds(server.pid)
+        client_cpu = time.process_time()
         started = time.perf_counter()
         for _ in range(jobs):
             client.put(BODY)
             job = client.reserve()
             client.delete(job)
         elapsed = time.perf_counter() - started
-        return jobs / elapsed, (cpu_seconds(server.pid) - cpu) * 1e6 / jobs
+        client_cpu = time.process_time() - client_cpu
+        server_cpu = cpu_seconds(server.pid) - cpu
+        return jobs / elapsed, server_cpu * 1e6 / jobs, client_cpu * 1e6 / jobs
 
 
 class BareProtocol(asyncio.Protocol):
@@ -386,9 +393,11 @@ def main() -> int:
         for kind in kinds if round_no % 2 == 0 else kinds[::-1]:
             server = Server(kind)
             try:
-                rate, cpu = latency_bound(server, args.jobs)
+                rate, cpu, client_cpu = latency_bound(server, args.jobs)
                 record("mq_greenstalk_jobs_per_s", kind, rate)
+                record("mq_greenstalk_us_per_job", kind, 1e6 / rate)
                 record("mq_greenstalk_server_cpu_us_per_job", kind, cpu)
+                record("mq_greenstalk_client_cpu_us_per_job", kind, client_cpu)
                 if not kind.startswith("bare"):
                     rate = server_bound(server.port, args.pipeline_jobs)
                     record("mq_pipelined_jobs_per_s", kind, rate)
@@ -399,7 +408,7 @@ def main() -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 server = Server(kind, tmp, fsync=True)
                 try:
-                    value, _ = latency_bound(server, args.fsync_jobs)
+                    value, _, _ = latency_bound(server, args.fsync_jobs)
                     record("mq_greenstalk_fsync_jobs_per_s", kind, value)
                 finally:
                     server.stop()
@@ -420,6 +429,18 @@ def main() -> int:
         "mq_pipelined_jobs_per_s": 0.4,
     }
     print()
+    if not args.journal_only:
+        # Where a job's wall time goes: the server's CPU, the client's (greenstalk, here),
+        # and the rest, when neither was running (the kernel carrying bytes and waking the
+        # other side). Negative rest: some server work overlapped the client's.
+        print("a greenstalk job, us (medians):  wall  server-cpu  client-cpu  rest")
+        for kind in ("beanstalkd", "mq", *BARE_LABELS):
+            wall = med("mq_greenstalk_us_per_job", kind)
+            server = med("mq_greenstalk_server_cpu_us_per_job", kind)
+            client = med("mq_greenstalk_client_cpu_us_per_job", kind)
+            rest = wall - server - client
+            print(f"  {kind:<14} {wall:17.1f} {server:11.1f} {client:11.1f} {rest:5.1f}")
+        print()
     for name, target in targets.items() if not args.journal_only else ():
         print(result(name, med(name, "mq"), med(name, "beanstalkd"), target))
     if not args.journal_only:
@@ -435,6 +456,9 @@ def main() -> int:
         for kind, label in BARE_LABELS.items():
             label = f"mq_greenstalk_{label}_server_cpu_us_per_job"
             print(result(label, med(name, kind), peer, "report", higher_better=False))
+        name = "mq_greenstalk_client_cpu_us_per_job"
+        peer = med(name, "beanstalkd")
+        print(result(name, med(name, "mq"), peer, "report", higher_better=False))
         ours, peer = med("mq_start_ms", "mq"), med("mq_start_ms", "beanstalkd")
         print(result("mq_start_ms", ours, peer, "report", higher_better=False))
     print(
