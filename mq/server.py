@@ -190,6 +190,8 @@ class BeanstalkConnection(DirectConnection):
 
     def __init__(self, app: MqApp) -> None:
         self.app = app
+        self.journal = app.journal
+        self.counts = app.cmd_counts
         self.parser = CommandParser(app.max_job_size)
         self.waiting = False
         self.held: collections.deque[tuple[int, bytes]] = collections.deque()
@@ -258,10 +260,11 @@ class BeanstalkConnection(DirectConnection):
         """Run every complete command buffered (until a reserve has to wait); reply once."""
         parser = self.parser
         out = self._out
-        counts = self.app.cmd_counts
+        counts = self.counts
         now = time.time()
-        # The test is the parser's "anything unparsed?", inline (see CommandParser).
-        while (parser.pos < len(parser.data) or parser.more) and not (self.waiting or self._quit):
+        # The loop's test is the parser's "anything unparsed?", inline (see
+        # CommandParser), made after each command: on_data has just fed a packet.
+        while not (self.waiting or self._quit):
             cmd = parser.next_command()
             if cmd is None:
                 break
@@ -269,17 +272,19 @@ class BeanstalkConnection(DirectConnection):
                 if cmd.burns_id:
                     self.app.queue.burn_id()
                 out.append(cmd.reply)
-                continue
-            name, args, body = cmd
-            counts[name] += 1
-            reply = _HANDLERS[name](self, args, body, now)
-            if reply is not None:
-                out.append(reply)
+            else:
+                name, args, body = cmd
+                counts[name] += 1
+                reply = _HANDLERS[name](self, args, body, now)
+                if reply is not None:
+                    out.append(reply)
+            if not (parser.pos < len(parser.data) or parser.more):
+                break
         if (
             len(out) == 1
             and self._pending is None
             and not (self._closing or self._quit)
-            and self.app.journal is None
+            and self.journal is None
         ):
             # The usual end of a packet: one reply, no journal, nothing unsent before it.
             # _flush's last branch inline (a call less per command, ~1.5k instructions
