@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from minisys.resp import (
@@ -278,3 +278,23 @@ def test_split_path_reads_pipelines_as_the_general_parser_does(cmds, cuts):
     general = RespParser()
     got = drain(fast, fast.next_command, chunks)
     assert got == drain(general, general._next_command_general, chunks) == cmds
+
+
+@settings(max_examples=150)
+@given(
+    st.lists(st.one_of(tricky_args, st.binary(max_size=3)), min_size=1, max_size=12),
+    st.booleans(),
+    st.sampled_from([b"", b"\r\n", b"*1\r\n", b"x"]),
+)
+@example([b"a"] * 10, False, b"")  # the most arguments Redis allows before AUTH
+@example([b"a"] * 11, False, b"")  # one more: a protocol error
+def test_one_short_command_per_read_is_read_as_the_general_parser_does(args, authed, tail):
+    # The one-command fast path (a read of at most SPLIT_MIN_BYTES) against the general
+    # state machine, before and after AUTH (when Redis allows at most ten arguments).
+    chunks = [encode_command(*args) + tail]
+    fast = RespParser()
+    general = RespParser()
+    fast.authenticated = general.authenticated = authed
+    assert drain(fast, fast.next_command, chunks) == drain(
+        general, general._next_command_general, chunks
+    )
