@@ -27,6 +27,9 @@ delete, one client, instructions per job, i.e. per three request/reply round tri
       + on poller.py's ServingSelector                           127 k
       + parser memo, inline queue paths, inline send (mq's own)  115 k
       + ServingSelector's waiting again inside its select        110 k
+      (re-measured at the start of the next pass)                111.6 k
+      + the leaner wait loop and os.read / os.write (below)      107.1 k
+      + mq's own cuts that pass (mq/README.md)                    96.1 k
     bare asyncio Protocol server, canned replies, no queue       103 k
     bare server on this module, canned replies, no queue          74 k
       the same on ServingSelector                                 60.0 k
