@@ -187,9 +187,22 @@ class DB:
             return self._apply_locked(ops)
 
     def apply_put(self, key: bytes, value: bytes) -> int:
-        """`apply(((key, value),))`, the most common write, without building the tuples."""
-        with self._lock:
-            return self._put_locked(key, value)
+        """`apply(((key, value),))`, the most common write, without building the tuples.
+
+        The record is encoded before the lock is taken (it needs nothing the lock guards;
+        its timestamp is informational, so two writers may append theirs out of clock
+        order), and the lock is taken with acquire/release, not `with`: callgrind, one
+        put of a 16-byte key and a 3-byte value, 17.4k -> 14.9k instructions together
+        with `_put_locked`'s inlined steps.
+        """
+        ts = int(self.clock() * 1000)
+        rec = record.encode(key, value, 0, ts)
+        lock = self._lock
+        lock.acquire()
+        try:
+            return self._put_locked(key, rec, ts)
+        finally:
+            lock.release()
 
     def _check_writable(self) -> None:
         if self.closed:
@@ -197,20 +210,30 @@ class DB:
         if self.commit.error is not None:
             raise DatabaseClosed(f"an fsync failed, refusing writes: {self.commit.error}")
 
-    def _put_locked(self, key: bytes, value: bytes) -> int:
-        """A plain put: the same steps as `_apply_locked` without its loops."""
+    def _put_locked(self, key: bytes, rec: bytes, ts: int) -> int:
+        """A plain put's record appended and indexed: `_append` and `_after_append`
+        spelled out (a call each less on the hottest write)."""
         if self.closed or self.commit.error is not None:
             self._check_writable()
-        ts = int(self.clock() * 1000)
-        rec = record.encode(key, value, 0, ts)
-        offset = self._append(rec)
-        old = self.keydir.put(key, (self.active.id, offset, len(rec), ts))
-        self.live_bytes += len(rec) - (old[2] if old is not None else 0)
-        return self._after_append()
+        size = len(rec)
+        active = self.active
+        if active.size and active.size + size > self.max_file_size:
+            active = self._rotate(active.id + 1)
+        self.appended_bytes += size
+        offset = active.append(rec)
+        old = self.keydir.put(key, (active.id, offset, size, ts))
+        self.live_bytes += size - (old[2] if old is not None else 0)
+        commit = self.commit
+        commit.written += 1  # commit.note_write(), inline
+        if self.auto_merge and self.appended_bytes >= self._merge_check_bytes:
+            self._maybe_merge()
+        return commit.written
 
     def _apply_locked(self, ops: Sequence[Op]) -> int:
         if len(ops) == 1 and ops[0][0] is not None and ops[0][1] is not None:
-            return self._put_locked(*ops[0])
+            key, value = ops[0]
+            ts = int(self.clock() * 1000)
+            return self._put_locked(key, record.encode(key, value, 0, ts), ts)
         self._check_writable()
         ts = int(self.clock() * 1000)
         payload, sizes = record.encode_run(ops, ts)
@@ -231,15 +254,16 @@ class DB:
     def _after_append(self) -> int:
         """Number the write, and now and then check whether a merge is due."""
         lsn = self.commit.note_write()
-        if (
-            self.auto_merge
-            and self.appended_bytes >= self._merge_check_bytes
-            and not self.merge_state.running
-        ):
+        if self.auto_merge and self.appended_bytes >= self._merge_check_bytes:
+            self._maybe_merge()
+        return lsn
+
+    def _maybe_merge(self) -> None:
+        """Enough bytes were appended since the last look: start a merge if one is due."""
+        if not self.merge_state.running:
             self.appended_bytes = 0
             if self._merge_due():
                 self.merge_state.start_background(self)
-        return lsn
 
     def _rotate(self, new_id: int) -> DataFile:
         """Seal the active file (fsync it: older files must never have a torn tail)."""
