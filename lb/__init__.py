@@ -13,8 +13,6 @@ HTTP, RESP or anything else. A map of the package, in the order a connection mee
     connect.py     the non-blocking connect with a timeout (the costly half of accept+connect)
     splice.py      copying bytes both ways on the raw sockets: backpressure, half-close,
                    reset propagation
-    loop.py        the loop's selector calls spliced sockets' callbacks itself and waits
-                   again while asyncio has nothing to do (hot path; minisys/poller.py)
     backend.py     Backend (address, weight, maxconn, counters) and the Pool that filters
                    the eligible ones: enabled, healthy, not ejected, under maxconn
     algorithms.py  round robin, smooth weighted round robin, least connections, power of
@@ -29,6 +27,8 @@ HTTP, RESP or anything else. A map of the package, in the order a connection mee
     __main__.py    the command line: `python -m lb --backend … --algorithm …`
 
 Shared code it uses from the kernel: minisys/server.py (the Server that listener.py
-extends: limits, idle sweep, drain on SIGTERM), minisys/proxyproto.py (the PROXY v1
+extends: limits, idle sweep, drain on SIGTERM), minisys/poller.py (the loop's selector,
+which calls spliced sockets' callbacks itself and waits again while asyncio has nothing
+to do: the hot path under splice.py), minisys/proxyproto.py (the PROXY v1
 line), minisys/metrics.py. Read README.md first, then proxy.py and splice.py.
 """

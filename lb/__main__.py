@@ -20,9 +20,9 @@ from lb.backend import Pool, parse_backend
 from lb.checks import HealthChecker, parse_health_spec
 from lb.health import HealthSettings
 from lb.listener import Listener
-from lb.loop import SpliceLoopPolicy
 from lb.proxy import DEFAULT_QUEUE_SIZE, Balancer, ProxySettings
 from lb.workers import MAX_WORKERS, WORKER_ENV, run_master
+from minisys.poller import ServingLoopPolicy
 from minisys.server import (
     add_server_arguments,
     run,
@@ -131,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         checker.start()
         await serve(*servers, on_stop=checker.stop)
 
-    # Spliced sockets are served by the loop's own selector (lb/loop.py says why).
-    asyncio.set_event_loop_policy(SpliceLoopPolicy())
+    # Spliced sockets are served by the loop's own selector, which waits again itself
+    # while asyncio has nothing to do (minisys/poller.py's ServingSelector says why).
+    asyncio.set_event_loop_policy(ServingLoopPolicy())
     # A worker of `--workers N` says which one it is in every log line (lb/workers.py).
     worker = os.environ.get(WORKER_ENV)
     return run(amain, component=f"lb-worker-{worker}" if worker else "lb", config=config)

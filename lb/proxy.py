@@ -47,10 +47,9 @@ from typing import TYPE_CHECKING
 from lb.backend import Backend, Pool
 from lb.connect import open_connection
 from lb.listener import Listener
-from lb.loop import make_poller
 from lb.splice import RESET_ON_CLOSE, Splice
 from minisys.logs import get_logger
-from minisys.poller import LoopPoller
+from minisys.poller import LoopPoller, make_poller
 from minisys.proxyproto import encode_v1
 
 if TYPE_CHECKING:  # defined only where there is epoll (Linux)

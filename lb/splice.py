@@ -24,8 +24,9 @@ of a 2 s and an 8 s run so that connection setup cancels out:
     this module, sockets watched by loop.add_reader                 23.9 k
     this module, sockets served by minisys/poller.py                13.7 k
 
-and per `Connection: close` connection (sequential clients): 602 k → 215 k (→ 179 k on
-lb/loop.py; one client's sequential keep-alive requests there 38.7 k → 17.1 k). A
+and per `Connection: close` connection (sequential clients): 602 k → 215 k (→ 179 k once
+the selector waits again itself; one client's sequential keep-alive requests 38.7 k →
+17.1 k). A
 transport's read goes selector → `_read_ready` → `get_buffer` → `recv_into` →
 `buffer_updated` → a bytes copy → `data_received` → `write` → `send`; here it is one
 function. `os.splice` through a pipe (zero copy) measured the same user-space

@@ -17,8 +17,8 @@ from lb.algorithms import make_algorithm
 from lb.backend import Backend, Pool
 from lb.health import HealthSettings, HealthState
 from lb.listener import Listener
-from lb.loop import SpliceLoopPolicy
 from lb.proxy import Balancer, ProxySettings
+from minisys.poller import ServingLoopPolicy
 from minisys.server import ServerConfig
 
 
@@ -26,7 +26,7 @@ from minisys.server import ServerConfig
 def splice_loop():
     """Every `asyncio.run` in these tests runs on the lb's own loop, as `python -m lb` does."""
     old = asyncio.get_event_loop_policy()
-    asyncio.set_event_loop_policy(SpliceLoopPolicy())
+    asyncio.set_event_loop_policy(ServingLoopPolicy())
     yield
     asyncio.set_event_loop_policy(old)
 

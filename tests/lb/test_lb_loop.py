@@ -1,4 +1,5 @@
-"""The lb's loop (lb/loop.py): the selector waits again by itself only while asyncio is idle.
+"""The lb's loop (minisys/poller.py's ServingSelector): it waits again by itself only
+while asyncio is idle.
 
 Each test makes asyncio need its turn in one way while the spliced sockets alone would
 keep the selector waiting (or busy) for seconds, and checks asyncio got it at once.
@@ -9,7 +10,7 @@ import socket
 import threading
 import time
 
-from lb.loop import SpliceSelector, make_poller, new_event_loop
+from minisys.poller import ServingLoopPolicy, ServingSelector, make_poller
 
 # Far longer than any of these tests may take: a selector that missed its cue waits this.
 LONG = 5.0
@@ -23,10 +24,14 @@ def _pair() -> tuple[socket.socket, socket.socket]:
     return a, b
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    return ServingLoopPolicy().new_event_loop()  # what `python -m lb` runs on
+
+
 def test_the_lb_loop_uses_the_serving_selector():
     loop = new_event_loop()
     try:
-        assert isinstance(make_poller(loop), SpliceSelector)
+        assert isinstance(make_poller(loop), ServingSelector)
     finally:
         loop.close()
 

@@ -8,8 +8,7 @@ import pytest
 
 import lb.proxy
 from lb.listener import ACCEPT_RETRY_DELAY, Listener
-from lb.loop import SpliceSelector, make_poller
-from minisys.poller import LoopPoller
+from minisys.poller import LoopPoller, ServingSelector, make_poller
 from minisys.server import ServerConfig
 from minisys.testing import async_wait_until
 
@@ -24,7 +23,7 @@ def _true(predicate):
 def test_poller_calls_readers_and_writers_and_forgets_them():
     async def main():
         poller = make_poller(asyncio.get_running_loop())
-        assert isinstance(poller, SpliceSelector)  # the lb's own loop (conftest)
+        assert isinstance(poller, ServingSelector)  # the lb's own loop (conftest)
         a, b = socket.socketpair()
         a.setblocking(False)
         calls = []
