@@ -55,13 +55,6 @@ Delivery = tuple[Client, "Job | str"]
 ChangeListener = Callable[[Job, str, bool], None]
 
 
-def _live_deadline(reserved: dict[int, Job], entry: tuple[float, int, int]) -> bool:
-    """A client's TTR deadline entry still counts: its job is still reserved by that
-    client, and not touched since (a touch pushes a new entry with the new `gen`)."""
-    job = reserved.get(entry[1])
-    return job is not None and job.gen == entry[2]
-
-
 def _no_journal(job: Job, kind: str, must_sync: bool) -> None:
     """The change listener of a queue kept in memory only."""
 
@@ -227,10 +220,8 @@ class Queue:
         client.reserved[job.id] = job
         tube.reserved_count += 1
         deadlines = client.deadlines
-        reserved = client.reserved
-        if len(deadlines) > 2 * len(reserved) + STALE_SLACK:
-            deadlines[:] = [e for e in deadlines if _live_deadline(reserved, e)]
-            heapq.heapify(deadlines)
+        if len(deadlines) > 2 * len(client.reserved) + STALE_SLACK:
+            client.sweep_deadlines()
         heapq.heappush(deadlines, (job.deadline, job.id, job.gen))
         if job.deadline < client.ttr_at:
             self._schedule_ttr(client, job.deadline)

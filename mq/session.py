@@ -48,6 +48,18 @@ class Client:
         self.producer = False
         self.worker = False
 
+    def sweep_deadlines(self) -> None:
+        """Rebuild the deadline heap without stale entries (its job no longer reserved
+        here, or touched since: a touch pushes a new entry with the job's new gen)."""
+        reserved = self.reserved
+        live = []
+        for entry in self.deadlines:
+            job = reserved.get(entry[1])
+            if job is not None and job.gen == entry[2]:
+                live.append(entry)
+        heapq.heapify(live)
+        self.deadlines[:] = live
+
     def soonest_deadline(self) -> float | None:
         heap = self.deadlines
         reserved = self.reserved
