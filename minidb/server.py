@@ -40,7 +40,7 @@ from minisys.server import ServerConfig
 
 from . import commands, transactions
 from .engine import DB, DatabaseClosed, open_db
-from .record import MAX_KEY_SIZE, MAX_VALUE_SIZE
+from .record import RecordTooLarge
 from .sync import SyncFailed
 from .writeset import WriteSet
 
@@ -305,16 +305,20 @@ class MinidbEngine(Engine):
         69.8k -> 62.4k per SET with fsync=no, 94-95k -> 90.1k with fsync=always.
         """
         apply_put, touch, after = self.db.apply_put, self.watches.touch, self.durability.after
+        watched = self.watches.by_key
 
         def set_(session: Session, argv: list[bytes]) -> object:
-            if len(argv) != 3 or len(argv[1]) > MAX_KEY_SIZE or len(argv[2]) > MAX_VALUE_SIZE:
-                return general(session, argv)  # options, or a too-big key/value's error
+            if len(argv) != 3:
+                return general(session, argv)  # options
             key = argv[1]
             try:
                 lsn = apply_put(key, argv[2])
+            except RecordTooLarge:
+                return general(session, argv)  # its error (nothing was written)
             except (DatabaseClosed, SyncFailed) as exc:
                 return RespError(f"ERR {exc}")
-            touch((key,))
+            if watched:  # (touch's own first test, without its call)
+                touch((key,))
             return after(lsn, OK)
 
         set_.__doc__ = general.__doc__

@@ -70,24 +70,25 @@ class WatchRegistry:
     """key -> transactions watching it; told about every committed change."""
 
     def __init__(self) -> None:
-        self._by_key: dict[bytes, set[TxnState]] = {}
+        # The SET fast path (server.py) reads it to skip `touch` while nobody watches.
+        self.by_key: dict[bytes, set[TxnState]] = {}
 
     def watch(self, txn: TxnState, key: bytes) -> None:
         txn.watched.add(key)
-        self._by_key.setdefault(key, set()).add(txn)
+        self.by_key.setdefault(key, set()).add(txn)
 
     def unwatch_all(self, txn: TxnState) -> None:
         for key in txn.watched:
-            watchers = self._by_key.get(key)
+            watchers = self.by_key.get(key)
             if watchers is not None:
                 watchers.discard(txn)
                 if not watchers:
-                    del self._by_key[key]
+                    del self.by_key[key]
         txn.watched.clear()
         txn.dirty = False
 
     def touch(self, keys: set[bytes]) -> None:
-        by_key = self._by_key
+        by_key = self.by_key
         if not by_key:
             return
         for key in keys if len(keys) <= len(by_key) else [k for k in by_key if k in keys]:
@@ -95,7 +96,7 @@ class WatchRegistry:
                 txn.dirty = True
 
     def __len__(self) -> int:
-        return len(self._by_key)
+        return len(self.by_key)
 
 
 def in_multi(engine: MinidbEngine, txn: TxnState, session: Session, argv: list[bytes]) -> object:

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from minisys.resp.codec import strict_int
+from minisys.resp.codec import MAX_MULTIBULK, strict_int
 from minisys.resp.config_params import ConfigParams
 from minisys.resp.info import InfoSections
 from minisys.resp.values import CommandError, RespError
@@ -119,9 +119,21 @@ class Command:
 
     # Redis 7 names subcommands "client|setname" in errors and COMMAND replies.
     fullname: str = field(init=False, default="")
+    # The argument counts (name included) `Engine.execute` runs without `resolve()`:
+    # exactly arity, or at least -arity; none for a container (its subcommand decides).
+    lengths: range = field(init=False, default=range(0), repr=False)
 
     def __post_init__(self) -> None:
         self.fullname = f"{self.parent.name}|{self.name}" if self.parent else self.name
+        self.set_lengths()
+
+    def set_lengths(self) -> None:
+        if self.subcommands:
+            self.lengths = range(0)
+        elif self.arity > 0:
+            self.lengths = range(self.arity, self.arity + 1)
+        else:
+            self.lengths = range(-self.arity, MAX_MULTIBULK + 1)
 
     @property
     def summary(self) -> str:
@@ -164,6 +176,7 @@ class CommandTable:
         def register(handler: Handler) -> Handler:
             sub = Command(name.lower(), arity, frozenset(flags), handler, parent=container, **info)
             container.subcommands[sub.name.encode()] = sub
+            container.set_lengths()
             return handler
 
         return register
@@ -274,9 +287,8 @@ class Engine:
     def execute(self, session: Session, argv: list[bytes]) -> object:
         """Run one command. Returns a reply value or an awaitable of one; never raises."""
         cmd = self._fast.get(argv[0])
-        n = len(argv)
         # The common case (a known plain command, right arity) skips resolve()'s calls.
-        if cmd is None or cmd.subcommands or (cmd.arity != n and not 0 > cmd.arity >= -n):
+        if cmd is None or len(argv) not in cmd.lengths:
             cmd = self.resolve(argv)
             if cmd.__class__ is RespError:
                 return cmd

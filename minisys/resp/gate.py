@@ -95,14 +95,19 @@ class ReplyGate:
 
     def _drain_all(self) -> None:
         waiting = self.waiting
-        if self.error is None:
-            passed = self.passed
-            ready = [conn for conn, ticket in waiting.items() if ticket <= passed]
-        else:
+        passed = self.passed
+        if self.error is not None or max(waiting.values(), default=0) <= passed:
+            # Every waiting connection (the usual case: one fsync covers every write
+            # of its loop turn): taken in C, ~30 bytecodes per connection less than
+            # picking them one by one.
             ready = list(waiting)
+            waiting.clear()
+        else:
+            ready = [conn for conn, ticket in waiting.items() if ticket <= passed]
+            for conn in ready:
+                del waiting[conn]
         for conn in ready:
-            del waiting[conn]
-            conn._drain()
+            conn._drain()  # may register it again, for a later held reply
         if self._futures:
             futures, self._futures = self._futures, []
             for held, future in futures:
