@@ -1,6 +1,7 @@
 """Socket tests of the splice: bytes intact both ways, half-close, retries, limits, memory."""
 
 import asyncio
+import contextlib
 import socket
 import struct
 
@@ -8,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lb.backend import Backend
-from lb.splice import SPLICE_BUFFER
+from lb.splice import SMALL_READ, SPLICE_BUFFER, Splice
+from minisys.poller import make_poller
 from minisys.proxyproto import parse_v1
 from minisys.testing import async_wait_until
 
@@ -340,5 +342,46 @@ def test_a_client_that_leaves_the_queue_frees_its_place(kit):
             third[1].close()
             assert lb.queue_full == 0
         await echo.stop()
+
+    run(main())
+
+
+def test_reads_start_small_grow_for_bulk_and_shrink_back(kit):
+    """A direction reads SMALL_READ at a time until a read fills it, then SPLICE_BUFFER
+    until a read brings ≤ SMALL_READ again; every byte arrives either way."""
+
+    async def main():
+        poller = make_poller(asyncio.get_running_loop())
+        client, client_peer = socket.socketpair()
+        backend, backend_peer = socket.socketpair()
+        for sock in (client, backend, backend_peer):
+            sock.setblocking(False)
+        splice = Splice(poller, client, backend, kit.make_backend(1), lambda exc: None)
+        splice.start()
+        got = bytearray()
+
+        async def arrived(n):
+            async def enough():
+                with contextlib.suppress(BlockingIOError):
+                    got.extend(backend_peer.recv(SPLICE_BUFFER))
+                return len(got) >= n
+
+            await async_wait_until(enough, timeout=5)
+
+        assert splice.up.size == SMALL_READ
+        client_peer.sendall(b"a" * 100)
+        await arrived(100)
+        assert splice.up.size == SMALL_READ
+        bulk = bytes(range(256)) * 40  # 10240 bytes at once: the first read fills
+        client_peer.sendall(bulk)
+        await arrived(100 + len(bulk))
+        assert splice.up.size == SPLICE_BUFFER
+        client_peer.sendall(b"z" * 10)
+        await arrived(110 + len(bulk))
+        assert splice.up.size == SMALL_READ
+        assert bytes(got) == b"a" * 100 + bulk + b"z" * 10
+        splice.close()
+        client_peer.close()
+        backend_peer.close()
 
     run(main())
