@@ -42,8 +42,10 @@ import gc
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from minisys.logs import get_logger
+from minisys.poller import LoopPoller, make_poller
 from mq.job import Job
 from mq.queue import Queue
 from mq.records import (
@@ -55,6 +57,9 @@ from mq.records import (
     put_size,
 )
 from mq.replay import Replay, read_journal, restore
+
+if TYPE_CHECKING:
+    from minisys.poller import DirectSelector
 
 log = get_logger("mq.journal")
 
@@ -122,7 +127,8 @@ class Journal:
         self._switching = False
         self._compactor: asyncio.Task | None = None
         self._last_sync = 0.0
-        self._sync_timer: asyncio.TimerHandle | None = None
+        # The poller holding the lazy-sync alarm while one is set (see _arm_sync).
+        self._sync_timer: DirectSelector | LoopPoller | None = None
         # Set by the server: under `always`, a record that needs a write but no fsync
         # before its reply (a delete, release, bury, kick) is written by the server's
         # `write_now()` at the end of the connection's batch, not by a flush scheduled for
@@ -247,8 +253,7 @@ class Journal:
         """Write records none of which needs an fsync before its reply (see `record`)."""
         _write_all(self._fd, data, offset)
         if self._sync_timer is None:  # synced within a second even if no put comes
-            loop = asyncio.get_running_loop()
-            self._sync_timer = loop.call_later(LAZY_SYNC_DELAY, self._timed_sync)
+            self._arm_sync(LAZY_SYNC_DELAY)
         self.durable_seq = upto
         if self.on_durable is not None:
             self.on_durable(upto)
@@ -325,8 +330,18 @@ class Journal:
         elif self._sync_timer is None:
             # beanstalkd has no timer here, so the tail of a burst waits for the next
             # write; we sync it `interval` later at the latest.
-            loop = asyncio.get_running_loop()
-            self._sync_timer = loop.call_later(self.interval, self._timed_sync)
+            self._arm_sync(self.interval)
+
+    def _arm_sync(self, delay: float) -> None:
+        """Call _timed_sync `delay` seconds from now: a poller alarm, not an asyncio
+        timer, since an armed asyncio timer makes every loop turn dearer and under
+        `always` this one was armed nearly all the time (each delete's unsynced write
+        arms it; mq's group-commit flush is an asyncio turn per put): 212.2k -> 207.4k
+        instructions per greenstalk job with --fsync always."""
+        loop = asyncio.get_running_loop()
+        poller = make_poller(loop)
+        poller.set_alarm(self._timed_sync, loop.time() + delay)
+        self._sync_timer = poller
 
     def _timed_sync(self) -> None:
         self._sync_timer = None
@@ -425,7 +440,8 @@ class Journal:
         if self.fsync != "no":
             os.fdatasync(self._fd)
         if self._sync_timer is not None:
-            self._sync_timer.cancel()
+            self._sync_timer.clear_alarm(self._timed_sync)
+            self._sync_timer = None
         os.close(self._fd)
         os.close(self._lock_fd)
         self._fd = self._lock_fd = -1
