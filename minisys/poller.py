@@ -103,6 +103,7 @@ if hasattr(select, "epoll"):
             self.loop: asyncio.AbstractEventLoop | None = None
             self.alarms: dict[Callback, float] = {}  # callback -> loop time it is due
             self.alarm_at = INF  # the soonest of them (INF: none set)
+            self.after: list[Callback] = []  # call_after's callbacks not run yet
 
         def add_reader(self, fd: int, callback: Callback) -> None:
             self.readers[fd] = callback
@@ -131,6 +132,25 @@ if hasattr(select, "epoll"):
         def clear_alarm(self, callback: Callback) -> None:
             if self.alarms.pop(callback, None) is not None:
                 self.alarm_at = min(self.alarms.values(), default=INF)
+
+        def call_after(self, callback: Callback) -> None:
+            """Call `callback` once after the callbacks of the current wake-up's events
+            (or, called outside one, before the loop waits again): what a callback that
+            batches work across sockets (mq's group commit) needs, without the asyncio
+            loop turn `loop.call_soon` costs."""
+            self.after.append(callback)
+
+        def _run_after(self) -> None:
+            """Run call_after's callbacks (and any they add in turn)."""
+            after = self.after
+            while after:
+                batch = after[:]
+                after.clear()
+                for callback in batch:
+                    try:
+                        callback()
+                    except Exception as exc:  # as a Handle would: report, keep going
+                        self._report(exc, -1)
 
         def _ring(self, now: float) -> None:
             """Run the alarms due at `now` (each once; one may set itself again)."""
@@ -161,6 +181,10 @@ if hasattr(select, "epoll"):
 
         def select(self, timeout: float | None = None) -> list:
             """Wait once as `EpollSelector.select` does; run direct sockets' callbacks here."""
+            if self.after:  # added by asyncio's callbacks since the last wake-up
+                self._run_after()
+                if self.loop is not None and self.loop._ready:  # type: ignore[attr-defined]
+                    timeout = 0  # they gave asyncio work: do not wait
             if timeout is None:
                 timeout = -1
             elif timeout <= 0:
@@ -180,6 +204,8 @@ if hasattr(select, "epoll"):
             if alarm_at <= now:  # due before we polled (so the poll did not wait)
                 self._ring(now)
             theirs = self._dispatch(events)
+            if self.after:
+                self._run_after()
             return [] if theirs is None else self._keys(theirs)
 
         def _dispatch(self, events: list) -> list | None:
@@ -245,6 +271,7 @@ if hasattr(select, "epoll"):
             self.masks.clear()
             self.alarms.clear()
             self.alarm_at = INF
+            self.after.clear()
             super().close()
 
 
@@ -287,6 +314,11 @@ if hasattr(select, "epoll"):
         serving = True
 
         def select(self, timeout: float | None = None) -> list:
+            after = self.after
+            if after:  # added by asyncio's callbacks since the last wake-up
+                self._run_after()
+                if self.loop._ready:  # type: ignore[union-attr]
+                    timeout = 0  # they gave asyncio work: do not wait
             if timeout is not None and timeout <= 0:
                 return super().select(timeout)  # asyncio has work queued: one look only
             loop = self.loop
@@ -321,6 +353,8 @@ if hasattr(select, "epoll"):
                                 self._report(exc, fd)
                             continue
                     theirs = other(fd, event, theirs)  # anything else
+                if after:  # call_after's callbacks, once this batch's callbacks ran
+                    self._run_after()
                 if theirs is not None:
                     return self._keys(theirs)
                 if work or loop._stopping:  # type: ignore[union-attr]
@@ -369,6 +403,10 @@ class LoopPoller:
     def _ring(self, callback: Callback) -> None:
         del self.alarms[callback]
         callback()
+
+    def call_after(self, callback: Callback) -> None:
+        """Call `callback` once soon (`loop.call_soon` here: the next loop turn)."""
+        self.loop.call_soon(callback)
 
 
 # The selector of each loop made by new_event_loop (so we need not ask the loop for it).

@@ -8,13 +8,14 @@ so jobs outlive a crash; a reserved job comes back ready (at-least-once delivery
 Records (`records.py`) state a job's whole state, so replay is "last record wins" and
 counters never drift (beanstalkd re-counts buries on replay, #668).
 
-Group commit (`fsync="always"`): the flush runs once per event-loop turn (`call_soon`),
-after every connection's requests of that turn were handled, so their records share one
-`write + fdatasync`; then every reply waiting on them is released together. The fsync runs
-in the loop, as Redis does for `appendfsync always`: requests arriving meanwhile wait in
-the kernel and share the *next* fsync, so more concurrent clients means more records per
-fsync (`sync_in_thread=True` moves it to a worker thread instead). Records nobody waits
-for (a reserve, a TTR timeout) ride along with the next flush.
+Group commit (`fsync="always"`): the flush runs once per epoll wake-up (the poller's
+`call_after`; `call_soon` on other loops), after every connection's requests of that
+wake-up were handled, so their records share one `write + fdatasync`; then every reply
+waiting on them is released together. The fsync runs in the loop, as Redis does for
+`appendfsync always`: requests arriving meanwhile wait in the kernel and share the *next*
+fsync, so more concurrent clients means more records per fsync (`sync_in_thread=True`
+moves it to a worker thread instead). Records nobody waits for (a reserve, a TTR
+timeout) ride along with the next flush.
 `"interval"` fsyncs at most every `interval` seconds (beanstalkd's `-f MS`, with a timer so
 the tail of a burst is synced too); `"no"` leaves it to the OS (`-F`).
 
@@ -45,7 +46,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from minisys.logs import get_logger
-from minisys.poller import LoopPoller, make_poller
+from minisys.poller import Callback, LoopPoller, make_poller
 from mq.job import Job
 from mq.queue import Queue
 from mq.records import (
@@ -127,6 +128,9 @@ class Journal:
         self._switching = False
         self._compactor: asyncio.Task | None = None
         self._last_sync = 0.0
+        # The flush is a poller's call_after on the loop it was first asked on (see _after).
+        self._after_loop: asyncio.AbstractEventLoop | None = None
+        self._call_after: Callable[[Callback], None] | None = None
         # The poller holding the lazy-sync alarm while one is set (see _arm_sync).
         self._sync_timer: DirectSelector | LoopPoller | None = None
         # Set by the server: under `always`, a record that needs a write but no fsync
@@ -234,7 +238,7 @@ class Journal:
             or len(self._buf) >= LAZY_RECORDS
         ):
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._after(self._flush)
 
     def write_now(self) -> bool:
         """Write the buffered records at once unless one of them is owed an fsync (or a
@@ -263,7 +267,19 @@ class Journal:
         """Make sure the records a held reply waits for are on their way to disk."""
         if not self._scheduled and self._buf:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._after(self._flush)
+
+    def _after(self, callback: Callback) -> None:
+        """Run `callback` once the current epoll wake-up's callbacks are done: on mq's
+        loop, minisys/poller.py's `call_after`, i.e. right after every connection read
+        in this wake-up made its records (so they still share one fsync), without the
+        asyncio loop turn that `loop.call_soon` costs (the selector returning to
+        `_run_once`, a Handle, and the selector entered again)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._after_loop:
+            self._after_loop = loop
+            self._call_after = make_poller(loop).call_after
+        self._call_after(callback)  # type: ignore[misc]
 
     def _flush(self) -> None:
         self._scheduled = False

@@ -135,3 +135,67 @@ def test_an_alarm_wakes_a_task_waiting_on_it(run):
         assert await asyncio.wait_for(fired, 5)
 
     run(main)
+
+
+def test_call_after_runs_once_after_the_wake_ups_callbacks(run):
+    """Two sockets readable in one wake-up: call_after's callback runs once, after both."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        p = poller.make_poller(loop)
+        pairs = [socket.socketpair() for _ in range(2)]
+        order: list[str] = []
+        done = asyncio.Event()
+
+        def flush() -> None:
+            order.append("flush")
+            done.set()
+
+        def readable(sock: socket.socket, name: str) -> None:
+            sock.recv(100)
+            order.append(name)
+            if "flush" not in order and order.count("scheduled") == 0:
+                order.append("scheduled")
+                p.call_after(flush)
+
+        for i, (a, _) in enumerate(pairs):
+            a.setblocking(False)
+            p.add_reader(a.fileno(), lambda a=a, i=i: readable(a, f"read{i}"))
+        for _, b in pairs:
+            b.send(b"x")  # both bytes are there before the loop polls again
+        await asyncio.wait_for(done.wait(), 5)
+        reads = [x for x in order if x.startswith("read")]
+        assert order.count("flush") == 1 and len(reads) == 2
+        if not isinstance(p, poller.LoopPoller):  # one wake-up saw both sockets
+            assert order[-1] == "flush"
+        for a, b in pairs:
+            p.remove_reader(a.fileno())
+            a.close()
+            b.close()
+
+    run(main)
+
+
+def test_call_after_from_asyncio_code_runs_before_the_loop_waits(run):
+    """Called from a task (not from a socket's callback) it runs without any event,
+    and work it hands to asyncio runs too."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        p = poller.make_poller(loop)
+        done = asyncio.Event()
+        ran: list[str] = []
+
+        def second() -> None:
+            ran.append("second")
+            loop.call_soon(done.set)
+
+        def first() -> None:
+            ran.append("first")
+            p.call_after(second)  # one added while they run runs too
+
+        p.call_after(first)
+        await asyncio.wait_for(done.wait(), 5)
+        assert ran == ["first", "second"]
+
+    run(main)
