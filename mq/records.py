@@ -51,6 +51,18 @@ _STATE = struct.Struct(">BQIIdBIIIII")
 _DELETE = struct.Struct(">BQ")
 
 
+# The same layouts with the length in front: a STATE or DELETE record after its CRC is one
+# pack (its length is fixed), a PUT's head likewise, and the CRC one crc32 over all of it
+# (the same number as crc32(payload, crc32(length)): the bytes on disk do not change).
+# Measured with callgrind, greenstalk put/reserve/delete with --fsync always: encoding a
+# job's three records took 3 frames (2 packs, 2 crc32 calls, 2 concatenations each) and
+# two counters() tuples; see mq/README.md for what this saves.
+_PUT_L = struct.Struct(">IBQIIIddBIIIIIHI")
+_STATE_L = struct.Struct(">IBQIIdBIIIII")
+_DELETE_L = struct.Struct(">IBQ")
+_crc32 = zlib.crc32
+
+
 def _frame(payload: bytes) -> bytes:
     length = _U32.pack(len(payload))
     return _U32.pack(zlib.crc32(payload, zlib.crc32(length))) + length + payload
@@ -62,22 +74,30 @@ def encode_meta(generation: int, next_id: int) -> bytes:
 
 def encode_put(job: Job) -> bytes:
     tube = job.tube.encode()
-    head = _PUT.pack(
-        PUT, job.id, job.pri, job.delay, job.ttr, job.created, job.deadline,
-        STATE_CODES[job.state], *job.counters(), len(tube), len(job.body),
+    body = job.body
+    record = (
+        _PUT_L.pack(
+            _PUT.size + len(tube) + len(body), PUT, job.id, job.pri, job.delay, job.ttr,
+            job.created, job.deadline, STATE_CODES[job.state], job.reserves, job.timeouts,
+            job.releases, job.buries, job.kicks, len(tube), len(body),
+        )
+        + tube
+        + body
     )  # fmt: skip
-    return _frame(head + tube + job.body)
+    return _U32.pack(_crc32(record)) + record
 
 
 def encode_state(job: Job) -> bytes:
-    state = STATE_CODES[job.state]
-    return _frame(
-        _STATE.pack(STATE, job.id, job.pri, job.delay, job.deadline, state, *job.counters())
-    )
+    record = _STATE_L.pack(
+        _STATE.size, STATE, job.id, job.pri, job.delay, job.deadline, STATE_CODES[job.state],
+        job.reserves, job.timeouts, job.releases, job.buries, job.kicks,
+    )  # fmt: skip
+    return _U32.pack(_crc32(record)) + record
 
 
 def encode_delete(job_id: int) -> bytes:
-    return _frame(_DELETE.pack(DELETE, job_id))
+    record = _DELETE_L.pack(_DELETE.size, DELETE, job_id)
+    return _U32.pack(_crc32(record)) + record
 
 
 def put_size(job: Job) -> int:

@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import struct
+import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mq.job import BURIED, DELAYED, READY, Job
+from mq.job import BURIED, DELAYED, READY, RESERVED, Job
 from mq.journal import COMPACT, JOURNAL, PREALLOCATE, Journal
 from mq.queue import Queue
-from mq.records import encode_delete, encode_meta, encode_put, encode_state
+from mq.records import STATE_CODES, encode_delete, encode_meta, encode_put, encode_state
 from mq.replay import read_journal
 
 NOW = 1_000_000.0
@@ -38,6 +42,37 @@ def test_records_round_trip():
     job = replay.jobs[2]
     assert (job.state, job.pri, job.buries, job.body) == (BURIED, 9, 3, b"body")
     assert replay.next_id == 10
+
+
+@settings(max_examples=200)
+@given(
+    job_id=st.integers(1, 2**64 - 1),
+    pri=st.integers(0, 2**32 - 1),
+    tube=st.sampled_from(["default", "emails", "t" * 200]),
+    body=st.binary(max_size=300),
+    state=st.sampled_from([READY, RESERVED, DELAYED, BURIED]),
+    counters=st.tuples(*[st.integers(0, 2**32 - 1)] * 5),
+)
+def test_records_are_laid_out_as_documented(job_id, pri, tube, body, state, counters):
+    """crc32:u32 | length:u32 | type:u8 | payload, the CRC over length+type+payload
+    (records.py's table), however the encoders build it."""
+    job = Job(job_id, tube, pri, 3, 60, body, NOW)
+    job.state, job.deadline = state, NOW + 5
+    job.set_counters(counters)
+    code = STATE_CODES[state]
+
+    def framed(payload: bytes) -> bytes:
+        length = struct.pack(">I", len(payload))
+        return struct.pack(">I", zlib.crc32(length + payload)) + length + payload
+
+    head = struct.pack(
+        ">BQIIIddBIIIIIHI", 2, job_id, pri, 3, 60, NOW, NOW + 5, code, *counters,
+        len(tube), len(body),
+    )  # fmt: skip
+    assert encode_put(job) == framed(head + tube.encode() + body)
+    state_payload = struct.pack(">BQIIdBIIIII", 3, job_id, pri, 3, NOW + 5, code, *counters)
+    assert encode_state(job) == framed(state_payload)
+    assert encode_delete(job_id) == framed(struct.pack(">BQ", 4, job_id))
 
 
 def test_torn_tail_at_every_offset_keeps_the_records_before_it():
