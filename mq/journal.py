@@ -473,7 +473,11 @@ class Journal:
 
 
 def _write_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
+    written = os.pwrite(fd, data, offset)
+    if written == len(data):  # the usual case: no memoryview to make and slice
+        return
+    view = memoryview(data)[written:]
+    offset += written
     while view:
         written = os.pwrite(fd, view, offset)
         view = view[written:]

@@ -158,8 +158,9 @@ class MqApp:
         self._schedule(force=True)
 
     def _durable(self, seq: int) -> None:
-        for conn in list(self.holding):
-            conn.release_held(seq)
+        if self.holding:  # (nobody, after a delete's unsynced write: the usual case)
+            for conn in list(self.holding):
+                conn.release_held(seq)
 
     def enter_drain_mode(self) -> None:
         """SIGUSR1: refuse new jobs from now on (beanstalkd never leaves this mode)."""
