@@ -219,24 +219,28 @@ class Journal:
             self.live_bytes -= put_size(job)
         else:
             data = encode_state(job)
-        self._buf.append(data)
-        self.seq += 1
-        if must_sync and self.fsync == "always":
-            self.need_seq = self.seq
-            # Only a put must reach the disk before its reply: losing it would lose a job.
-            # A delete, release, bury or kick is written before its reply (an mq crash
-            # cannot undo it) and synced with the next put; a power loss could undo it,
-            # which at worst hands a job out again: at-least-once, never a lost job.
-            if kind == "put":
-                self._fsync_due = True
+        buf = self._buf
+        buf.append(data)
+        self.seq = seq = self.seq + 1
         if self._side is not None:
             self._side.append(data)
         # A record nobody waits for (a reserve, a TTR timeout) rides along with the next
         # one somebody does wait for, or goes out once LAZY_RECORDS have piled up.
-        if not self._scheduled and (
-            (must_sync and (self._fsync_due or not self.caller_writes or self.fsync != "always"))
-            or len(self._buf) >= LAZY_RECORDS
-        ):
+        if must_sync:
+            if self.fsync == "always":
+                self.need_seq = seq
+                # Only a put must reach the disk before its reply: losing it would lose a
+                # job. A delete, release, bury or kick is written before its reply (an mq
+                # crash cannot undo it) and synced with the next put; a power loss could
+                # undo it, which at worst hands a job out again: at-least-once, never a
+                # lost job.
+                if kind == "put":
+                    self._fsync_due = True
+                elif self.caller_writes and not self._fsync_due and len(buf) < LAZY_RECORDS:
+                    return  # the server writes it at the end of its batch (write_now)
+        elif len(buf) < LAZY_RECORDS:
+            return
+        if not self._scheduled:
             self._scheduled = True
             self._after(self._flush)
 

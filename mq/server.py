@@ -328,7 +328,7 @@ class BeanstalkConnection(DirectConnection):
             ):
                 if not self.held:
                     self.app.holding[self] = None
-                    self.set_busy(True)
+                    self.busy = True  # set_busy(True), inline: it does only this
                 self.held.append((journal.need_seq, data))
                 journal.kick()
             elif self._pending is None and not self._closing:
@@ -348,7 +348,18 @@ class BeanstalkConnection(DirectConnection):
     def release_held(self, durable: int) -> None:
         held = self.held
         while held and held[0][0] <= durable:
-            self.write(held.popleft()[1])
+            data = held.popleft()[1]
+            if self._pending is None and not self._closing:
+                # self.write(data), inline as in _flush
+                try:
+                    sent = _write(self.fd, data)
+                except OSError:
+                    self.write(data)  # would block, or an error: write() deals with both
+                else:
+                    if sent < len(data):
+                        self.keep_unsent(data, sent)
+            else:
+                self.write(data)
         if not held:
             self.app.holding.pop(self, None)
             self.set_busy(False)
