@@ -44,6 +44,14 @@ next wake-up, before its sockets' callbacks. Meant for the few timers a server k
 that come due at a given time (mq's tick: the next delay, TTR or reserve timeout), not
 one per request; periodic work has `minisys/ticker.py` (a thread, no timer either).
 
+After a batch: `call_after(callback)` calls `callback` once, after the callbacks of
+the current wake-up's events (called from asyncio's own code, before the loop waits
+again); `loop.call_soon` on a `LoopPoller`. For work that gathers what several sockets'
+callbacks produced in one wake-up, such as mq's group-commit fsync: as a `call_soon`
+handle it cost an asyncio loop turn per batch (the selector returns, `_run_once` runs a
+Handle, the selector is entered again), measured 183.3k -> 171.5k instructions per
+greenstalk job for mq with `--fsync always`.
+
 Timers, accepts, health checks and the admin port stay on asyncio as before. A
 callback's exception is reported through the loop's exception handler, as a Handle's
 would be, instead of escaping from `select()`. Every callback must tolerate a spurious
