@@ -51,11 +51,11 @@ from mq.job import Job
 from mq.queue import Queue
 from mq.records import (
     DEFAULT_COMPACT_MIN,
+    PUT_HEAD,
     encode_delete,
     encode_meta,
     encode_put,
     encode_state,
-    put_size,
 )
 from mq.replay import Replay, read_journal, restore
 
@@ -216,7 +216,7 @@ class Journal:
             self.live_bytes += len(data)
         elif kind == "delete":
             data = encode_delete(job.id)
-            self.live_bytes -= put_size(job)
+            self.live_bytes -= PUT_HEAD + len(job.tube) + len(job.body)  # put_size(job)
         else:
             data = encode_state(job)
         buf = self._buf
@@ -265,7 +265,8 @@ class Journal:
         self.durable_seq = upto
         if self.on_durable is not None:
             self.on_durable(upto)
-        self._maybe_compact()
+        if self.file_bytes >= self.compact_min:  # _maybe_compact's first test, inline
+            self._maybe_compact()
 
     def kick(self) -> None:
         """Make sure the records a held reply waits for are on their way to disk."""
@@ -310,7 +311,8 @@ class Journal:
             # arrive meanwhile wait in the kernel and are all handled in the next turn, so
             # they share the next fsync: group commit without a thread hop per batch.
             try:
-                _write_and_sync(self._fd, data, offset)
+                _write_all(self._fd, data, offset)
+                os.fdatasync(self._fd)
             except OSError as exc:
                 self._written(exc, upto)
             else:
@@ -340,7 +342,8 @@ class Journal:
             self._idle.set()
         if self._buf:
             self._flush()
-        self._maybe_compact()
+        if self.file_bytes >= self.compact_min:  # _maybe_compact's first test, inline
+            self._maybe_compact()
 
     def _maybe_sync(self) -> None:
         now = time.monotonic()

@@ -100,6 +100,10 @@ def encode_delete(job_id: int) -> bytes:
     return _U32.pack(_crc32(record)) + record
 
 
+# A PUT record's bytes besides its tube name and body (crc, length and the fixed fields).
+PUT_HEAD = 8 + _PUT.size
+
+
 def put_size(job: Job) -> int:
     """Bytes of a job's PUT record (what compaction would rewrite for it)."""
-    return 8 + _PUT.size + len(job.tube) + len(job.body)
+    return PUT_HEAD + len(job.tube) + len(job.body)
