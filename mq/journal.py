@@ -128,8 +128,8 @@ class Journal:
         self._switching = False
         self._compactor: asyncio.Task | None = None
         self._last_sync = 0.0
-        # The flush is a poller's call_after on the loop it was first asked on (see _after).
-        self._after_loop: asyncio.AbstractEventLoop | None = None
+        # The flush is a call_after of the poller of the loop the journal runs on, looked
+        # up once (see _after) and forgotten by open() and close().
         self._call_after: Callable[[Callback], None] | None = None
         # The poller holding the lazy-sync alarm while one is set (see _arm_sync).
         self._sync_timer: DirectSelector | LoopPoller | None = None
@@ -144,6 +144,7 @@ class Journal:
 
     def open(self, queue: Queue, now: float) -> Replay:
         """Lock the directory, replay the journal into `queue`, open it for appending."""
+        self._call_after = None
         os.makedirs(self.directory, exist_ok=True)
         self._lock_fd = os.open(os.path.join(self.directory, LOCK), os.O_RDWR | os.O_CREAT)
         try:
@@ -279,12 +280,12 @@ class Journal:
         loop, minisys/poller.py's `call_after`, i.e. right after every connection read
         in this wake-up made its records (so they still share one fsync), without the
         asyncio loop turn that `loop.call_soon` costs (the selector returning to
-        `_run_once`, a Handle, and the selector entered again)."""
-        loop = asyncio.get_running_loop()
-        if loop is not self._after_loop:
-            self._after_loop = loop
-            self._call_after = make_poller(loop).call_after
-        self._call_after(callback)  # type: ignore[misc]
+        `_run_once`, a Handle, and the selector entered again). The poller is looked up
+        once: `asyncio.get_running_loop()` costs a getpid() system call each time here
+        (strace: one per put)."""
+        if self._call_after is None:
+            self._call_after = make_poller(asyncio.get_running_loop()).call_after
+        self._call_after(callback)
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -468,6 +469,7 @@ class Journal:
         os.close(self._fd)
         os.close(self._lock_fd)
         self._fd = self._lock_fd = -1
+        self._call_after = None
 
     def stats(self) -> dict[str, int]:
         return {
