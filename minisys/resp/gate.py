@@ -16,6 +16,8 @@ pending replies after its fsync.
     SET b ─▶ Held(gate, 42, +OK) ─▶ conn B's queue, gate.waiting[B] = 42
     fsync covers 42 ─▶ gate.release(42) ─▶ A._drain(), B._drain(): one send each
 
+(minidb shares one `Held` among a round's +OKs, its ticket raised to 42: see `Held`.)
+
 Simpler than the real thing: Redis keeps a list of clients with pending writes and
 walks it before every sleep; we keep only the connections whose head reply waits on the
 gate, each with the ticket it waits for.
@@ -33,7 +35,12 @@ if TYPE_CHECKING:
 
 
 class Held:
-    """A reply the server holds back until its gate passes `ticket` (see `ReplyGate`)."""
+    """A reply the server holds back until its gate passes `ticket` (see `ReplyGate`).
+
+    Several held replies with the same value may be one `Held` whose ticket the layer
+    raises (never lowers) until the event that will pass it begins: minidb's writes of one
+    fsync round share one +OK, so no reply leaves before the fsync of its own write.
+    """
 
     __slots__ = ("gate", "ticket", "value")
 
