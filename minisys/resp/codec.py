@@ -149,6 +149,13 @@ class RespParser:
 
     def feed(self, data: bytes) -> None:
         """Append bytes from the peer; call next_command/next_reply until they say 'no'."""
+        if self._pos == len(self._buf) and not self._need:
+            # Everything read before was parsed (the usual read; parked reads always
+            # come with a need): the new bytes are the buffer.
+            self._buf = data if data.__class__ is bytes else bytes(data)
+            self._pos = 0
+            self._unsplit = True
+            return
         if not data:
             return
         self._unsplit = True
