@@ -23,8 +23,10 @@ One buffer per thread is enough: the copy is taken before any other code runs, s
 next read (of any connection) may overwrite the buffer.
 
 Read next: `minisys/server.py` (`Connection` reads this way) and the clients in
-`minisys/resp/client.py`, `minisys/beanstalk/client.py` and `minisys/http/client.py`; the
-lb's raw-socket splice (`lb/splice.py`) reads into the same buffer with `read_buffer()`.
+`minisys/resp/client.py`, `minisys/beanstalk/client.py` and `minisys/http/client.py`. The
+raw-socket layers (`minisys/direct.py`, `lb/splice.py`) skip the transport and call
+`os.read(fd, n)` themselves, with n ≤ READ_BUFFER_BYTES: without a transport in between,
+its one bytes object per read is cheaper than a buffer plus a copy (they say by how much).
 
 Simpler than the real thing: nginx and Redis keep a growing buffer per connection and parse
 in place; we copy each read once into a bytes object, which keeps every parser simple.
