@@ -46,7 +46,6 @@ from .writeset import WriteSet
 log = get_logger("minidb.server")
 
 OK = SimpleString("OK")
-_execute = Engine.execute
 # Redis's proto-max-bulk-len default: the largest value a client may send.
 MAX_BULK = 512 * 1024 * 1024
 
@@ -268,17 +267,7 @@ class MinidbEngine(Engine):
         super().__init__(self._table(), state=db, component="minidb", **options)
         self._install_info_and_config()
 
-    # ------------------------------------------------------------- dispatch
-
-    def execute(self, session: Session, argv: list[bytes]) -> object:
-        txn = session.state.get("txn")
-        if txn is not None and txn.queue is not None:
-            return transactions.in_multi(self, txn, session, argv)
-        return _execute(self, session, argv)  # super().execute without building a super()
-
-    def execute_now(self, session: Session, argv: list[bytes]) -> object:
-        """Run a command as outside MULTI (EXEC and the other transaction commands)."""
-        return _execute(self, session, argv)
+    # ------------------------------------------------------------- sessions
 
     def close_session(self, session: Session) -> None:
         txn = session.state.get("txn")
@@ -364,7 +353,7 @@ class MinidbEngine(Engine):
         waiting = False
         for handler, argv in queue:
             if handler is None:
-                reply = _execute(self, session, argv)  # PING, INFO, SAVE… inside MULTI
+                reply = self.execute(session, argv)  # PING, INFO, SAVE… inside MULTI
                 waiting = waiting or hasattr(reply, "__await__")
             else:
                 try:

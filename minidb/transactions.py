@@ -105,7 +105,14 @@ def in_multi(engine: MinidbEngine, txn: TxnState, session: Session, argv: list[b
     cmd = engine.table.lookup(argv[0])
     name = cmd.name if cmd is not None else argv[0].lower().decode("utf-8", "replace")
     if name in CONTROL:
-        return engine.execute_now(session, argv)
+        # Run as outside MULTI; the transaction goes on queueing unless it ended
+        # (EXEC, DISCARD; a nested MULTI or a WATCH is refused and it goes on).
+        session.intercept = None
+        try:
+            return engine.execute(session, argv)
+        finally:
+            if txn.queue is not None:
+                session.intercept = queueing
     error = None
     if cmd is None:
         error = unknown_command_error(argv)
@@ -127,7 +134,13 @@ def multi(session: Session, argv: list[bytes]) -> object:
         raise CommandError("ERR MULTI calls can not be nested")
     txn.queue = []
     txn.bad = False
+    session.intercept = queueing  # Engine.execute hands every command to it from now on
     return OK
+
+
+def queueing(session: Session, argv: list[bytes]) -> object:
+    """The session's intercept between MULTI and EXEC (see `Session.intercept`)."""
+    return in_multi(session.engine, session.state["txn"], session, argv)
 
 
 def discard(session: Session, argv: list[bytes]) -> object:
