@@ -347,11 +347,13 @@ class DB:
                     raise DatabaseClosed("the database is closed")
                 return None
             file_id, offset, size, _ts = entry
-            datafile = self._files.get(file_id)
-            if datafile is not None:
-                break
-            # A merge retired the file after we read the entry; it re-pointed the key to
-            # the merged copy first (merge.py steps 4-5), so looking again finds that.
+            try:
+                datafile = self._files[file_id]  # (a subscript is cheaper than .get)
+            except KeyError:
+                # A merge retired the file after we read the entry; it re-pointed the key
+                # to the merged copy first (merge.py steps 4-5), so looking again finds it.
+                continue
+            break
         mapped = datafile.map
         end = offset + size
         if end <= len(mapped) and size < _COPY_LIMIT:
