@@ -146,11 +146,11 @@ def test_a_get_racing_a_merge_finds_the_merged_copy(db_dir, opener):
     class MergeOnFirstLookup(dict):
         merged = False
 
-        def get(self, file_id, default=None):
+        def __getitem__(self, file_id):  # get's lookup of the file (a KeyError once retired)
             if not self.merged:
                 self.merged = True
                 assert db.merge()
-            return super().get(file_id, default)
+            return super().__getitem__(file_id)
 
     old_file = db.keydir.get(b"k3")[0]
     db.files = db._files = MergeOnFirstLookup(db.files)
