@@ -240,6 +240,13 @@ class DirectConnection(ConnectionHooks):
             self._finish(None)
         else:
             self._update_reading()
+            self.on_sent()
+
+    def on_sent(self) -> None:
+        """Everything kept unsent has now gone (the connection is not closing).
+
+        For a protocol that stopped its own work while the peer was slow to read: the
+        RESP server carries on here with the commands that waited in its parser."""
 
     def _lost(self, exc: Exception) -> None:
         """A reset or error: the connection is gone, unsent bytes with it."""

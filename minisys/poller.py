@@ -80,7 +80,7 @@ from time import monotonic
 # is reported again on the next one, after the loop has run its timers and callbacks.
 # CPython allocates the kernel's array on every poll: 42 events x 12 bytes = 504 bytes fit
 # Python's small-object allocator (<= 512), where 256 took malloc and free, ~450
-# instructions per wake-up (measured by the lb helper, lb/loop.py).
+# instructions per wake-up (measured by the lb helper on its own wait loop).
 MAX_EVENTS = 42
 
 Callback = Callable[[], None]
@@ -300,9 +300,9 @@ if hasattr(select, "epoll"):
             asyncio gave timeout 0 (it has work queued)     return after one batch
             otherwise                                       epoll again
 
-        The lb's `lb/loop.py` does the same for its splices by calling
-        `DirectSelector.select` in a loop; here the waiting again is a loop inside
-        `select` itself (one Python call per wake-up fewer). Measured on mq (callgrind,
+        The lb's own first version called `DirectSelector.select` in a loop; here the
+        waiting again is a loop inside `select` itself (one Python call per wake-up
+        fewer). Measured on mq (callgrind,
         greenstalk put/reserve/delete, server instructions per job): 135.1k on
         `DirectSelector`, 126.5k with a loop around its select, 4.9k less again with the
         loop inside. Like `DirectSelector` it reads private attributes, here the loop's
@@ -310,11 +310,13 @@ if hasattr(select, "epoll"):
 
         The wait loop keeps in locals what every wake-up reads, dispatches the usual event
         (a direct socket readable, `event == READ`) first, and leaves the rounding of the
-        timeout to epoll.poll (the lb's `lb/loop.py` showed the way): mq's bare ceiling
+        timeout to epoll.poll (the lb's own wait loop showed the way): mq's bare ceiling
         in `bench/mq.py`, 60.0k -> 57.5k instructions per greenstalk job. The clock is
         read once per wake-up, and only while something is timed (an alarm, or asyncio's
         timeout); with neither, a wake-up reads no clock and checks no alarm (the lb's
-        request: ~340 instructions per wake-up, its one-client figure).
+        request: ~340 instructions per wake-up, its one-client figure). epoll waits for
+        ever when given None; given -1 it converts the int through the float-seconds path
+        first (~230 instructions per wake-up in the lb's one-client figure).
         """
 
         serving = True
@@ -338,7 +340,7 @@ if hasattr(select, "epoll"):
             deadline = INF if timeout is None else now + timeout  # asyncio's timeout
             alarm_at = self.alarm_at  # (a callback that sets or clears one changes it)
             until = alarm_at if alarm_at < deadline else deadline  # the next timed thing
-            wait = -1 if until == INF else max(until - now, 0)  # -1: epoll waits for ever
+            wait = None if until == INF else max(until - now, 0)  # None: for ever
             while True:
                 try:
                     events = poll(wait, MAX_EVENTS)
@@ -349,7 +351,7 @@ if hasattr(select, "epoll"):
                     if alarm_at <= now:
                         self._ring(now)
                 theirs = None
-                for fd, event in events:
+                for fd, event in events:  # _dispatch, inline: one call less per wake-up
                     if event == READ:  # the usual event: a direct socket has bytes
                         callback = readers.get(fd)
                         if callback is not None:
@@ -378,7 +380,7 @@ if hasattr(select, "epoll"):
                 alarm_at = self.alarm_at
                 until = alarm_at if alarm_at < deadline else deadline
                 if until == INF:
-                    wait = -1
+                    wait = None
                 else:
                     wait = until - now
                     if wait < 0:

@@ -357,18 +357,7 @@ class BeanstalkConnection(DirectConnection):
     def release_held(self, durable: int) -> None:
         held = self.held
         while held and held[0][0] <= durable:
-            data = held.popleft()[1]
-            if self._pending is None and not self._closing:
-                # self.write(data), inline as in _flush
-                try:
-                    sent = _write(self.fd, data)
-                except OSError:
-                    self.write(data)  # would block, or an error: write() deals with both
-                else:
-                    if sent < len(data):
-                        self.keep_unsent(data, sent)
-            else:
-                self.write(data)
+            self.write(held.popleft()[1])
         if not held:
             self.app.holding.pop(self, None)
             self.set_busy(False)

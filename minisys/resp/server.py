@@ -240,11 +240,10 @@ class RespConnection(DirectConnection):
         if len(self._pending) > WRITE_HIGH_WATER:  # type: ignore[arg-type]
             self._write_paused = True
 
-    def _writable(self) -> None:
-        # DirectConnection sends what it kept; once all of it is gone, carry on with the
-        # commands that waited in the parser meanwhile (no new read may ever come).
-        super()._writable()
-        if self._write_paused and self._pending is None and not self._closing:
+    def on_sent(self) -> None:
+        # Everything kept unsent has gone: carry on with the commands that waited in the
+        # parser meanwhile (no new read may ever come).
+        if self._write_paused:
             self._write_paused = False
             if not self._queue_full:
                 self.on_data()
