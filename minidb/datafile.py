@@ -55,6 +55,8 @@ import os
 import threading
 from pathlib import Path
 
+from minisys.files import fdatasync, write_all
+
 DATA_SUFFIX = ".data"
 HINT_SUFFIX = ".hint"
 TMP_SUFFIX = ".tmp"
@@ -80,24 +82,6 @@ def parse_id(name: str, suffix: str) -> int | None:
         return None
     stem = name[: -len(suffix)]
     return int(stem) if stem.isdigit() else None
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a create, rename or unlink in `directory` durable.
-
-    A rename is a change to the directory, not to the file: until the directory itself is
-    fsynced, a power loss can bring back the old name.
-    """
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fdatasync(fd: int) -> None:
-    """fdatasync where the OS has it (flushes data and the size, skips mtime), else fsync."""
-    (getattr(os, "fdatasync", None) or os.fsync)(fd)
 
 
 class DataFile:
@@ -127,11 +111,9 @@ class DataFile:
     def append(self, data: bytes) -> int:
         """Write `data` at the end; return the offset where it starts."""
         offset = self.size
-        written = os.write(self.fd, data)
+        written = os.write(self.fd, data)  # (write_all's first step, inline: every put)
         if written < len(data):  # a short write (say, a signal): write the rest
-            view = memoryview(data)[written:]
-            while view:
-                view = view[os.write(self.fd, view) :]
+            write_all(self.fd, memoryview(data)[written:])
         self.size += len(data)
         if self.size - len(self.map) >= REMAP_BYTES:
             self.map_file()

@@ -30,8 +30,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from minisys.files import fsync_dir
+
 from . import record
-from .datafile import DataFile, fsync_dir
+from .datafile import DataFile
 from .faults import NO_FAULTS, Faults
 from .keydir import KeyDir
 from .merge import MergeState

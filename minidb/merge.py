@@ -40,10 +40,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from minisys.files import fdatasync, fsync_dir, write_all
 from minisys.logs import get_logger
 
 from . import record
-from .datafile import TMP_SUFFIX, DataFile, data_path, fdatasync, fsync_dir, hint_path
+from .datafile import TMP_SUFFIX, DataFile, data_path, hint_path
 from .faults import Faults, SimulatedCrash
 from .hint import encode_hint
 
@@ -152,10 +153,7 @@ class _OutputWriter:
         self._size = 0
 
     def _flush(self) -> None:
-        data = b"".join(self._buffer)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        write_all(self._fd, b"".join(self._buffer))
         self._buffer.clear()
         self._buffered = 0
 

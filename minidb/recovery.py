@@ -28,10 +28,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from minisys.files import fsync_dir
 from minisys.logs import get_logger
 
 from . import record
-from .datafile import DATA_SUFFIX, HINT_SUFFIX, TMP_SUFFIX, DataFile, fsync_dir, hint_path, parse_id
+from .datafile import DATA_SUFFIX, HINT_SUFFIX, TMP_SUFFIX, DataFile, hint_path, parse_id
 from .hint import HintError, load_hint
 from .keydir import KeyDir
 

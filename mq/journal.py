@@ -45,17 +45,18 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from minisys.files import fsync_dir, pwrite_all, write_all
 from minisys.logs import get_logger
 from minisys.poller import Callback, LoopPoller, make_poller
 from mq.job import Job
 from mq.queue import Queue
 from mq.records import (
     DEFAULT_COMPACT_MIN,
-    PUT_HEAD,
     encode_delete,
     encode_meta,
     encode_put,
     encode_state,
+    put_size,
 )
 from mq.replay import Replay, read_journal, restore
 
@@ -191,7 +192,7 @@ class Journal:
         self.file_bytes = replay.good_bytes
         if self.file_bytes == 0:
             meta = encode_meta(self.generation, queue.next_id)
-            _write_all(self._fd, meta, self._claim(meta))
+            pwrite_all(self._fd, meta, self._claim(meta))
             os.fsync(self._fd)
         return replay
 
@@ -217,7 +218,7 @@ class Journal:
             self.live_bytes += len(data)
         elif kind == "delete":
             data = encode_delete(job.id)
-            self.live_bytes -= PUT_HEAD + len(job.tube) + len(job.body)  # put_size(job)
+            self.live_bytes -= put_size(job)
         else:
             data = encode_state(job)
         buf = self._buf
@@ -260,7 +261,7 @@ class Journal:
 
     def _write_unsynced(self, data: bytes, offset: int, upto: int) -> None:
         """Write records none of which needs an fsync before its reply (see `record`)."""
-        _write_all(self._fd, data, offset)
+        pwrite_all(self._fd, data, offset)
         if self._sync_timer is None:  # synced within a second even if no put comes
             self._arm_sync(LAZY_SYNC_DELAY)
         self.durable_seq = upto
@@ -312,7 +313,7 @@ class Journal:
             # arrive meanwhile wait in the kernel and are all handled in the next turn, so
             # they share the next fsync: group commit without a thread hop per batch.
             try:
-                _write_all(self._fd, data, offset)
+                pwrite_all(self._fd, data, offset)
                 os.fdatasync(self._fd)
             except OSError as exc:
                 self._written(exc, upto)
@@ -321,7 +322,7 @@ class Journal:
             return
         # Nothing here needs an fsync before a reply (a reserve, a TTR timeout): write it
         # now; the next fsync, whoever triggers it, covers it too.
-        _write_all(self._fd, data, offset)
+        pwrite_all(self._fd, data, offset)
         if self.fsync != "always":
             self.durable_seq = upto
         if self.fsync == "interval":
@@ -403,14 +404,14 @@ class Journal:
             path = os.path.join(self.directory, COMPACT)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             written = len(ids)
-            _write_seq(fd, encode_meta(self.generation + 1, queue.next_id))
+            write_all(fd, encode_meta(self.generation + 1, queue.next_id))
             for start in range(0, len(ids), COMPACT_CHUNK):
                 parts = []
                 for job_id in ids[start : start + COMPACT_CHUNK]:
                     job = queue.jobs.get(job_id)
                     if job is not None:
                         parts.append(encode_put(job))
-                _write_seq(fd, b"".join(parts))
+                write_all(fd, b"".join(parts))
                 await asyncio.sleep(0)
             while self._inflight:
                 self._idle = asyncio.Event()
@@ -458,7 +459,7 @@ class Journal:
             await self._idle.wait()
         if self._buf:
             data = b"".join(self._buf)
-            _write_all(self._fd, data, self._claim(data))
+            pwrite_all(self._fd, data, self._claim(data))
             self._buf = []
         os.ftruncate(self._fd, self.file_bytes)  # a clean file: no allocated zeros left
         if self.fsync != "no":
@@ -481,36 +482,14 @@ class Journal:
         }
 
 
-def _write_all(fd: int, data: bytes, offset: int) -> None:
-    written = os.pwrite(fd, data, offset)
-    if written == len(data):  # the usual case: no memoryview to make and slice
-        return
-    view = memoryview(data)[written:]
-    offset += written
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
-
-
-def _write_seq(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def _write_and_sync(fd: int, data: bytes, offset: int) -> None:
-    _write_all(fd, data, offset)
+    pwrite_all(fd, data, offset)
     os.fdatasync(fd)
 
 
 def _finish_compaction(fd: int, side: bytes, directory: str) -> None:
     """In a worker thread: append what changed meanwhile, sync, switch atomically."""
-    _write_seq(fd, side)
+    write_all(fd, side)
     os.fsync(fd)
     os.replace(os.path.join(directory, COMPACT), os.path.join(directory, JOURNAL))
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    fsync_dir(directory)  # make the rename itself durable

@@ -377,15 +377,15 @@ def test_inserted_is_sent_only_after_the_fsync(tmp_path, monkeypatch):
 def test_a_short_journal_write_is_completed(tmp_path, monkeypatch):
     """pwrite may take fewer bytes than given (a signal, a nearly full disk): the rest
     follows at the right offsets."""
-    from mq import journal as journal_module
+    from minisys import files
 
     real_pwrite = os.pwrite
     monkeypatch.setattr(
-        journal_module.os, "pwrite", lambda fd, data, offset: real_pwrite(fd, data[:3], offset)
+        files.os, "pwrite", lambda fd, data, offset: real_pwrite(fd, data[:3], offset)
     )
     fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
     try:
-        journal_module._write_all(fd, b"0123456789", 5)
+        files.pwrite_all(fd, b"0123456789", 5)
         assert os.pread(fd, 15, 0) == b"\0" * 5 + b"0123456789"
     finally:
         os.close(fd)
