@@ -340,16 +340,7 @@ class BeanstalkConnection(DirectConnection):
                     self.busy = True  # set_busy(True), inline: it does only this
                 self.held.append((journal.need_seq, data))
                 journal.kick()
-            elif self._pending is None and not self._closing:
-                # self.write(data), inline (one call less per reply, ~400 instructions)
-                try:
-                    sent = _write(self.fd, data)
-                except OSError:
-                    self.write(data)  # would block, or an error: write() deals with both
-                else:
-                    if sent < len(data):
-                        self.keep_unsent(data, sent)
-            else:
+            else:  # (the usual lone reply never gets here: _process sends it inline)
                 self.write(data)
         if self._quit and not self.held:
             self.close()
