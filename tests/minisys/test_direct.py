@@ -12,9 +12,6 @@ import os
 import socket
 import tempfile
 
-import pytest
-
-from minisys import poller
 from minisys.direct import WRITE_HIGH_WATER, DirectConnection, DirectServer
 from minisys.server import ServerConfig
 from minisys.testing import async_wait_until
@@ -27,24 +24,6 @@ async def until(predicate) -> None:
         return bool(predicate())
 
     await async_wait_until(check)
-
-
-LOOPS = {
-    "direct-selector": poller.new_event_loop,
-    "serving-selector": lambda: poller.new_event_loop(serving=True),
-    "plain-loop": None,
-}
-
-
-@pytest.fixture(params=list(LOOPS))
-def run(request):
-    factory = LOOPS[request.param]
-
-    def run(coro_fn):
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(coro_fn())
-
-    return run
 
 
 class Echo(DirectConnection):

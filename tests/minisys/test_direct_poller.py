@@ -9,24 +9,7 @@ import asyncio
 import socket
 import time
 
-import pytest
-
 from minisys import poller
-
-LOOPS = {
-    "direct-selector": poller.new_event_loop,
-    "serving-selector": lambda: poller.new_event_loop(serving=True),
-    "plain-loop": None,
-}
-
-
-@pytest.fixture(params=list(LOOPS))
-def run(request):
-    def run(coro_fn):
-        with asyncio.Runner(loop_factory=LOOPS[request.param]) as runner:
-            return runner.run(coro_fn())
-
-    return run
 
 
 def test_an_alarm_rings_once_not_early(run):
