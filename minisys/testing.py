@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import os
 import shutil
 import signal
@@ -220,15 +221,18 @@ def wait_until(
 
 
 async def async_wait_until(
-    predicate: Callable[[], Awaitable[object]],
+    predicate: Callable[[], object | Awaitable[object]],
     timeout: float = 10.0,
     interval: float = 0.01,
     message: str = "",
 ) -> object:
-    """Like wait_until, for a coroutine predicate, without blocking the event loop."""
+    """Like wait_until, without blocking the event loop; `predicate` may be a plain
+    function or a coroutine function."""
     deadline = time.monotonic() + timeout
     while True:
-        result = await predicate()
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
         if result:
             return result
         if time.monotonic() > deadline:

@@ -86,13 +86,6 @@ async def read_exactly(reader: asyncio.StreamReader, data: bytes) -> None:
     assert got == data
 
 
-async def until(predicate) -> None:
-    async def check():
-        return predicate()
-
-    await async_wait_until(check, timeout=READ_TIMEOUT)
-
-
 async def nothing_to_read(reader: asyncio.StreamReader) -> bool:
     try:
         await asyncio.wait_for(reader.read(1), 0.05)
@@ -109,9 +102,9 @@ def test_one_release_writes_every_waiting_clients_replies_in_order():
             a_reader, a = await asyncio.open_connection(*server.address)
             b_reader, b = await asyncio.open_connection(*server.address)
             a.write(b"PING2\r\nHOLD a1\r\nPING2\r\nHOLD a2\r\n")  # tickets 1, 2
-            await until(lambda: counter.ticket == 2)
+            await async_wait_until(lambda: counter.ticket == 2)
             b.write(b"HOLD b1\r\n")  # ticket 3
-            await until(lambda: counter.ticket == 3)
+            await async_wait_until(lambda: counter.ticket == 3)
             assert await nothing_to_read(a_reader) and await nothing_to_read(b_reader)
             assert all(conn.busy for conn in server.connections)
             CountingConnection.writes.clear()
@@ -140,9 +133,9 @@ def test_a_release_visits_only_clients_whose_first_held_reply_it_passed():
             a_reader, a = await asyncio.open_connection(*server.address)
             b_reader, b = await asyncio.open_connection(*server.address)
             a.write(b"HOLD a\r\n")
-            await until(lambda: counter.ticket == 1)
+            await async_wait_until(lambda: counter.ticket == 1)
             b.write(b"HOLD b\r\n")
-            await until(lambda: counter.ticket == 2)
+            await async_wait_until(lambda: counter.ticket == 2)
             assert sorted(gate.waiting.values()) == [1, 2]
             gate.release(1)
             assert list(gate.waiting.values()) == [2]  # b was not visited
@@ -163,7 +156,7 @@ def test_a_failed_gate_answers_every_reply_it_still_holds_with_its_error():
         async with serving(gated_engine(gate, counter)) as server:
             reader, writer = await asyncio.open_connection(*server.address)
             writer.write(b"HOLD x\r\nHOLD y\r\nPING2\r\n")
-            await until(lambda: counter.ticket == 2)
+            await async_wait_until(lambda: counter.ticket == 2)
             gate.release(1, RespError("ERR fsync failed"))
             await read_exactly(reader, b"$1\r\nx\r\n-ERR fsync failed\r\n+OK\r\n")
             writer.close()
@@ -178,15 +171,15 @@ def test_held_replies_wait_behind_an_awaited_one_and_keep_their_order():
         async with serving(gated_engine(gate, counter)) as server:
             reader, writer = await asyncio.open_connection(*server.address)
             writer.write(b"SLOW\r\nHOLD h\r\nPING2\r\n")
-            await until(lambda: counter.ticket == 1)
+            await async_wait_until(lambda: counter.ticket == 1)
             gate.release(1)  # h passed, but SLOW's reply comes first
             assert await nothing_to_read(reader)
             counter.slow.set_result(SimpleString("DONE"))
             await read_exactly(reader, b"+DONE\r\n$1\r\nh\r\n+OK\r\n")
             # The other way round: the awaited reply waits behind an unpassed held one.
             writer.write(b"HOLD i\r\nSLOW\r\n")
-            await until(lambda: counter.ticket == 2)
-            await until(lambda: not counter.slow.done())
+            await async_wait_until(lambda: counter.ticket == 2)
+            await async_wait_until(lambda: not counter.slow.done())
             counter.slow.set_result(SimpleString("DONE"))
             assert await nothing_to_read(reader)
             gate.release(2)
@@ -204,11 +197,11 @@ def test_a_client_that_leaves_stops_no_one_else():
             _, gone = await asyncio.open_connection(*server.address)
             reader, writer = await asyncio.open_connection(*server.address)
             gone.write(b"HOLD g\r\n")
-            await until(lambda: counter.ticket == 1)
+            await async_wait_until(lambda: counter.ticket == 1)
             writer.write(b"HOLD s\r\n")
-            await until(lambda: counter.ticket == 2)
+            await async_wait_until(lambda: counter.ticket == 2)
             gone.close()
-            await until(lambda: len(server.connections) == 1)
+            await async_wait_until(lambda: len(server.connections) == 1)
             gate.release(2)
             await read_exactly(reader, b"$1\r\ns\r\n")
             writer.close()

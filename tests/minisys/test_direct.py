@@ -17,15 +17,6 @@ from minisys.server import ServerConfig
 from minisys.testing import async_wait_until
 
 
-async def until(predicate) -> None:
-    """Poll a plain predicate without blocking the loop (deadline: 10 s)."""
-
-    async def check() -> bool:
-        return bool(predicate())
-
-    await async_wait_until(check)
-
-
 class Echo(DirectConnection):
     """Echoes; `hold` answers nothing; `close` closes after the reply; `bye` half-closes."""
 
@@ -86,7 +77,7 @@ def test_round_trip_peer_and_close_once(run):
         writer.write(b"close")
         assert await reader.read() == b"bye"  # reply, then EOF
         conn = server.log[0]
-        await until(lambda: ("close", None) in conn.events)
+        await async_wait_until(lambda: ("close", None) in conn.events)
         assert conn.events[0] == ("connect", writer.get_extra_info("sockname"))
         assert [e[0] for e in conn.events].count("close") == 1
         assert not server.connections
@@ -105,7 +96,7 @@ def test_write_backpressure_keeps_order_and_pauses_reading(run):
         writer.write(b"big")
         await writer.drain()
         conn = server.log[0]
-        await until(lambda: conn._pending is not None)
+        await async_wait_until(lambda: conn._pending is not None)
         assert not conn._reading  # over the high-water mark: requests wait in the kernel
         writer.write(b"ping")
         data = await reader.readexactly(4 * WRITE_HIGH_WATER + 3)
@@ -125,11 +116,11 @@ def test_close_sends_what_is_held_first(run):
         writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
         writer.write(b"big")
         conn = server.log[0]
-        await until(lambda: conn._pending is not None)
+        await async_wait_until(lambda: conn._pending is not None)
         conn.close()
         data = await reader.read()  # everything, then EOF
         assert len(data) == 4 * WRITE_HIGH_WATER + 3
-        await until(lambda: not server.connections)
+        await async_wait_until(lambda: not server.connections)
         writer.close()
         await server.drain_and_close()
 
@@ -143,7 +134,7 @@ def test_eof_closes_unless_the_protocol_keeps_it_half_open(run):
         writer.write_eof()
         assert await reader.read() == b""
         conn = server.log[0]
-        await until(lambda: ("close", None) in conn.events)
+        await async_wait_until(lambda: ("close", None) in conn.events)
         assert ("eof",) in conn.events
         server.keep_half_open = True  # type: ignore[attr-defined]
         reader, writer = await connect(server)
@@ -180,7 +171,7 @@ def test_drain_waits_for_busy_connections(run):
         r_idle, w_idle = await connect(server)
         r_busy, w_busy = await connect(server)
         w_busy.write(b"busy")
-        await until(lambda: len(server.log) == 2 and server.log[1].busy)
+        await async_wait_until(lambda: len(server.log) == 2 and server.log[1].busy)
         drain = asyncio.create_task(server.drain_and_close())
         assert await r_idle.read() == b""  # an idle connection closes at once
         await asyncio.sleep(0)
@@ -199,7 +190,7 @@ def test_drain_timeout_aborts(run):
         server = await start(drain_timeout=0.05)
         reader, writer = await connect(server)
         writer.write(b"busy")
-        await until(lambda: server.log and server.log[0].busy)
+        await async_wait_until(lambda: server.log and server.log[0].busy)
         await server.drain_and_close()
         assert await reader.read() == b""
         assert not server.connections
@@ -224,11 +215,11 @@ def test_peer_reset_reports_the_error(run):
         server = await start()
         sock = socket.create_connection(("127.0.0.1", server.address[1]))
         sock.sendall(b"hi")
-        await until(lambda: server.log and len(server.log[0].events) > 1)
+        await async_wait_until(lambda: server.log and len(server.log[0].events) > 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         sock.close()  # RST
         conn = server.log[0]
-        await until(lambda: conn.events[-1][0] == "close")
+        await async_wait_until(lambda: conn.events[-1][0] == "close")
         assert isinstance(conn.events[-1][1], ConnectionError)
         await server.drain_and_close()
 

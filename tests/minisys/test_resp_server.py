@@ -98,13 +98,6 @@ async def read_exactly(reader: asyncio.StreamReader, data: bytes) -> None:
     assert got == data
 
 
-async def until(predicate) -> None:
-    async def check():
-        return predicate()
-
-    await async_wait_until(check, timeout=READ_TIMEOUT)
-
-
 LOOPS = {"serving-selector": lambda: poller.new_event_loop(serving=True), "plain-loop": None}
 loop_factory = None  # the loop the current test runs on (set by the fixture below)
 
@@ -225,7 +218,7 @@ def test_replies_before_an_awaited_one_leave_with_it_in_one_write():
         async with serving(make_engine(gate), counting_connection(writes)) as server:
             reader, writer = await asyncio.open_connection(*server.address)
             writer.write(b"SET x 1\r\nPING\r\nSLOWSET a 1\r\nGET a\r\n")
-            await until(lambda: any(len(c._queue) == 3 for c in server.connections))
+            await async_wait_until(lambda: any(len(c._queue) == 3 for c in server.connections))
             assert writes == []  # +OK and +PONG wait with SLOWSET's reply
             gate.set()
             await read_exactly(reader, b"+OK\r\n+PONG\r\n+OK\r\n$1\r\n1\r\n")
@@ -259,7 +252,7 @@ def test_pending_replies_are_bounded(monkeypatch):
         async with serving(make_engine(gate)) as server:
             reader, writer = await asyncio.open_connection(*server.address)
             writer.write(b"SLOWSET a 1\r\n" * 10)
-            await until(lambda: any(len(c._queue) == 4 for c in server.connections))
+            await async_wait_until(lambda: any(len(c._queue) == 4 for c in server.connections))
             (conn,) = server.connections
             assert conn.parser.buffered > 0  # the rest waits unparsed
             assert len(conn._queue) == 4
@@ -300,7 +293,7 @@ def test_resp3_after_hello_and_sessions_are_cleaned_up():
             assert len(engine.sessions) == 2
             writer.close()
             await client.close()
-            await until(lambda: not engine.sessions)
+            await async_wait_until(lambda: not engine.sessions)
 
     run(main())
 
@@ -353,7 +346,7 @@ def test_a_client_that_does_not_read_stops_its_pipeline():
         async with serving(engine) as server:
             reader, writer = await asyncio.open_connection(*server.address)
             writer.write(b"GET big\r\n" * count)
-            await until(lambda: any(c._write_paused for c in server.connections))
+            await async_wait_until(lambda: any(c._write_paused for c in server.connections))
             (conn,) = server.connections
             assert conn.parser.buffered > 0  # the rest of the pipeline waits, unexecuted
             for _ in range(count):
@@ -463,7 +456,7 @@ def test_a_client_leaving_does_not_cancel_a_shared_awaitable():
             w2.write(b"CANCELLED\r\nDURABLE\r\n")
             await read_exactly(r2, b"-ERR command cancelled\r\n")
             w1.close()  # the first client leaves while its reply is pending
-            await until(lambda: len(server.connections) == 1)
+            await async_wait_until(lambda: len(server.connections) == 1)
             assert not shared.cancelled()
             shared.set_result(SimpleString("OK"))
             await read_exactly(r2, b"+OK\r\n")
